@@ -1,0 +1,243 @@
+/* SPDX-License-Identifier: MIT */
+/* lazy-pagesd: serves the lazy pages of a restore (a drop-in for `criu lazy-pages`). */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "session.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: lazy-pagesd -D DIR [-W DIR] [-d|--daemon] [--pidfile F] [--status-fd N]\n"
+		"                   [--prefetch-threads N] [--fault-threads N] [--fault-around PAGES]\n"
+		"                   [--chunk PAGES] [-o LOG] [-v[N]]\n"
+		"Serves the lazy pages of a `criu restore --lazy-pages` (or any restorer speaking\n"
+		"its protocol) from the CRIU image directory DIR, through DIR/lazy-pages.socket\n"
+		"(or WORKDIR/lazy-pages.socket with -W). Exits 0 once every process is complete.\n");
+}
+
+static int parse_num(const char *opt, const char *arg, long lo, long hi, long *out)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(arg, &end, 10);
+	if (errno || end == arg || *end || v < lo || v > hi) {
+		fprintf(stderr, "lazy-pagesd: %s: '%s' is not a number from %ld to %ld\n", opt, arg, lo, hi);
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+static int write_pidfile(const char *path, pid_t pid)
+{
+	char buf[32];
+	int fd, n, ret = 0;
+
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	n = snprintf(buf, sizeof(buf), "%d\n", (int)pid);
+	if (write(fd, buf, (size_t)n) != n)
+		ret = -EIO;
+	close(fd);
+	return ret;
+}
+
+/* criu lazy-pages --daemon: the child carries on with the socket listening. */
+static int daemonize(const char *pidfile)
+{
+	pid_t pid = fork();
+	int fd;
+
+	if (pid < 0)
+		return -errno;
+	if (pid > 0) {
+		if (pidfile && write_pidfile(pidfile, pid) < 0) {
+			fprintf(stderr, "lazy-pagesd: %s: cannot write the pid file\n", pidfile);
+			kill(pid, SIGTERM);
+			exit(1);
+		}
+		exit(0);
+	}
+	setsid();
+	fd = open("/dev/null", O_RDWR);
+	if (fd >= 0) {
+		dup2(fd, STDIN_FILENO);
+		dup2(fd, STDOUT_FILENO);
+		if (log_get_level() >= 0 && !getenv("LP_KEEP_STDERR"))
+			dup2(fd, STDERR_FILENO);
+		if (fd > STDERR_FILENO)
+			close(fd);
+	}
+	return 0;
+}
+
+enum {
+	OPT_PIDFILE = 256,
+	OPT_STATUS_FD,
+	OPT_PREFETCH,
+	OPT_FAULTS,
+	OPT_AROUND,
+	OPT_CHUNK,
+};
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "images-dir", required_argument, NULL, 'D' },
+		{ "work-dir", required_argument, NULL, 'W' },
+		{ "daemon", no_argument, NULL, 'd' },
+		{ "pidfile", required_argument, NULL, OPT_PIDFILE },
+		{ "status-fd", required_argument, NULL, OPT_STATUS_FD },
+		{ "prefetch-threads", required_argument, NULL, OPT_PREFETCH },
+		{ "fault-threads", required_argument, NULL, OPT_FAULTS },
+		{ "fault-around", required_argument, NULL, OPT_AROUND },
+		{ "chunk", required_argument, NULL, OPT_CHUNK },
+		{ "log-file", required_argument, NULL, 'o' },
+		{ "verbose", optional_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct session_cfg cfg;
+	const char *pidfile = NULL, *logfile = NULL;
+	int daemon_mode = 0, status_fd = -1, c, ret;
+	struct session *s;
+	struct lp_err e;
+	long v;
+
+	session_cfg_defaults(&cfg);
+	log_set_level(LOG_WARN);
+	while ((c = getopt_long(argc, argv, "D:W:do:v::h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'D':
+			cfg.images_dir = optarg;
+			break;
+		case 'W':
+			cfg.work_dir = optarg;
+			break;
+		case 'd':
+			daemon_mode = 1;
+			break;
+		case 'o':
+			logfile = optarg;
+			break;
+		case 'v':
+			if (!optarg) {
+				log_set_level(log_get_level() < LOG_INFO ? LOG_INFO : LOG_DEBUG);
+				break;
+			}
+			if (parse_num("-v", optarg, 0, 9, &v))
+				return 1;
+			/* criu's levels: 1 error, 2 warning, 3 info, 4 debug */
+			log_set_level(v <= 1 ? LOG_ERR : v >= 4 ? LOG_DEBUG : (int)v - 1);
+			break;
+		case OPT_PIDFILE:
+			pidfile = optarg;
+			break;
+		case OPT_STATUS_FD:
+			if (parse_num("--status-fd", optarg, 0, INT_MAX, &v))
+				return 1;
+			status_fd = (int)v;
+			break;
+		case OPT_PREFETCH:
+			if (parse_num("--prefetch-threads", optarg, 1, 64, &v))
+				return 1;
+			cfg.prefetch_threads = (int)v;
+			break;
+		case OPT_FAULTS:
+			if (parse_num("--fault-threads", optarg, 1, 64, &v))
+				return 1;
+			cfg.fault_threads = (int)v;
+			break;
+		case OPT_AROUND:
+			if (parse_num("--fault-around", optarg, 1, 512, &v))
+				return 1;
+			cfg.fault_around = (unsigned)v;
+			break;
+		case OPT_CHUNK:
+			if (parse_num("--chunk", optarg, 1, 65536, &v))
+				return 1;
+			cfg.chunk_pages = (uint64_t)v;
+			if (cfg.sub_pages > cfg.chunk_pages)
+				cfg.sub_pages = cfg.chunk_pages;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 1;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "lazy-pagesd: unexpected argument '%s'\n", argv[optind]);
+		usage(stderr);
+		return 1;
+	}
+	if (!cfg.images_dir)
+		cfg.images_dir = ".";
+	if (status_fd >= 0 && fcntl(status_fd, F_GETFD) < 0) {
+		fprintf(stderr, "lazy-pagesd: --status-fd %d: not an open file descriptor\n", status_fd);
+		return 1;
+	}
+	if (logfile) {
+		int fd = open(logfile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+
+		if (fd < 0 || dup2(fd, STDERR_FILENO) < 0) {
+			fprintf(stderr, "lazy-pagesd: %s: %s\n", logfile, strerror(errno));
+			return 1;
+		}
+		close(fd);
+		setenv("LP_KEEP_STDERR", "1", 1);
+	}
+	/* a restored process's uffd must never take the daemon down through SIGPIPE */
+	signal(SIGPIPE, SIG_IGN);
+
+	s = session_new(&cfg, &e);
+	if (!s) {
+		log_err("%s", e.msg);
+		return 1;
+	}
+	ret = session_listen(s, &e);
+	if (ret) {
+		log_err("%s", e.msg);
+		session_free(s);
+		return 1;
+	}
+	if (daemon_mode && daemonize(pidfile) < 0) {
+		log_err("--daemon: fork: %s", strerror(errno));
+		session_free(s);
+		return 1;
+	}
+	if (!daemon_mode && pidfile && write_pidfile(pidfile, getpid()) < 0)
+		log_warn("%s: cannot write the pid file", pidfile);
+	if (status_fd >= 0) {
+		char zero = 0;
+
+		if (write(status_fd, &zero, 1) != 1)
+			log_warn("--status-fd %d: %s", status_fd, strerror(errno));
+		close(status_fd);
+	}
+
+	ret = session_serve(s, &e);
+	if (ret) {
+		log_err("%s", e.msg);
+		session_free(s);
+		return 1;
+	}
+	session_summary(s, stdout);
+	session_free(s);
+	return 0;
+}

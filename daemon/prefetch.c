@@ -1,0 +1,189 @@
+/* SPDX-License-Identifier: MIT */
+/* prefetch: background fill, racing the fault threads on the same uffds (EEXIST is success). */
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "prefetch.h"
+#include "proc.h"
+#include "ranges.h"
+#include "session.h"
+#include "source.h"
+
+struct prefetch_thread {
+	struct prefetch_pool *pool;
+	pthread_t tid;
+	int started;
+	unsigned cursor;		/* round-robin position in the session's processes */
+	uint8_t *buf;
+};
+
+struct prefetch_pool {
+	struct session *s;
+	uint64_t chunk, sub;
+	int n;
+	struct prefetch_thread *t;
+};
+
+/*
+ * Places the chunk read into BUF for RUN, in sub-chunks. Under the shared
+ * evlock each page is checked again: still lazy, and still holding the
+ * image address the data was read for (a REMAP may have moved other pages
+ * there, a REMOVE may have dropped it). Returns 0, -EAGAIN, -ESRCH, -errno.
+ */
+static int prefetch_place(struct prefetch_thread *t, struct proc *p, const struct rrun *run)
+{
+	uint64_t psz = session_page_size(t->pool->s);
+	uint64_t end = run->addr + run->nr_pages * psz;
+	uint64_t a = run->addr, sub_end;
+	struct rrun now;
+	int ret = 0, in;
+
+	while (a < end && !ret) {
+		sub_end = a + t->pool->sub * psz;
+		if (sub_end > end)
+			sub_end = end;
+		pthread_rwlock_rdlock(&p->evlock);
+		if (!proc_live(p)) {
+			pthread_rwlock_unlock(&p->evlock);
+			return 0;
+		}
+		while (a < sub_end) {
+			pthread_mutex_lock(&p->lock);
+			in = ranges_run(p->ranges, a, (sub_end - a) / psz, &now);
+			pthread_mutex_unlock(&p->lock);
+			if (!in || now.img != run->img + (a - run->addr)) {
+				a += psz;
+				continue;
+			}
+			ret = proc_fill(p, a, now.nr_pages, t->buf + (a - run->addr));
+			if (ret)
+				break;
+			a += now.nr_pages * psz;
+		}
+		pthread_rwlock_unlock(&p->evlock);
+	}
+	if (ret == -EAGAIN) {
+		/* come back here once the event has been read */
+		pthread_mutex_lock(&p->lock);
+		p->cursor = a;
+		pthread_mutex_unlock(&p->lock);
+	}
+	return ret;
+}
+
+static void prefetch_one(struct prefetch_thread *t, struct proc *p)
+{
+	struct session *s = t->pool->s;
+	uint64_t psz = session_page_size(s), hint;
+	struct lp_err e;
+	struct rrun run;
+	int ok, ret;
+
+	pthread_mutex_lock(&p->lock);
+	hint = atomic_exchange(&p->hint, 0);
+	ok = ranges_next(p->ranges, hint ? hint : p->cursor, t->pool->chunk, &run);
+	if (ok)
+		p->cursor = run.addr + run.nr_pages * psz;	/* the next thread takes the next chunk */
+	pthread_mutex_unlock(&p->lock);
+	if (!ok) {
+		proc_finish(p, PROC_DONE);
+		return;
+	}
+	ret = source_read(session_source(s), p->pm, run.img, run.nr_pages, t->buf, &e);
+	if (ret) {
+		session_fail(s, "pid %d: prefetch of 0x%llx (+%llu pages): %s", p->pid,
+			     (unsigned long long)run.addr, (unsigned long long)run.nr_pages, e.msg);
+		return;
+	}
+	ret = prefetch_place(t, p, &run);
+	if (ret == -EAGAIN) {
+		sched_yield();
+		return;
+	}
+	if (ret == -ESRCH) {
+		proc_finish(p, PROC_GONE);
+		return;
+	}
+	if (ret) {
+		session_fail(s, "pid %d: prefetch at 0x%llx: %s", p->pid, (unsigned long long)run.addr,
+			     strerror(-ret));
+		return;
+	}
+	if (atomic_load(&p->remaining) == 0)
+		proc_finish(p, PROC_DONE);
+}
+
+static void *prefetch_main(void *arg)
+{
+	struct prefetch_thread *t = arg;
+	struct proc *p;
+
+	while ((p = session_next_work(t->pool->s, &t->cursor)))
+		prefetch_one(t, p);
+	return NULL;
+}
+
+struct prefetch_pool *prefetch_pool_new(struct session *s, int nthreads, uint64_t chunk, uint64_t sub,
+					struct lp_err *e)
+{
+	struct prefetch_pool *pp = calloc(1, sizeof(*pp));
+	int i;
+
+	if (!pp)
+		return NULL;
+	pp->s = s;
+	pp->chunk = chunk;
+	pp->sub = sub ? sub : chunk;
+	pp->n = nthreads;
+	pp->t = calloc((size_t)nthreads, sizeof(*pp->t));
+	if (!pp->t)
+		goto fail;
+	for (i = 0; i < nthreads; i++) {
+		pp->t[i].pool = pp;
+		pp->t[i].cursor = (unsigned)i;
+		pp->t[i].buf = malloc(chunk * session_page_size(s));
+		if (!pp->t[i].buf) {
+			lp_err_set(e, ENOMEM, "prefetch buffer of %llu pages", (unsigned long long)chunk);
+			goto fail;
+		}
+	}
+	return pp;
+fail:
+	prefetch_pool_free(pp);
+	return NULL;
+}
+
+void prefetch_pool_start(struct prefetch_pool *pp)
+{
+	int i, ret;
+
+	for (i = 0; i < pp->n; i++) {
+		ret = pthread_create(&pp->t[i].tid, NULL, prefetch_main, &pp->t[i]);
+		if (ret) {
+			/* fewer threads is slower, not wrong: the faults still get served */
+			log_warn("prefetch thread %d: %s", i, strerror(ret));
+			continue;
+		}
+		pp->t[i].started = 1;
+	}
+}
+
+void prefetch_pool_free(struct prefetch_pool *pp)
+{
+	int i;
+
+	if (!pp)
+		return;
+	/* session_stop_work() has made session_next_work return NULL */
+	for (i = 0; pp->t && i < pp->n; i++) {
+		if (pp->t[i].started)
+			pthread_join(pp->t[i].tid, NULL);
+		free(pp->t[i].buf);
+	}
+	free(pp->t);
+	free(pp);
+}

@@ -1,0 +1,25 @@
+/* SPDX-License-Identifier: MIT */
+/* prefetch: background threads that fill lazy ranges in large chunks, near recent faults first. */
+#ifndef LP_PREFETCH_H
+#define LP_PREFETCH_H
+
+#include <stdint.h>
+
+#include "err.h"
+
+struct session;
+struct prefetch_pool;
+
+/*
+ * NTHREADS threads that wait for prefetch_pool_start (the restore-finished
+ * marker), then read CHUNK pages at a time from the source and place them
+ * in sub-chunks of SUB pages, each under the process's evlock (shared),
+ * so that a thread reading the uffd never waits behind more than one.
+ */
+struct prefetch_pool *prefetch_pool_new(struct session *s, int nthreads, uint64_t chunk, uint64_t sub,
+					struct lp_err *e);
+void prefetch_pool_start(struct prefetch_pool *pp);
+/* Stops and joins the threads, then frees; accepts NULL. */
+void prefetch_pool_free(struct prefetch_pool *pp);
+
+#endif

@@ -1,0 +1,279 @@
+/* SPDX-License-Identifier: MIT */
+/* proc: placing pages into one restored process and applying its uffd events. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fault.h"
+#include "log.h"
+#include "proc.h"
+#include "ranges.h"
+#include "session.h"
+#include "stats.h"
+#include "uffd.h"
+
+struct proc *proc_new(struct session *s, int32_t pid, uint32_t img_pid, struct pagemap *pm, int uffd,
+		      struct ranges *ranges)
+{
+	pthread_rwlockattr_t ra;
+	struct proc *p = calloc(1, sizeof(*p));
+
+	if (!p) {
+		close(uffd);
+		ranges_free(ranges);
+		return NULL;
+	}
+	p->s = s;
+	p->pid = pid;
+	p->img_pid = img_pid;
+	p->pm = pm;
+	p->uffd = uffd;
+	p->ranges = ranges;
+	p->total = ranges_remaining(ranges);
+	atomic_init(&p->state, PROC_LIVE);
+	atomic_init(&p->remaining, p->total);
+	atomic_init(&p->hint, 0);
+	pthread_rwlockattr_init(&ra);
+	/* a thread waiting to read the uffd must not starve behind prefetch */
+	pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&p->evlock, &ra);
+	pthread_rwlockattr_destroy(&ra);
+	pthread_mutex_init(&p->lock, NULL);
+	return p;
+}
+
+void proc_free(struct proc *p)
+{
+	if (!p)
+		return;
+	if (p->uffd >= 0)
+		close(p->uffd);
+	ranges_free(p->ranges);
+	pthread_rwlock_destroy(&p->evlock);
+	pthread_mutex_destroy(&p->lock);
+	free(p);
+}
+
+static void mark_present(struct proc *p, uint64_t addr, uint64_t nr_pages)
+{
+	uint64_t n;
+
+	if (!nr_pages)
+		return;
+	pthread_mutex_lock(&p->lock);
+	n = ranges_clear(p->ranges, addr, nr_pages);
+	atomic_store_explicit(&p->remaining, ranges_remaining(p->ranges), memory_order_release);
+	pthread_mutex_unlock(&p->lock);
+	(void)n;
+}
+
+static int page_is_zero(const void *page, uint64_t psz)
+{
+	const uint64_t *w = page;
+	uint64_t i;
+
+	for (i = 0; i < psz / 8; i += 4)
+		if (w[i] | w[i + 1] | w[i + 2] | w[i + 3])
+			return 0;
+	return 1;
+}
+
+/*
+ * One run of pages of one kind (SRC NULL: zero pages). EEXIST skips the
+ * present page; ENOENT on several pages means the run now spans VMAs
+ * (an mprotect split it without an event), so go page by page; ENOENT on
+ * one page means it is no longer registered: nothing to place there.
+ */
+static int place(struct proc *p, uint64_t addr, const uint8_t *src, uint64_t nr_pages)
+{
+	struct stats *st = session_stats(p->s);
+	uint64_t psz = session_page_size(p->s);
+	uint64_t off = 0, len = nr_pages * psz, done, step = len;
+	enum uffd_res r;
+	int err;
+
+	while (off < len) {
+		uint64_t n = step < len - off ? step : len - off;
+
+		if (src)
+			r = uffd_copy(p->uffd, addr + off, src + off, n, &done, &err);
+		else
+			r = uffd_zero(p->uffd, addr + off, n, &done, &err);
+		done -= done % psz;
+		if (done) {
+			atomic_fetch_add_explicit(src ? &st->pages_copied : &st->zero_pages, done / psz,
+						  memory_order_relaxed);
+			mark_present(p, addr + off, done / psz);
+		}
+		switch (r) {
+		case UFFD_OK:
+			off += n;
+			break;
+		case UFFD_EXISTS:
+			atomic_fetch_add_explicit(&st->exists, 1, memory_order_relaxed);
+			mark_present(p, addr + off + done, 1);
+			off += done + psz;
+			break;
+		case UFFD_NOENT:
+			if (n - done > psz) {
+				off += done;
+				step = psz;
+				break;
+			}
+			mark_present(p, addr + off + done, 1);
+			off += done + psz;
+			break;
+		case UFFD_AGAIN:
+			atomic_fetch_add_explicit(&st->retries, 1, memory_order_relaxed);
+			return -EAGAIN;
+		case UFFD_GONE:
+			return -ESRCH;
+		default:
+			return -err;
+		}
+	}
+	return 0;
+}
+
+int proc_fill(struct proc *p, uint64_t addr, uint64_t nr_pages, const void *buf)
+{
+	uint64_t psz = session_page_size(p->s);
+	const uint8_t *b = buf;
+	uint64_t i = 0, j;
+	int ret, z;
+
+	while (i < nr_pages) {
+		z = page_is_zero(b + i * psz, psz);
+		for (j = i + 1; j < nr_pages && page_is_zero(b + j * psz, psz) == z; j++)
+			;
+		ret = place(p, addr + i * psz, z ? NULL : b + i * psz, j - i);
+		if (ret)
+			return ret;
+		i = j;
+	}
+	return 0;
+}
+
+int proc_zero_fault(struct proc *p, uint64_t addr)
+{
+	struct stats *st = session_stats(p->s);
+	uint64_t done;
+	int err;
+
+	switch (uffd_zero(p->uffd, addr, session_page_size(p->s), &done, &err)) {
+	case UFFD_OK:
+		atomic_fetch_add_explicit(&st->zero_pages, 1, memory_order_relaxed);
+		return 0;
+	case UFFD_EXISTS:
+		atomic_fetch_add_explicit(&st->exists, 1, memory_order_relaxed);
+		return 0;
+	case UFFD_NOENT:
+		return 0;
+	case UFFD_AGAIN:
+		atomic_fetch_add_explicit(&st->retries, 1, memory_order_relaxed);
+		return -EAGAIN;
+	case UFFD_GONE:
+		return -ESRCH;
+	default:
+		return -err;
+	}
+}
+
+static void update_remaining(struct proc *p)
+{
+	atomic_store_explicit(&p->remaining, ranges_remaining(p->ranges), memory_order_release);
+}
+
+static int apply_event(struct proc *p, const struct uffd_msg *m, struct lp_err *e)
+{
+	int ret = 0;
+
+	switch (m->event) {
+	case UFFD_EVENT_REMAP:
+		pthread_mutex_lock(&p->lock);
+		ret = ranges_move(p->ranges, m->arg.remap.from, m->arg.remap.to, m->arg.remap.len);
+		update_remaining(p);
+		pthread_mutex_unlock(&p->lock);
+		if (ret)
+			return lp_err_set(e, -ret, "pid %d: remap 0x%llx -> 0x%llx: out of memory", p->pid,
+					  (unsigned long long)m->arg.remap.from,
+					  (unsigned long long)m->arg.remap.to);
+		return 0;
+	case UFFD_EVENT_REMOVE:
+	case UFFD_EVENT_UNMAP:
+		pthread_mutex_lock(&p->lock);
+		ranges_drop(p->ranges, m->arg.remove.start, m->arg.remove.end);
+		update_remaining(p);
+		pthread_mutex_unlock(&p->lock);
+		return 0;
+	case UFFD_EVENT_FORK:
+		return session_fork_child(p->s, p, (int)m->arg.fork.ufd, e);
+	default:
+		return lp_err_set(e, EPROTO, "pid %d: unexpected uffd event 0x%x", p->pid, m->event);
+	}
+}
+
+int proc_drain(struct proc *p, uint64_t *faults, int max, int *more, struct lp_err *e)
+{
+	uint64_t pmask = ~(session_page_size(p->s) - 1);
+	struct uffd_msg msgs[32];
+	int nf = 0, n, i, ret;
+
+	*more = 0;
+	while (nf < max) {
+		int want = max - nf < 32 ? max - nf : 32;
+
+		n = uffd_read(p->uffd, msgs, want);
+		if (n < 0)
+			return lp_err_set(e, -n, "pid %d: reading its userfaultfd: %s", p->pid,
+					  n == -EPIPE ? "end of file" : strerror(-n));
+		for (i = 0; i < n; i++) {
+			if (msgs[i].event == UFFD_EVENT_PAGEFAULT) {
+				faults[nf++] = msgs[i].arg.pagefault.address & pmask;
+				continue;
+			}
+			ret = apply_event(p, &msgs[i], e);
+			if (ret)
+				return ret;
+		}
+		if (n < want)
+			return nf;
+	}
+	*more = 1;
+	return nf;
+}
+
+void proc_finish(struct proc *p, enum proc_state why)
+{
+	uint64_t faults[64];
+	struct lp_err e;
+	int more, n;
+
+	pthread_rwlock_wrlock(&p->evlock);
+	if (atomic_load(&p->state) != PROC_LIVE ||
+	    (why == PROC_DONE && atomic_load(&p->remaining) != 0)) {
+		pthread_rwlock_unlock(&p->evlock);
+		return;
+	}
+	/*
+	 * Read what is queued: a FORK must be taken (its child has a uffd of
+	 * its own to serve); faults need nothing, closing the uffd wakes them
+	 * and the kernel then fills holes with zeros as for any anon page.
+	 */
+	if (why == PROC_DONE) {
+		do {
+			n = proc_drain(p, faults, 64, &more, &e);
+			if (n < 0 && n != -EPIPE)
+				log_warn("%s", e.msg);
+		} while (n >= 0 && more);
+	}
+	atomic_store_explicit(&p->state, why, memory_order_release);
+	fault_unwatch(p);
+	close(p->uffd);
+	p->uffd = -1;
+	pthread_rwlock_unlock(&p->evlock);
+	log_info("pid %d%s: %s", p->pid, p->forked ? " (forked child)" : "",
+		 why == PROC_DONE ? "complete" : "gone");
+	session_proc_ended(p->s, p);
+}

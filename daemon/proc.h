@@ -1,0 +1,90 @@
+/* SPDX-License-Identifier: MIT */
+/* proc: one restored process: its uffd, its lazy ranges, and how pages are placed into it. */
+#ifndef LP_PROC_H
+#define LP_PROC_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <linux/userfaultfd.h>
+
+#include "err.h"
+
+struct session;
+struct pagemap;
+struct ranges;
+
+enum proc_state { PROC_LIVE, PROC_DONE, PROC_GONE };
+
+/*
+ * Locking (design.md, "What the kernel does not resolve"):
+ *  - evlock shared: held across "check the ranges, COPY, mark present" by
+ *    fault and prefetch threads;
+ *  - evlock exclusive: held by the thread that reads the uffd, across
+ *    read() and the bookkeeping of the events it read, and to close it.
+ *    So no COPY can land in a range between a REMOVE/UNMAP/REMAP being
+ *    read and the ranges being updated. The lock prefers writers, so a
+ *    reader of the uffd waits for at most one bounded COPY per thread.
+ *  - lock: the ranges structure itself (short sections, under evlock).
+ */
+struct proc {
+	struct session *s;
+	unsigned id;			/* index in the session */
+	int32_t pid;			/* pid the restore sent (the ancestor's, for a fork child) */
+	uint32_t img_pid;		/* whose pagemap serves this process */
+	int forked;			/* created by a FORK event */
+	struct pagemap *pm;		/* borrowed from the session */
+	int uffd;			/* owned; -1 once closed */
+	void *fault_thread;		/* the thread whose epoll watches uffd */
+
+	pthread_rwlock_t evlock;
+	pthread_mutex_t lock;
+	struct ranges *ranges;		/* under lock */
+	uint64_t cursor;		/* prefetch position, under lock */
+
+	atomic_int state;
+	atomic_uint_fast64_t remaining;	/* lazy pages left (mirrors ranges) */
+	atomic_uint_fast64_t hint;	/* where faults happened lately, 0 if none */
+	uint64_t total;			/* lazy pages at start */
+};
+
+/* Takes ownership of UFFD and RANGES (both freed on failure). */
+struct proc *proc_new(struct session *s, int32_t pid, uint32_t img_pid, struct pagemap *pm, int uffd,
+		      struct ranges *ranges);
+void proc_free(struct proc *p);		/* accepts NULL; the uffd must be closed or is closed */
+
+/*
+ * Places NR_PAGES pages at run-time ADDR from BUF: runs of all-zero pages
+ * with ZEROPAGE, the rest with COPY; a page found present (EEXIST) counts
+ * as done. Marks what went in (or was there) present in the ranges.
+ * Caller holds evlock shared and has checked that the run is lazy.
+ * Returns 0, -EAGAIN (an event is queued: let it be read, re-check, retry;
+ * the pages before it are done), -ESRCH (the process has gone) or -errno.
+ */
+int proc_fill(struct proc *p, uint64_t addr, uint64_t nr_pages, const void *buf);
+
+/* A zero page at ADDR for a fault outside the lazy ranges. Same returns. */
+int proc_zero_fault(struct proc *p, uint64_t addr);
+
+/*
+ * Reads the uffd's messages and applies the layout events (REMAP, REMOVE,
+ * UNMAP, FORK: a FORK adds the child to the session) under the exclusive
+ * lock the caller holds. Page-fault addresses go to FAULTS (at most MAX).
+ * Returns the number of faults, or -errno (-EPIPE: the uffd has gone).
+ * *MORE is set when messages may remain unread.
+ */
+int proc_drain(struct proc *p, uint64_t *faults, int max, int *more, struct lp_err *e);
+
+/*
+ * Ends the process's service: with PROC_DONE only once nothing is lazy;
+ * with PROC_GONE when the process has gone. Takes evlock exclusive, reads
+ * the last events, closes the uffd. Must be called without evlock held.
+ */
+void proc_finish(struct proc *p, enum proc_state why);
+
+static inline int proc_live(struct proc *p)
+{
+	return atomic_load_explicit(&p->state, memory_order_acquire) == PROC_LIVE;
+}
+
+#endif
