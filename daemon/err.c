@@ -20,14 +20,22 @@ int lp_err_set(struct lp_err *e, int errnum, const char *fmt, ...)
 
 void lp_err_prefix(struct lp_err *e, const char *fmt, ...)
 {
-	char head[256], old[sizeof(e->msg)];
+	char old[sizeof(e->msg)];
+	size_t n;
 	va_list ap;
+	int m;
 
 	if (!e)
 		return;
-	va_start(ap, fmt);
-	vsnprintf(head, sizeof(head), fmt, ap);
-	va_end(ap);
 	memcpy(old, e->msg, sizeof(old));
-	snprintf(e->msg, sizeof(e->msg), "%s: %s", head, old);
+	va_start(ap, fmt);
+	m = vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
+	va_end(ap);
+	n = m < 0 ? 0 : (size_t)m;
+	if (n + 2 >= sizeof(e->msg))
+		return;
+	e->msg[n++] = ':';
+	e->msg[n++] = ' ';
+	memcpy(e->msg + n, old, sizeof(e->msg) - n - 1);
+	e->msg[sizeof(e->msg) - 1] = '\0';
 }
