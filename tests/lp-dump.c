@@ -694,9 +694,10 @@ static int dump_vma(struct dumpctx *c, struct wl *w, unsigned int j, FILE *expec
 			c->n_holes++;
 			v->hash[p] = pagehash_zero();
 		}
-		if (p < v->npages)
-			v->present[p] = present;
 	}
+	/* only now: dump_run compared with the previous level's presence */
+	for (p = 0; p < v->npages; p++)
+		v->present[p] = (pme[p] & (3ull << 62)) != 0;
 	if (fwrite(v->hash, sizeof(uint64_t), v->npages, expect) != v->npages) {
 		fail("lp-expect write: %s", strerror(errno));
 		goto out;
