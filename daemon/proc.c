@@ -191,6 +191,9 @@ static int apply_event(struct proc *p, const struct uffd_msg *m, struct lp_err *
 
 	switch (m->event) {
 	case UFFD_EVENT_REMAP:
+		log_debug("pid %d: remap 0x%llx -> 0x%llx len 0x%llx", p->pid,
+			  (unsigned long long)m->arg.remap.from, (unsigned long long)m->arg.remap.to,
+			  (unsigned long long)m->arg.remap.len);
 		pthread_mutex_lock(&p->lock);
 		ret = ranges_move(p->ranges, m->arg.remap.from, m->arg.remap.to, m->arg.remap.len);
 		update_remaining(p);
@@ -202,6 +205,8 @@ static int apply_event(struct proc *p, const struct uffd_msg *m, struct lp_err *
 		return 0;
 	case UFFD_EVENT_REMOVE:
 	case UFFD_EVENT_UNMAP:
+		log_debug("pid %d: %s 0x%llx-0x%llx", p->pid, m->event == UFFD_EVENT_REMOVE ? "remove" : "unmap",
+			  (unsigned long long)m->arg.remove.start, (unsigned long long)m->arg.remove.end);
 		pthread_mutex_lock(&p->lock);
 		ranges_drop(p->ranges, m->arg.remove.start, m->arg.remove.end);
 		update_remaining(p);

@@ -99,8 +99,8 @@ static int read_exact(int fd, void *buf, size_t len, const struct restore_peer *
 	return 0;
 }
 
-static int recv_uffd(int fd, const struct restore_peer *peer, uint64_t *pos, int32_t pid, int *out,
-		     struct lp_err *e)
+int restore_sock_recv_uffd(int fd, const struct restore_peer *peer, uint64_t *pos, int32_t pid, int *out,
+			   struct lp_err *e)
 {
 	union {
 		char buf[CMSG_SPACE(sizeof(int)) * 4];
@@ -168,23 +168,18 @@ fail:
 	return ret;
 }
 
-int restore_sock_read_record(int fd, const struct restore_peer *peer, uint64_t *pos,
-			     struct restore_rec *rec, struct lp_err *e)
+int restore_sock_read_pid(int fd, const struct restore_peer *peer, uint64_t *pos, int32_t *pid,
+			  struct lp_err *e)
 {
-	int32_t pid;
 	int ret;
 
-	ret = read_exact(fd, &pid, sizeof(pid), peer, pos, "a task record", e);
+	ret = read_exact(fd, pid, sizeof(*pid), peer, pos, "a task record", e);
 	if (ret)
 		return ret;
-	rec->pid = pid;
-	rec->uffd = -1;
-	if (pid == 0 || pid == INT32_MIN)
+	if (*pid == 0 || *pid == INT32_MIN)
 		return lp_err_set(e, EPROTO, "%s: offset %llu: invalid pid %d in task record", peer->name,
-				  (unsigned long long)*pos - 4, pid);
-	if (pid < 0)
-		return 0;
-	return recv_uffd(fd, peer, pos, pid, &rec->uffd, e);
+				  (unsigned long long)*pos - 4, *pid);
+	return 0;
 }
 
 int restore_sock_read_marker(int fd, const struct restore_peer *peer, uint64_t *pos, struct lp_err *e)

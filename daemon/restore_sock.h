@@ -24,19 +24,21 @@ struct restore_peer {
 /* Accepts the one connection (CLOEXEC) and records who it is. */
 int restore_sock_accept(int lfd, int *out, struct restore_peer *peer, struct lp_err *e);
 
-struct restore_rec {
-	int32_t pid;		/* > 0 live task, < 0 zombie (-pid) */
-	int uffd;		/* live: the received userfaultfd (O_NONBLOCK set); zombie: -1 */
-};
+/*
+ * Reads the 4-byte pid that starts a task record (> 0 live, < 0 zombie).
+ * Errors name the peer and the byte offset in the stream (*POS is
+ * advanced by what was read).
+ */
+int restore_sock_read_pid(int fd, const struct restore_peer *peer, uint64_t *pos, int32_t *pid,
+			  struct lp_err *e);
 
 /*
- * Reads one task record: 4 bytes of pid, then for a live task the
- * 1-byte message that carries the uffd with SCM_RIGHTS. The fd must be a
- * userfaultfd. Errors name the peer and the byte offset in the stream
- * (*POS is advanced by what was read).
+ * Reads the rest of a live task's record: the 1-byte message that
+ * carries its uffd with SCM_RIGHTS. The fd must be a userfaultfd; it is
+ * returned with O_NONBLOCK set.
  */
-int restore_sock_read_record(int fd, const struct restore_peer *peer, uint64_t *pos,
-			     struct restore_rec *rec, struct lp_err *e);
+int restore_sock_recv_uffd(int fd, const struct restore_peer *peer, uint64_t *pos, int32_t pid,
+			   int *uffd, struct lp_err *e);
 
 /* Reads the 4-byte restore-finished marker. */
 int restore_sock_read_marker(int fd, const struct restore_peer *peer, uint64_t *pos, struct lp_err *e);

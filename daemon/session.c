@@ -358,9 +358,9 @@ static int build_ranges(struct session *s, uint32_t pid, struct pagemap *pm, con
 	return 0;
 }
 
-static int take_live(struct session *s, size_t idx, const struct restore_rec *rec, struct lp_err *e)
+static int take_live(struct session *s, size_t idx, int32_t vpid, int uffd, struct lp_err *e)
 {
-	uint32_t pid = (uint32_t)rec->pid;
+	uint32_t pid = (uint32_t)vpid;
 	struct ranges *r = NULL;
 	struct vma *v = NULL;
 	size_t nv = 0;
@@ -374,49 +374,73 @@ static int take_live(struct session *s, size_t idx, const struct restore_rec *re
 		ret = build_ranges(s, pid, s->pms[idx], v, nv, &r, e);
 	free(v);
 	if (ret) {
-		close(rec->uffd);
+		lp_err_prefix(e, "pid %d cannot be served", vpid);
+		close(uffd);
 		return ret;
 	}
-	p = proc_new(s, rec->pid, pid, s->pms[idx], rec->uffd, r);
+	p = proc_new(s, vpid, pid, s->pms[idx], uffd, r);
 	if (!p)
 		return lp_err_set(e, ENOMEM, "out of memory");
-	log_info("pid %d: %llu lazy pages", rec->pid, (unsigned long long)p->total);
+	log_info("pid %d: %llu lazy pages", vpid, (unsigned long long)p->total);
 	return session_add_proc(s, p, e);
 }
 
 static int take_record(struct session *s, const struct restore_peer *peer, uint64_t *pos, struct lp_err *e)
 {
-	struct restore_rec rec;
+	uint64_t at = *pos;
+	int32_t vpid;
 	uint32_t pid;
+	int uffd, ret;
 	size_t i;
-	int ret;
 
-	ret = restore_sock_read_record(s->cfd, peer, pos, &rec, e);
+	ret = restore_sock_read_pid(s->cfd, peer, pos, &vpid, e);
 	if (ret)
 		return ret;
-	pid = rec.pid > 0 ? (uint32_t)rec.pid : (uint32_t)-rec.pid;
+	pid = vpid > 0 ? (uint32_t)vpid : (uint32_t)-vpid;
 	for (i = 0; i < s->nr_tasks; i++)
 		if (s->pstree[i].pid == pid)
 			break;
-	if (i == s->nr_tasks || s->seen[i]) {
-		if (rec.uffd >= 0)
-			close(rec.uffd);
+	if (i == s->nr_tasks || s->seen[i])
 		return lp_err_set(e, EPROTO, "%s: offset %llu: %s for pid %u, which %s", peer->name,
-				  (unsigned long long)*pos, rec.pid > 0 ? "task record" : "zombie record", pid,
+				  (unsigned long long)at, vpid > 0 ? "task record" : "zombie record", pid,
 				  i == s->nr_tasks ? "is not in pstree.img" : "was already sent");
-	}
 	s->seen[i] = 1;
-	if (rec.pid < 0) {
+	if (vpid < 0) {
 		s->zombies++;
 		log_info("pid %u: zombie", pid);
 		return 0;
 	}
-	return take_live(s, i, &rec, e);
+	ret = restore_sock_recv_uffd(s->cfd, peer, pos, vpid, &uffd, e);
+	if (ret)
+		return ret;
+	return take_live(s, i, vpid, uffd, e);
+}
+
+/* Starts prefetch and waits until no process is live (or a fatal failure). */
+static int session_run(struct session *s, struct lp_err *e)
+{
+	int ret;
+
+	pthread_mutex_lock(&s->lock);
+	s->t_rstf = stats_now_ns();
+	s->started = 1;
+	pthread_cond_broadcast(&s->work_cv);
+	pthread_mutex_unlock(&s->lock);
+	prefetch_pool_start(s->prefetch);
+
+	pthread_mutex_lock(&s->lock);
+	while (!s->failed && s->live)
+		pthread_cond_wait(&s->done_cv, &s->lock);
+	s->t_done = stats_now_ns();
+	ret = s->failed ? lp_err_set(e, EIO, "%s", s->fail_msg) : 0;
+	pthread_mutex_unlock(&s->lock);
+	return ret;
 }
 
 int session_serve(struct session *s, struct lp_err *e)
 {
 	struct restore_peer peer;
+	struct lp_err e2;
 	uint64_t pos = 0;
 	size_t i;
 	int ret;
@@ -432,34 +456,31 @@ int session_serve(struct session *s, struct lp_err *e)
 	close(s->lfd);
 	s->lfd = -1;
 	log_info("%s connected; expecting %zu task records", peer.name, s->nr_tasks);
-	for (i = 0; i < s->nr_tasks; i++) {
+	for (i = 0; i < s->nr_tasks && !ret; i++)
 		ret = take_record(s, &peer, &pos, e);
-		if (ret)
-			return ret;
-	}
-	ret = restore_sock_read_marker(s->cfd, &peer, &pos, e);
-	if (ret)
-		return ret;
+	if (!ret)
+		ret = restore_sock_read_marker(s->cfd, &peer, &pos, e);
 	close(s->cfd);
 	s->cfd = -1;
-
+	if (!ret) {
+		log_info("restore finished; prefetch starts");
+		return session_run(s, e);
+	}
+	/*
+	 * The restore went wrong. The processes already handed over may still
+	 * run: closing their uffds now would give them zero pages. Serve them
+	 * to the end (or until they are killed), then report the failure.
+	 */
 	pthread_mutex_lock(&s->lock);
-	s->t_rstf = stats_now_ns();
-	s->started = 1;
-	pthread_cond_broadcast(&s->work_cv);
+	i = s->live;
 	pthread_mutex_unlock(&s->lock);
-	log_info("restore finished; prefetch starts");
-	prefetch_pool_start(s->prefetch);
-
-	pthread_mutex_lock(&s->lock);
-	while (!s->failed && s->live)
-		pthread_cond_wait(&s->done_cv, &s->lock);
-	s->t_done = stats_now_ns();
-	ret = s->failed ? lp_err_set(e, EIO, "%s", s->fail_msg) : 0;
-	pthread_mutex_unlock(&s->lock);
+	if (i) {
+		log_err("%s; serving the %zu process(es) already handed over before exiting", e->msg, i);
+		if (session_run(s, &e2))
+			log_err("%s", e2.msg);
+	}
 	return ret;
 }
-
 void session_summary(struct session *s, FILE *f)
 {
 	struct stats *st = &s->stats;
