@@ -217,7 +217,7 @@ sc_dontneed() {
 
 sc_dontneed-race() {
 	dump "$T/d" --procs 2 --size 512 --vmas 4
-	good "$T/d" 2 --scenario dontneed-race --race-ops 96
+	good "$T/d" 2 --scenario dontneed-race --race-ops 1500
 	info "$(grep -m2 'race:' "$T/restore.err" | sed 's/.*race: //' | tr '\n' ';') $SUMMARY"
 }
 

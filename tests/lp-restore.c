@@ -505,8 +505,11 @@ static int sc_fork(struct task *t)
 		if (got != (marker ^ g))
 			report(t, a, marker ^ g, got, "marker (fork divergence)");
 	}
-	if (is_kid)
+	if (is_kid) {
+		say("pid %u (forked child): checked %lu pages, %lu mismatches", t->pid,
+		    atomic_load(&t->checked), atomic_load(&t->bad));
 		_exit(atomic_load(&t->bad) ? 1 : 0);
+	}
 	if (waitpid(kid, &st, 0) != kid)
 		return say("waitpid forked child: %s", strerror(errno));
 	if (!WIFEXITED(st) || WEXITSTATUS(st)) {
@@ -606,22 +609,71 @@ static int sc_dontneed(struct task *t)
  */
 enum { ST_ORIG, ST_ZERO, ST_FRESH, ST_GONE };
 
+/*
+ * A page of VMA VI that is missing while the page before it is present
+ * (mincore), picked from the first few such transitions after a random
+ * point; UINT64_MAX if there is none (all filled, or nothing yet).
+ */
+static uint64_t frontier(struct task *t, size_t vi, unsigned char *vec, const uint8_t *st,
+			 uint64_t r)
+{
+	uint64_t n = (t->v[vi].end - t->v[vi].start) / PAGE, start = r % n;
+	const uint8_t *s = st + t->first[vi];
+
+	/* mincore fails on unmapped pages: ask for each run of mapped ones */
+	for (uint64_t a = 0, b; a < n; a = b) {
+		for (b = a; b < n && (s[b] == ST_GONE) == (s[a] == ST_GONE); b++)
+			;
+		if (s[a] == ST_GONE)
+			memset(vec + a, 0, b - a);
+		else if (mincore((void *)(uintptr_t)(t->v[vi].start + a * PAGE), (b - a) * PAGE, vec + a))
+			return UINT64_MAX;
+	}
+	/* present pages we never touched were filled by the daemon: its frontier */
+	/*
+	 * 16 present pages then 16 missing ones: image holes (runs of a few
+	 * pages the daemon leaves to faults) do not look like that.
+	 */
+	for (uint64_t k = 0; k < n; k++) {
+		uint64_t p = (start + k) % n, i;
+
+		if (p < 16 || p + 16 > n || !(vec[p - 1] & 1) || (vec[p] & 1) || s[p - 1] != ST_ORIG)
+			continue;
+		for (i = 1; i <= 16 && (vec[p - i] & 1) && !(vec[p + i - 1] & 1); i++)
+			;
+		if (i > 16)
+			return p;
+	}
+	return UINT64_MAX;
+}
+
 static int sc_race(struct task *t)
 {
 	uint8_t *st = calloc(t->npages, 1);
-	uint64_t cursor = 0, nops[3] = { 0 };
+	uint64_t cursor = 0, nops[3] = { 0 }, maxv = 0, misses = 0;
+	unsigned char *mincore_vec;
 	int ret = -1;
 
+	for (size_t i = 0; i < t->nv; i++)
+		if ((t->v[i].end - t->v[i].start) / PAGE > maxv)
+			maxv = (t->v[i].end - t->v[i].start) / PAGE;
+	mincore_vec = malloc(maxv);
 	if (!st)
 		return say("out of memory");
 	for (unsigned int op = 0; op < t->o->race_ops; op++) {
 		uint64_t r = ph_rand(&t->rng), g0 = 0, cnt = 0, a, n;
-		int kind = (int)(r % 3), vi = -1;
+		bool at_frontier = false;
+		int kind = (int)(r % 4) < 2 ? 0 : (int)(r % 4) - 1, vi = -1;	/* half DONTNEED */
 		size_t vj;
 
-		/* a range of 64..1024 pages in a writable lazy VMA, avoiding gone pages */
+		/*
+		 * A range of 64..1024 pages in a writable lazy VMA, avoiding gone
+		 * pages, mostly right at a prefetch frontier: mincore() shows
+		 * where present pages end, which is where a COPY is in flight.
+		 */
 		for (int tries = 0; tries < 32 && vi < 0; tries++) {
 			size_t i = ph_rand(&t->rng) % t->nv;
+			uint64_t off;
 			int ok = 1;
 
 			if (!vma_lazyable(&t->v[i]) || !(t->v[i].prot & PROT_WRITE))
@@ -630,7 +682,22 @@ static int sc_race(struct task *t)
 			cnt = 64 + ph_rand(&t->rng) % 961;
 			if (cnt > n / 4)
 				cnt = n / 4 ? n / 4 : 1;
-			g0 = t->first[i] + ph_rand(&t->rng) % (n - cnt + 1);
+			off = ph_rand(&t->rng) % (n - cnt + 1);
+			if (tries < 24 && mincore_vec && ph_rand(&t->rng) % 8) {
+				uint64_t f = frontier(t, i, mincore_vec, st, ph_rand(&t->rng));
+
+				if (f == UINT64_MAX)
+					continue;
+				/* small ranges: many shots at the chunk in flight */
+				cnt = 16 + ph_rand(&t->rng) % 241;
+				if (cnt > n / 4)
+					cnt = n / 4 ? n / 4 : 1;
+				off = f > 8 ? f - 8 : 0;
+				if (off > n - cnt)
+					off = n - cnt;
+				at_frontier = true;
+			}
+			g0 = t->first[i] + off;
 			for (uint64_t k = 0; k < cnt && ok; k++)
 				ok = st[g0 + k] != ST_GONE && (kind != 2 || st[g0 + k] != ST_FRESH);
 			if (ok)
@@ -638,6 +705,10 @@ static int sc_race(struct task *t)
 		}
 		if (vi < 0)
 			continue;
+		/* prefetch has finished when no frontier shows up for a while: stop */
+		misses = at_frontier ? 0 : misses + 1;
+		if (misses > 64 && op > 64)
+			break;
 		a = page_addr(t, g0, &vj);
 		nops[kind]++;
 		if (kind == 0) {
@@ -645,9 +716,15 @@ static int sc_race(struct task *t)
 				say("madvise DONTNEED 0x%" PRIx64 ": %s", a, strerror(errno));
 				goto out;
 			}
+			/*
+			 * Half the time leave the range untouched until the final
+			 * pass: a COPY of old data issued after the REMOVE event was
+			 * read would land there instead of meeting EEXIST.
+			 */
 			for (uint64_t k = 0; k < cnt; k++) {
 				st[g0 + k] = st[g0 + k] == ST_FRESH ? ST_FRESH : ST_ZERO;
-				check_zero(t, a + k * PAGE, "race: after MADV_DONTNEED");
+				if (r & (1ull << 40))
+					check_zero(t, a + k * PAGE, "race: after MADV_DONTNEED");
 			}
 		} else if (kind == 1) {
 			void *p;
@@ -706,6 +783,7 @@ static int sc_race(struct task *t)
 	ret = 0;
 out:
 	free(st);
+	free(mincore_vec);
 	return ret;
 }
 
