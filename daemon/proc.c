@@ -157,27 +157,7 @@ int proc_fill(struct proc *p, uint64_t addr, uint64_t nr_pages, const void *buf)
 
 int proc_zero_fault(struct proc *p, uint64_t addr)
 {
-	struct stats *st = session_stats(p->s);
-	uint64_t done;
-	int err;
-
-	switch (uffd_zero(p->uffd, addr, session_page_size(p->s), &done, &err)) {
-	case UFFD_OK:
-		atomic_fetch_add_explicit(&st->zero_pages, 1, memory_order_relaxed);
-		return 0;
-	case UFFD_EXISTS:
-		atomic_fetch_add_explicit(&st->exists, 1, memory_order_relaxed);
-		return 0;
-	case UFFD_NOENT:
-		return 0;
-	case UFFD_AGAIN:
-		atomic_fetch_add_explicit(&st->retries, 1, memory_order_relaxed);
-		return -EAGAIN;
-	case UFFD_GONE:
-		return -ESRCH;
-	default:
-		return -err;
-	}
+	return place(p, addr, NULL, 1);
 }
 
 static void update_remaining(struct proc *p)

@@ -21,6 +21,7 @@
 
 #include "core.pb-c.h"
 #include "images.h"
+#include "io.h"
 #include "inventory.pb-c.h"
 #include "lp-tool-imgw.h"
 #include "mm.pb-c.h"
@@ -135,40 +136,6 @@ static void kill_workloads(void)
 	}
 }
 
-static int read_full(int fd, void *buf, size_t n)
-{
-	char *p = buf;
-
-	while (n) {
-		ssize_t r = read(fd, p, n);
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			return r < 0 ? -errno : -EPIPE;
-		p += r;
-		n -= (size_t)r;
-	}
-	return 0;
-}
-
-static int write_full(int fd, const void *buf, size_t n)
-{
-	const char *p = buf;
-
-	while (n) {
-		ssize_t r = write(fd, p, n);
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return -errno;
-		p += r;
-		n -= (size_t)r;
-	}
-	return 0;
-}
-
 /* ---- page classes: computed identically by lp-dump and the workload ---- */
 
 static uint8_t class0(const struct opts *o, unsigned int proc, unsigned int vma, uint64_t p)
@@ -279,16 +246,16 @@ static void wl_main(const struct opts *o, struct wl *w, int cmd_rd, int ack_wr)
 	for (unsigned int t = 1; t < o->threads; t++) {
 		if (pthread_create(&th, NULL, wl_thread, NULL))
 			_exit(2);
-		if (read_full(wl_tidpipe[0], &ack.tids[ack.ntids], sizeof(pid_t)))
+		if (io_read_full(wl_tidpipe[0], &ack.tids[ack.ntids], sizeof(pid_t)))
 			_exit(2);
 		ack.ntids++;
 	}
-	if (write_full(ack_wr, &ack, sizeof(ack)))
+	if (io_write_full(ack_wr, &ack, sizeof(ack)))
 		_exit(2);
 	/* stopped: wait for "modify for level N" commands; EOF or SIGKILL ends us */
-	while (read_full(cmd_rd, &level, sizeof(level)) == 0) {
+	while (io_read_full(cmd_rd, &level, sizeof(level)) == 0) {
 		wl_apply(o, w, level);
-		if (write_full(ack_wr, &ack, sizeof(ack)))
+		if (io_write_full(ack_wr, &ack, sizeof(ack)))
 			_exit(2);
 	}
 	_exit(0);
@@ -337,7 +304,7 @@ static int wl_wait_ack(struct wl *w)
 		pid_t tids[MAX_THREADS];
 	} ack;
 
-	if (read_full(w->ack_rd, &ack, sizeof(ack)))
+	if (io_read_full(w->ack_rd, &ack, sizeof(ack)))
 		return fail("workload %u (pid %d) died while filling its memory", w->idx, w->pid);
 	w->ntids = ack.ntids;
 	memcpy(w->tids, ack.tids, sizeof(w->tids));
@@ -971,7 +938,7 @@ int main(int argc, char **argv)
 
 				if (w->zombie)
 					continue;
-				if (write_full(w->cmd_wr, &l, sizeof(l))) {
+				if (io_write_full(w->cmd_wr, &l, sizeof(l))) {
 					fail("workload %d: %s", w->pid, strerror(errno));
 					goto out;
 				}

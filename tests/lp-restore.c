@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "images.h"
+#include "io.h"
 #include "pagehash.h"
 
 #define PAGE PH_PAGE
@@ -97,23 +98,6 @@ static double now(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int read_full(int fd, void *buf, size_t n)
-{
-	char *p = buf;
-
-	while (n) {
-		ssize_t r = read(fd, p, n);
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			return r < 0 ? -errno : -EPIPE;
-		p += r;
-		n -= (size_t)r;
-	}
-	return 0;
 }
 
 static int write_byte(int fd, char c)
@@ -862,7 +846,7 @@ static int task_load(struct task *t, struct imgdir *d)
 			   name, (long long)sb.st_size, t->npages * 8, t->pid);
 	}
 	t->exp = malloc(t->npages * 8 + 1);
-	if (!t->exp || read_full(fd, t->exp, t->npages * 8)) {
+	if (!t->exp || io_read_full(fd, t->exp, t->npages * 8)) {
 		close(fd);
 		return say("%s: read: %s", name, strerror(errno));
 	}
@@ -969,7 +953,7 @@ static int child_main(struct task *t, struct imgdir *d, struct child_io *io, uin
 	r = uffd_open(features, &uffd);
 	if (r)
 		return say("pid %u: userfaultfd/UFFDIO_API: %s", t->pid, strerror(-r)), 2;
-	if (read_full(io->turn_rd, &c, 1))
+	if (io_read_full(io->turn_rd, &c, 1))
 		return 2;
 	pthread_mutex_lock(&t->sh->sock_mutex);
 	r = send_record(t->sock, send_pid, uffd);

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "images.h"
+#include "io.h"
 #include "lp-tool-imgw.h"
 
 #define IMGW_BUF (1u << 20)
@@ -21,20 +22,9 @@ struct imgw {
 
 static int imgw_write_all(struct imgw *w, const void *p, size_t n)
 {
-	const char *c = p;
+	int ret = io_write_full(w->fd, p, n);
 
-	while (n) {
-		ssize_t r = write(w->fd, c, n);
-
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			return w->err = -errno;
-		}
-		c += r;
-		n -= (size_t)r;
-	}
-	return 0;
+	return ret ? (w->err = ret) : 0;
 }
 
 static int imgw_flush(struct imgw *w)
