@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: MIT */
+/* ps_wire: both layouts of struct page_server_iov, host byte order as CRIU sends them. */
+#include <errno.h>
+#include <string.h>
+
+#include "ps_wire.h"
+
+size_t ps_iov_size(int wire)
+{
+	return wire == PS_WIRE_3 ? 24 : wire == PS_WIRE_4 ? 32 : 0;
+}
+
+int ps_iov_encode(int wire, const struct ps_iov *iov, void *buf)
+{
+	uint8_t *b = buf;
+	uint32_t n32;
+
+	memcpy(b, &iov->cmd, 4);
+	if (wire == PS_WIRE_3) {
+		if (iov->nr_pages > UINT32_MAX)
+			return -EOVERFLOW;
+		n32 = (uint32_t)iov->nr_pages;
+		memcpy(b + 4, &n32, 4);
+		memcpy(b + 8, &iov->vaddr, 8);
+		memcpy(b + 16, &iov->dst_id, 8);
+		return 0;
+	}
+	if (wire != PS_WIRE_4)
+		return -EINVAL;
+	memcpy(b + 4, &iov->pad, 4);
+	memcpy(b + 8, &iov->nr_pages, 8);
+	memcpy(b + 16, &iov->vaddr, 8);
+	memcpy(b + 24, &iov->dst_id, 8);
+	return 0;
+}
+
+void ps_iov_decode(int wire, const void *buf, struct ps_iov *iov)
+{
+	const uint8_t *b = buf;
+	uint32_t n32;
+
+	memset(iov, 0, sizeof(*iov));
+	memcpy(&iov->cmd, b, 4);
+	if (wire == PS_WIRE_3) {
+		memcpy(&n32, b + 4, 4);
+		iov->nr_pages = n32;
+		memcpy(&iov->vaddr, b + 8, 8);
+		memcpy(&iov->dst_id, b + 16, 8);
+		return;
+	}
+	memcpy(&iov->pad, b + 4, 4);
+	memcpy(&iov->nr_pages, b + 8, 8);
+	memcpy(&iov->vaddr, b + 16, 8);
+	memcpy(&iov->dst_id, b + 24, 8);
+}
