@@ -1,0 +1,625 @@
+/* SPDX-License-Identifier: MIT */
+/* server: the accept loop and one thread per connection answering CRIU page-server GETs from images. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "images.h"
+#include "log.h"
+#include "ps_wire.h"
+#include "server.h"
+
+#define SERVER_PEER_LEN 64
+#define SERVER_SENDFILE_MAX (1u << 30)	/* below sendfile's 0x7ffff000 cap */
+
+/* One pstree pid; its pagemap is opened on the first GET, by whichever connection comes first. */
+struct server_task {
+	uint32_t pid;
+	uint32_t state;			/* core task_state */
+	pthread_mutex_t lock;		/* guards the three fields below */
+	bool tried;
+	struct pagemap *pm;
+	struct lp_err err;		/* why the pagemap did not open */
+};
+
+struct server_conn {
+	struct server *s;
+	struct server_conn *next;
+	pthread_t thread;
+	int fd;				/* closed by the accept loop, after the join */
+	atomic_bool done;
+	char peer[SERVER_PEER_LEN];
+	uint64_t gets, pages, misses;
+};
+
+struct server {
+	struct server_cfg cfg;
+	struct imgdir *d;
+	struct server_task *tasks;	/* sorted by pid */
+	size_t nr_tasks;
+	uint64_t ps;
+	size_t hsz;			/* header size for cfg.wire */
+	int lfd;
+	int port;
+	int reap_fd;			/* eventfd: a connection thread has finished */
+	int spare_fd;			/* given up to accept-and-close at EMFILE */
+
+	/* the accept loop's own: conns are added, reaped and shut down only there */
+	struct server_conn *conns;
+	int nr_conns;
+};
+
+void server_cfg_defaults(struct server_cfg *cfg)
+{
+	*cfg = (struct server_cfg){
+		.images_dir = ".",
+		.port = -1,
+		.wire = PS_WIRE_4,
+		.max_clients = 64,
+	};
+}
+
+int server_port(const struct server *s)
+{
+	return s->port;
+}
+
+/* ---- images ---- */
+
+static int task_cmp(const void *a, const void *b)
+{
+	const struct server_task *x = a, *y = b;
+
+	return x->pid < y->pid ? -1 : x->pid > y->pid;
+}
+
+static struct server_task *server_task_find(struct server *s, uint64_t pid)
+{
+	struct server_task key;
+
+	if (pid > UINT32_MAX)
+		return NULL;
+	key.pid = (uint32_t)pid;
+	return bsearch(&key, s->tasks, s->nr_tasks, sizeof(key), task_cmp);
+}
+
+static int server_load_tasks(struct server *s, struct lp_err *e)
+{
+	struct pstree_ent *ents = NULL;
+	size_t n = 0, i;
+	int ret;
+
+	ret = imgdir_read_pstree(s->d, &ents, &n, e);
+	if (ret < 0)
+		return ret;
+	s->tasks = calloc(n ? n : 1, sizeof(*s->tasks));
+	if (!s->tasks) {
+		ret = lp_err_set(e, ENOMEM, "pstree: %zu processes", n);
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		struct server_task *t = &s->tasks[i];
+
+		t->pid = ents[i].pid;
+		pthread_mutex_init(&t->lock, NULL);
+		s->nr_tasks++;
+		ret = imgdir_task_state(s->d, t->pid, &t->state, e);
+		if (ret < 0)
+			goto out;
+	}
+	qsort(s->tasks, s->nr_tasks, sizeof(*s->tasks), task_cmp);
+	for (i = 1; i < s->nr_tasks; i++) {
+		if (s->tasks[i].pid == s->tasks[i - 1].pid) {
+			ret = lp_err_set(e, EINVAL, "%s/pstree.img: pid %" PRIu32 " appears twice",
+					 imgdir_path(s->d), s->tasks[i].pid);
+			goto out;
+		}
+	}
+	ret = 0;
+out:
+	pstree_free(ents, n);
+	return ret;
+}
+
+/* The task's pagemap, opened on first use; NULL with E filled if it cannot be. */
+static struct pagemap *server_task_pagemap(struct server *s, struct server_task *t,
+					   struct lp_err *e, bool *first_failure)
+{
+	struct pagemap *pm;
+
+	*first_failure = false;
+	pthread_mutex_lock(&t->lock);
+	if (!t->tried) {
+		t->tried = true;
+		if (pagemap_open(s->d, t->pid, &t->pm, &t->err) < 0) {
+			t->pm = NULL;
+			*first_failure = true;
+		}
+	}
+	pm = t->pm;
+	if (!pm)
+		*e = t->err;
+	pthread_mutex_unlock(&t->lock);
+	return pm;
+}
+
+struct server *server_new(const struct server_cfg *cfg, struct lp_err *e)
+{
+	struct server *s;
+	int ret;
+
+	if (!ps_iov_size(cfg->wire)) {
+		lp_err_set(e, EINVAL, "page-server wire version %d: use 3 or 4", cfg->wire);
+		return NULL;
+	}
+	s = calloc(1, sizeof(*s));
+	if (!s) {
+		lp_err_set(e, ENOMEM, "server");
+		return NULL;
+	}
+	s->cfg = *cfg;
+	s->lfd = s->reap_fd = s->spare_fd = -1;
+	s->port = -1;
+	s->ps = pagemap_page_size();
+	s->hsz = ps_iov_size(cfg->wire);
+	if (s->cfg.max_clients < 1)
+		s->cfg.max_clients = 1;
+	ret = imgdir_open(cfg->images_dir, &s->d, e);
+	if (ret < 0)
+		goto fail;
+	ret = server_load_tasks(s, e);
+	if (ret < 0)
+		goto fail;
+	return s;
+fail:
+	server_free(s);
+	return NULL;
+}
+
+void server_free(struct server *s)
+{
+	size_t i;
+
+	if (!s)
+		return;
+	for (i = 0; i < s->nr_tasks; i++) {
+		pagemap_close(s->tasks[i].pm);
+		pthread_mutex_destroy(&s->tasks[i].lock);
+	}
+	free(s->tasks);
+	imgdir_close(s->d);
+	if (s->lfd >= 0)
+		close(s->lfd);
+	if (s->reap_fd >= 0)
+		close(s->reap_fd);
+	if (s->spare_fd >= 0)
+		close(s->spare_fd);
+	free(s);
+}
+
+/* ---- listening ---- */
+
+int server_listen(struct server *s, struct lp_err *e)
+{
+	struct addrinfo hints = {
+		.ai_family = AF_UNSPEC,
+		.ai_socktype = SOCK_STREAM,
+		.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE,
+	};
+	const char *addr = s->cfg.address ? s->cfg.address : "0.0.0.0";
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	struct addrinfo *ai = NULL;
+	char port[16];
+	int one = 1, fd = -1, ret;
+
+	if (s->cfg.port < 0 || s->cfg.port > 65535)
+		return lp_err_set(e, EINVAL, "port %d: use 0 to 65535", s->cfg.port);
+	snprintf(port, sizeof(port), "%d", s->cfg.port);
+	ret = getaddrinfo(addr, port, &hints, &ai);
+	if (ret)
+		return lp_err_set(e, EINVAL, "address %s: %s (a numeric IPv4 or IPv6 address)", addr,
+				  gai_strerror(ret));
+	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		ret = lp_err_set(e, errno, "socket: %s", strerror(errno));
+		goto out;
+	}
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, SOMAXCONN) < 0 ||
+	    getsockname(fd, (struct sockaddr *)&ss, &sl) < 0) {
+		ret = lp_err_set(e, errno, "listen on %s port %s: %s", addr, port, strerror(errno));
+		goto out;
+	}
+	s->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+						 : ((struct sockaddr_in *)&ss)->sin_port);
+	s->reap_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (s->reap_fd < 0) {
+		ret = lp_err_set(e, errno, "eventfd: %s", strerror(errno));
+		goto out;
+	}
+	s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	s->lfd = fd;
+	fd = -1;
+	ret = 0;
+out:
+	if (fd >= 0)
+		close(fd);
+	freeaddrinfo(ai);
+	return ret;
+}
+
+/* ---- one connection ---- */
+
+/* 0: a whole header; 1: EOF before its first byte; -EPIPE: EOF inside; -errno */
+static int conn_read_header(int fd, void *buf, size_t n)
+{
+	size_t got = 0;
+
+	while (got < n) {
+		ssize_t r = read(fd, (char *)buf + got, n - got);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -errno;
+		if (r == 0)
+			return got ? -EPIPE : 1;
+		got += (size_t)r;
+	}
+	return 0;
+}
+
+static int conn_send(int fd, const void *buf, size_t n, int flags)
+{
+	const char *p = buf;
+
+	while (n) {
+		ssize_t r = send(fd, p, n, flags | MSG_NOSIGNAL);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -errno;
+		p += r;
+		n -= (size_t)r;
+	}
+	return 0;
+}
+
+static int conn_send_iov(struct server_conn *c, const struct ps_iov *iov, int flags)
+{
+	uint8_t buf[PS_IOV_MAX];
+	int ret;
+
+	ret = ps_iov_encode(c->s->cfg.wire, iov, buf);
+	if (ret < 0)
+		return ret;
+	return conn_send(c->fd, buf, c->s->hsz, flags);
+}
+
+static int conn_sendfile(int sk, int fd, uint64_t off, uint64_t len)
+{
+	off_t o = (off_t)off;
+
+	while (len) {
+		size_t chunk = len > SERVER_SENDFILE_MAX ? SERVER_SENDFILE_MAX : (size_t)len;
+		ssize_t r = sendfile(sk, fd, &o, chunk);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -errno;
+		if (r == 0)
+			return -EIO;	/* the pages file shrank under us */
+		len -= (uint64_t)r;
+	}
+	return 0;
+}
+
+/* Finds the stored run a GET asks for; -errno with E saying why it is "not found". */
+static int conn_find_run(struct server_conn *c, const struct ps_iov *req, struct pm_run *run,
+			 struct lp_err *e)
+{
+	struct server *s = c->s;
+	struct server_task *t;
+	struct pagemap *pm;
+	bool first;
+	int ret;
+
+	if (req->nr_pages == 0)
+		return lp_err_set(e, EINVAL, "0 pages asked");
+	if (req->nr_pages > SERVER_MAX_GET_PAGES)
+		return lp_err_set(e, E2BIG, "more than %u pages asked", SERVER_MAX_GET_PAGES);
+	if (req->vaddr % s->ps)
+		return lp_err_set(e, EINVAL, "address not page aligned");
+	t = server_task_find(s, req->dst_id);
+	if (!t)
+		return lp_err_set(e, ESRCH, "no such pid in pstree.img");
+	if (t->state == TASK_DEAD)
+		return lp_err_set(e, ESRCH, "pid is a zombie");
+	pm = server_task_pagemap(s, t, e, &first);
+	if (!pm) {
+		if (first)
+			log_err("pid %" PRIu32 ": %s", t->pid, e->msg);
+		return -EIO;
+	}
+	ret = pagemap_lookup(pm, req->vaddr, req->nr_pages, run, e);
+	if (ret < 0)
+		return ret;
+	if (run->kind == PM_HOLE)
+		return lp_err_set(e, ENOENT, "a hole (zero page) in the pagemap");
+	if (run->kind == PM_REMOTE)
+		return lp_err_set(e, EREMOTE, "a PE_LAZY page with no data in the images");
+	return 0;
+}
+
+static int conn_get(struct server_conn *c, const struct ps_iov *req)
+{
+	struct ps_iov rep = *req;
+	struct lp_err e = { "" };
+	struct pm_run run;
+	int ret;
+
+	c->gets++;
+	rep.cmd = PS_GET_REPLY_CMD;
+	if (conn_find_run(c, req, &run, &e) < 0) {
+		c->misses++;
+		log_info("%s: GET pid %" PRIu64 " vaddr 0x%" PRIx64 " pages %" PRIu64
+			 ": not found: %s", c->peer, req->dst_id, req->vaddr, req->nr_pages, e.msg);
+		rep.nr_pages = 0;
+		return conn_send_iov(c, &rep, 0);
+	}
+	log_debug("%s: GET pid %" PRIu64 " vaddr 0x%" PRIx64 " pages %" PRIu64 ": %" PRIu64
+		  " pages at offset %" PRIu64, c->peer, req->dst_id, req->vaddr, req->nr_pages,
+		  run.nr_pages, run.off);
+	rep.nr_pages = run.nr_pages;
+	/* MSG_MORE holds the header back until sendfile's last segment pushes both out */
+	ret = conn_send_iov(c, &rep, MSG_MORE);
+	if (ret < 0)
+		return ret;
+	ret = conn_sendfile(c->fd, run.fd, run.off, run.nr_pages * c->s->ps);
+	if (ret < 0) {
+		log_err("%s: GET pid %" PRIu64 " vaddr 0x%" PRIx64 ": sending %" PRIu64
+			" pages: %s", c->peer, req->dst_id, req->vaddr, run.nr_pages, strerror(-ret));
+		return ret;
+	}
+	c->pages += run.nr_pages;
+	return 0;
+}
+
+/* CRIU's close: int32 0, then the client hangs up; anything it sends first is an error. */
+static int conn_close_cmd(struct server_conn *c)
+{
+	int32_t zero = 0;
+	char buf[256];
+	ssize_t r;
+	int ret;
+
+	ret = conn_send(c->fd, &zero, sizeof(zero), 0);
+	if (ret < 0)
+		return ret;
+	do
+		r = read(c->fd, buf, sizeof(buf));
+	while (r < 0 && errno == EINTR);
+	if (r > 0) {
+		log_err("%s: unexpected data after CLOSE (%zd bytes)", c->peer, r);
+		return -EPROTO;
+	}
+	return 0;
+}
+
+static int conn_hello(struct server_conn *c, const struct ps_iov *req)
+{
+	struct ps_iov rep = *req;
+
+	log_info("%s: lazy-pages hello, version %" PRIu64 ", role %" PRIu64, c->peer,
+		 req->nr_pages, req->dst_id);
+	rep.cmd = PS_LP_HELLO_REPLY;
+	rep.nr_pages = PS_LP_HELLO_VERSION;
+	return conn_send_iov(c, &rep, 0);
+}
+
+static void conn_serve(struct server_conn *c)
+{
+	uint8_t buf[PS_IOV_MAX];
+	struct ps_iov req;
+	int ret;
+
+	for (;;) {
+		ret = conn_read_header(c->fd, buf, c->s->hsz);
+		if (ret == 1)
+			break;
+		if (ret < 0) {
+			if (ret == -EPIPE)
+				log_err("%s: connection closed inside a header", c->peer);
+			else
+				log_err("%s: read: %s", c->peer, strerror(-ret));
+			break;
+		}
+		ps_iov_decode(c->s->cfg.wire, buf, &req);
+		if (req.cmd == PS_IOV_CLOSE || req.cmd == PS_IOV_FORCE_CLOSE) {
+			ret = conn_close_cmd(c);
+			break;
+		}
+		if ((req.cmd & PS_CMD_MASK) == PS_IOV_GET)
+			ret = conn_get(c, &req);
+		else if (req.cmd == PS_LP_HELLO)
+			ret = conn_hello(c, &req);
+		else {
+			log_err("%s: unknown page-server command 0x%" PRIx32
+				" (nr_pages %" PRIu64 ", vaddr 0x%" PRIx64 ", dst_id 0x%" PRIx64
+				"), closing the connection", c->peer, req.cmd, req.nr_pages, req.vaddr,
+				req.dst_id);
+			break;
+		}
+		if (ret < 0) {
+			if (ret != -EPIPE && ret != -ECONNRESET)
+				log_err("%s: send: %s", c->peer, strerror(-ret));
+			else
+				log_info("%s: the client went away", c->peer);
+			break;
+		}
+	}
+	log_info("%s: disconnected after %" PRIu64 " GETs (%" PRIu64 " pages sent, %" PRIu64
+		 " not found)", c->peer, c->gets, c->pages, c->misses);
+}
+
+static void *conn_main(void *arg)
+{
+	struct server_conn *c = arg;
+	uint64_t one = 1;
+
+	conn_serve(c);
+	atomic_store(&c->done, true);
+	if (write(c->s->reap_fd, &one, sizeof(one)) < 0)
+		return NULL;	/* cannot fail short of EAGAIN at 2^64-1 */
+	return NULL;
+}
+
+/* ---- the accept loop ---- */
+
+static void peer_name(const struct sockaddr_storage *ss, socklen_t sl, char *out, size_t n)
+{
+	char host[NI_MAXHOST], serv[NI_MAXSERV];
+
+	if (getnameinfo((const struct sockaddr *)ss, sl, host, sizeof(host), serv, sizeof(serv),
+			NI_NUMERICHOST | NI_NUMERICSERV)) {
+		snprintf(out, n, "peer ?");
+		return;
+	}
+	snprintf(out, n, ss->ss_family == AF_INET6 ? "[%s]:%s" : "%s:%s", host, serv);
+}
+
+static void server_reap(struct server *s, bool all)
+{
+	struct server_conn **pp = &s->conns, *c;
+
+	while ((c = *pp)) {
+		if (!all && !atomic_load(&c->done)) {
+			pp = &c->next;
+			continue;
+		}
+		pthread_join(c->thread, NULL);
+		close(c->fd);
+		*pp = c->next;
+		s->nr_conns--;
+		free(c);
+	}
+}
+
+/* EMFILE: free the spare fd to take the pending connection off the queue and refuse it. */
+static void server_refuse_pending(struct server *s)
+{
+	int fd;
+
+	if (s->spare_fd < 0)
+		return;
+	close(s->spare_fd);
+	fd = accept4(s->lfd, NULL, NULL, SOCK_CLOEXEC);
+	if (fd >= 0)
+		close(fd);
+	s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+static void server_accept(struct server *s)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	struct server_conn *c;
+	char peer[SERVER_PEER_LEN];
+	int one = 1, fd, ret;
+
+	fd = accept4(s->lfd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC);
+	if (fd < 0) {
+		if (errno == EMFILE || errno == ENFILE) {
+			log_err("accept: %s; refusing a connection", strerror(errno));
+			server_refuse_pending(s);
+		} else if (errno != EINTR && errno != EAGAIN && errno != ECONNABORTED) {
+			log_warn("accept: %s", strerror(errno));
+		}
+		return;
+	}
+	peer_name(&ss, sl, peer, sizeof(peer));
+	if (s->nr_conns >= s->cfg.max_clients) {
+		log_err("%s: refused: %d clients already (--max-clients)", peer, s->nr_conns);
+		close(fd);
+		return;
+	}
+	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
+		log_warn("%s: TCP_NODELAY: %s", peer, strerror(errno));
+	c = calloc(1, sizeof(*c));
+	if (!c) {
+		log_err("%s: refused: out of memory", peer);
+		close(fd);
+		return;
+	}
+	c->s = s;
+	c->fd = fd;
+	memcpy(c->peer, peer, sizeof(peer));
+	atomic_init(&c->done, false);
+	ret = pthread_create(&c->thread, NULL, conn_main, c);
+	if (ret) {
+		log_err("%s: refused: cannot start a thread: %s", peer, strerror(ret));
+		close(fd);
+		free(c);
+		return;
+	}
+	c->next = s->conns;
+	s->conns = c;
+	s->nr_conns++;
+	log_info("%s: connected (%d clients)", peer, s->nr_conns);
+}
+
+int server_run(struct server *s, int stop_fd, struct lp_err *e)
+{
+	struct pollfd pfd[3] = {
+		{ .fd = stop_fd, .events = POLLIN },
+		{ .fd = s->reap_fd, .events = POLLIN },
+		{ .fd = s->lfd, .events = POLLIN },
+	};
+	struct server_conn *c;
+	uint64_t v;
+	int ret = 0;
+
+	if (s->lfd < 0)
+		return lp_err_set(e, EINVAL, "server_run before server_listen");
+	for (;;) {
+		if (poll(pfd, 3, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			ret = lp_err_set(e, errno, "poll: %s", strerror(errno));
+			break;
+		}
+		if (pfd[0].revents)
+			break;
+		if (pfd[1].revents) {
+			if (read(s->reap_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+				log_warn("eventfd: %s", strerror(errno));
+			server_reap(s, false);
+		}
+		if (pfd[2].revents & POLLIN)
+			server_accept(s);
+	}
+	close(s->lfd);
+	s->lfd = -1;
+	/* wakes threads blocked in read or sendfile; their fds stay open until the join */
+	for (c = s->conns; c; c = c->next)
+		shutdown(c->fd, SHUT_RDWR);
+	server_reap(s, true);
+	return ret;
+}

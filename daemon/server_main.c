@@ -1,0 +1,292 @@
+/* SPDX-License-Identifier: MIT */
+/* lazy-pages-server: serves a CRIU image dir over CRIU's page-server protocol, to many clients. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "ps_wire.h"
+#include "server.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: lazy-pages-server -D DIR --port P [--address A] [--ps-wire 3|4]\n"
+		"                         [-d|--daemon] [--pidfile F] [--status-fd N] [--port-file F]\n"
+		"                         [--max-clients N] [-o LOG] [-v[N]]\n"
+		"Serves the pages of the CRIU image directory DIR to `criu lazy-pages --page-server`\n"
+		"and lazy-pagesd clients (page-server GET), to many clients at once, as often as\n"
+		"asked. --ps-wire 4 (default) is CRIU 4.2's 32-byte header, 3 the 24-byte one of\n"
+		"CRIU <= 4.1. Port 0 binds an ephemeral port (see --port-file). Stops on SIGTERM.\n");
+}
+
+static int parse_num(const char *opt, const char *arg, long lo, long hi, long *out)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(arg, &end, 10);
+	if (errno || end == arg || *end || v < lo || v > hi) {
+		fprintf(stderr, "lazy-pages-server: %s: '%s' is not a number from %ld to %ld\n", opt,
+			arg, lo, hi);
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+/* Writes TEXT to PATH through a temporary file, so a reader never sees half of it. */
+static int write_file(const char *path, const char *text)
+{
+	size_t n = strlen(text);
+	char tmp[PATH_MAX];
+	int fd, ret = 0;
+
+	if (snprintf(tmp, sizeof(tmp), "%s.%d.tmp", path, (int)getpid()) >= (int)sizeof(tmp))
+		return -ENAMETOOLONG;
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	if (write(fd, text, n) != (ssize_t)n)
+		ret = -EIO;
+	if (close(fd) < 0 && !ret)
+		ret = -errno;
+	if (!ret && rename(tmp, path) < 0)
+		ret = -errno;
+	if (ret)
+		unlink(tmp);
+	return ret;
+}
+
+static int write_pid(const char *path, pid_t pid)
+{
+	char buf[32];
+
+	snprintf(buf, sizeof(buf), "%d\n", (int)pid);
+	return write_file(path, buf);
+}
+
+/* The child carries on with the socket listening; the parent reports its pid and exits. */
+static int daemonize(const char *pidfile, bool keep_stderr)
+{
+	pid_t pid = fork();
+	int fd;
+
+	if (pid < 0)
+		return -errno;
+	if (pid > 0) {
+		if (pidfile && write_pid(pidfile, pid) < 0) {
+			fprintf(stderr, "lazy-pages-server: %s: cannot write the pid file\n", pidfile);
+			kill(pid, SIGTERM);
+			_exit(1);
+		}
+		_exit(0);
+	}
+	setsid();
+	fd = open("/dev/null", O_RDWR);
+	if (fd >= 0) {
+		dup2(fd, STDIN_FILENO);
+		dup2(fd, STDOUT_FILENO);
+		if (!keep_stderr)
+			dup2(fd, STDERR_FILENO);
+		if (fd > STDERR_FILENO)
+			close(fd);
+	}
+	return 0;
+}
+
+enum {
+	OPT_PORT = 256,
+	OPT_ADDRESS,
+	OPT_WIRE,
+	OPT_PIDFILE,
+	OPT_STATUS_FD,
+	OPT_PORT_FILE,
+	OPT_MAX_CLIENTS,
+};
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "images-dir", required_argument, NULL, 'D' },
+		{ "port", required_argument, NULL, OPT_PORT },
+		{ "address", required_argument, NULL, OPT_ADDRESS },
+		{ "ps-wire", required_argument, NULL, OPT_WIRE },
+		{ "daemon", no_argument, NULL, 'd' },
+		{ "pidfile", required_argument, NULL, OPT_PIDFILE },
+		{ "status-fd", required_argument, NULL, OPT_STATUS_FD },
+		{ "port-file", required_argument, NULL, OPT_PORT_FILE },
+		{ "max-clients", required_argument, NULL, OPT_MAX_CLIENTS },
+		{ "log-file", required_argument, NULL, 'o' },
+		{ "verbose", optional_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *pidfile = NULL, *logfile = NULL, *portfile = NULL;
+	int daemon_mode = 0, status_fd = -1, sfd = -1, c, ret = 1;
+	struct server_cfg cfg;
+	struct server *s = NULL;
+	struct lp_err e = { "" };
+	char buf[32];
+	sigset_t mask;
+	long v;
+
+	server_cfg_defaults(&cfg);
+	log_set_level(LOG_WARN);
+	while ((c = getopt_long(argc, argv, "D:do:v::h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'D':
+			cfg.images_dir = optarg;
+			break;
+		case OPT_PORT:
+			if (parse_num("--port", optarg, 0, 65535, &v))
+				return 1;
+			cfg.port = (int)v;
+			break;
+		case OPT_ADDRESS:
+			cfg.address = optarg;
+			break;
+		case OPT_WIRE:
+			if (parse_num("--ps-wire", optarg, PS_WIRE_3, PS_WIRE_4, &v))
+				return 1;
+			cfg.wire = (int)v;
+			break;
+		case 'd':
+			daemon_mode = 1;
+			break;
+		case OPT_PIDFILE:
+			pidfile = optarg;
+			break;
+		case OPT_STATUS_FD:
+			if (parse_num("--status-fd", optarg, 0, INT_MAX, &v))
+				return 1;
+			status_fd = (int)v;
+			break;
+		case OPT_PORT_FILE:
+			portfile = optarg;
+			break;
+		case OPT_MAX_CLIENTS:
+			if (parse_num("--max-clients", optarg, 1, 4096, &v))
+				return 1;
+			cfg.max_clients = (int)v;
+			break;
+		case 'o':
+			logfile = optarg;
+			break;
+		case 'v':
+			if (!optarg) {
+				log_set_level(log_get_level() < LOG_INFO ? LOG_INFO : LOG_DEBUG);
+				break;
+			}
+			if (parse_num("-v", optarg, 0, 9, &v))
+				return 1;
+			/* criu's levels: 1 error, 2 warning, 3 info, 4 debug */
+			log_set_level(v <= 1 ? LOG_ERR : v >= 4 ? LOG_DEBUG : (int)v - 1);
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 1;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "lazy-pages-server: unexpected argument '%s'\n", argv[optind]);
+		usage(stderr);
+		return 1;
+	}
+	if (cfg.port < 0) {
+		fprintf(stderr, "lazy-pages-server: --port is required (0 for an ephemeral port)\n");
+		usage(stderr);
+		return 1;
+	}
+	if (status_fd >= 0 && fcntl(status_fd, F_GETFD) < 0) {
+		fprintf(stderr, "lazy-pages-server: --status-fd %d: not an open file descriptor\n",
+			status_fd);
+		return 1;
+	}
+	if (logfile) {
+		int fd = open(logfile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+
+		if (fd < 0 || dup2(fd, STDERR_FILENO) < 0) {
+			fprintf(stderr, "lazy-pages-server: %s: %s\n", logfile, strerror(errno));
+			return 1;
+		}
+		close(fd);
+	}
+	/* a client that hangs up mid-reply must only end its own connection */
+	signal(SIGPIPE, SIG_IGN);
+	/* blocked before any thread starts, so every thread inherits the mask */
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0) {
+		log_err("sigprocmask: %s", strerror(errno));
+		return 1;
+	}
+
+	s = server_new(&cfg, &e);
+	if (!s) {
+		log_err("%s", e.msg);
+		return 1;
+	}
+	if (server_listen(s, &e) < 0) {
+		log_err("%s", e.msg);
+		goto out;
+	}
+	log_info("serving %s on %s port %d, CRIU page-server wire %s, up to %d clients",
+		 cfg.images_dir, cfg.address ? cfg.address : "0.0.0.0", server_port(s),
+		 cfg.wire == PS_WIRE_3 ? "3.x (24-byte header)" : "4.2 (32-byte header)",
+		 cfg.max_clients);
+	if (portfile) {
+		int r;
+
+		snprintf(buf, sizeof(buf), "%d\n", server_port(s));
+		r = write_file(portfile, buf);
+		if (r < 0) {
+			log_err("%s: cannot write the port file: %s", portfile, strerror(-r));
+			goto out;
+		}
+	}
+	if (daemon_mode && daemonize(pidfile, logfile != NULL) < 0) {
+		log_err("--daemon: fork: %s", strerror(errno));
+		goto out;
+	}
+	if (!daemon_mode && pidfile && write_pid(pidfile, getpid()) < 0)
+		log_warn("%s: cannot write the pid file", pidfile);
+	/* SIGTERM/SIGINT end server_run through this fd; the mask above keeps them pending */
+	sfd = signalfd(-1, &mask, SFD_CLOEXEC);
+	if (sfd < 0) {
+		log_err("signalfd: %s", strerror(errno));
+		goto out;
+	}
+	if (status_fd >= 0) {
+		char zero = 0;
+
+		if (write(status_fd, &zero, 1) != 1)
+			log_warn("--status-fd %d: %s", status_fd, strerror(errno));
+		close(status_fd);
+	}
+
+	if (server_run(s, sfd, &e) < 0) {
+		log_err("%s", e.msg);
+		goto out;
+	}
+	log_info("stopped");
+	ret = 0;
+out:
+	server_free(s);
+	if (sfd >= 0)
+		close(sfd);
+	return ret;
+}
