@@ -15,6 +15,7 @@
 #include "log.h"
 #include "proc.h"
 #include "ranges.h"
+#include "remote.h"
 #include "session.h"
 #include "source.h"
 #include "stats.h"
@@ -62,6 +63,12 @@ static int fault_one(struct fault_thread *t, struct proc *p, uint64_t addr, uint
 		ret = proc_zero_fault(p, addr);
 		goto out;
 	}
+	if (session_remote(s)) {
+		/* the reply wakes the thread; its latency is counted when it lands */
+		ret = remote_fault(session_remote(s), p, addr, &run, t0);
+		pthread_rwlock_unlock(&p->evlock);
+		return ret;
+	}
 	ret = source_read(session_source(s), p->pm, run.img, 1, t->buf, &e);
 	if (ret) {
 		session_fail(s, "pid %d: fault at 0x%llx: %s", p->pid, (unsigned long long)addr, e.msg);
@@ -70,7 +77,7 @@ static int fault_one(struct fault_thread *t, struct proc *p, uint64_t addr, uint
 	ret = proc_fill(p, addr, 1, t->buf);
 	if (ret)
 		goto out;
-	stats_fault_ns(st, stats_now_ns() - t0);
+	hist_add(&st->fault, stats_now_ns() - t0);
 	atomic_fetch_add_explicit(&st->faults, 1, memory_order_relaxed);
 	atomic_store_explicit(&p->hint, addr + run.nr_pages * psz, memory_order_relaxed);
 	if (run.nr_pages > 1) {
@@ -88,7 +95,7 @@ static int fault_one(struct fault_thread *t, struct proc *p, uint64_t addr, uint
 	return ret;
 out:
 	if (!ret && !in) {
-		stats_fault_ns(st, stats_now_ns() - t0);
+		hist_add(&st->fault, stats_now_ns() - t0);
 		atomic_fetch_add_explicit(&st->faults, 1, memory_order_relaxed);
 	}
 	pthread_rwlock_unlock(&p->evlock);

@@ -20,8 +20,10 @@ static void usage(FILE *f)
 		"usage: lazy-pagesd -D DIR [-W DIR] [-d|--daemon] [--pidfile F] [--status-fd N]\n"
 		"                   [--prefetch-threads N] [--fault-threads N] [--fault-around PAGES]\n"
 		"                   [--chunk PAGES] [-o LOG] [-v[N]]\n"
+		"                   [--page-server --address A --port P | --ps-socket FD] [--ps-wire 3|4]\n"
 		"Serves the lazy pages of a `criu restore --lazy-pages` (or any restorer speaking\n"
-		"its protocol) from the CRIU image directory DIR, through DIR/lazy-pages.socket\n"
+		"its protocol) from the CRIU image directory DIR, or with --page-server from a\n"
+		"page server (CRIU's, or lazy-pages-server), through DIR/lazy-pages.socket\n"
 		"(or WORKDIR/lazy-pages.socket with -W). Exits 0 once every process is complete.\n");
 }
 
@@ -91,6 +93,11 @@ enum {
 	OPT_FAULTS,
 	OPT_AROUND,
 	OPT_CHUNK,
+	OPT_PAGE_SERVER,
+	OPT_ADDRESS,
+	OPT_PORT,
+	OPT_PS_WIRE,
+	OPT_PS_SOCKET,
 };
 
 int main(int argc, char **argv)
@@ -105,6 +112,11 @@ int main(int argc, char **argv)
 		{ "fault-threads", required_argument, NULL, OPT_FAULTS },
 		{ "fault-around", required_argument, NULL, OPT_AROUND },
 		{ "chunk", required_argument, NULL, OPT_CHUNK },
+		{ "page-server", no_argument, NULL, OPT_PAGE_SERVER },
+		{ "address", required_argument, NULL, OPT_ADDRESS },
+		{ "port", required_argument, NULL, OPT_PORT },
+		{ "ps-wire", required_argument, NULL, OPT_PS_WIRE },
+		{ "ps-socket", required_argument, NULL, OPT_PS_SOCKET },
 		{ "log-file", required_argument, NULL, 'o' },
 		{ "verbose", optional_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
@@ -173,6 +185,28 @@ int main(int argc, char **argv)
 			if (cfg.sub_pages > cfg.chunk_pages)
 				cfg.sub_pages = cfg.chunk_pages;
 			break;
+		case OPT_PAGE_SERVER:
+			cfg.remote = 1;
+			break;
+		case OPT_ADDRESS:
+			cfg.ps_address = optarg;
+			break;
+		case OPT_PORT:
+			if (parse_num("--port", optarg, 1, 65535, &v))
+				return 1;
+			cfg.ps_port = optarg;
+			break;
+		case OPT_PS_WIRE:
+			if (parse_num("--ps-wire", optarg, 3, 4, &v))
+				return 1;
+			cfg.ps_wire = (int)v;
+			break;
+		case OPT_PS_SOCKET:
+			if (parse_num("--ps-socket", optarg, 0, INT_MAX, &v))
+				return 1;
+			cfg.ps_socket = (int)v;
+			cfg.remote = 1;
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -188,6 +222,18 @@ int main(int argc, char **argv)
 	}
 	if (!cfg.images_dir)
 		cfg.images_dir = ".";
+	if (cfg.remote && cfg.ps_socket < 0 && (!cfg.ps_address || !cfg.ps_port)) {
+		fprintf(stderr, "lazy-pagesd: --page-server needs --address and --port (or --ps-socket FD)\n");
+		return 1;
+	}
+	if (!cfg.remote && (cfg.ps_address || cfg.ps_port)) {
+		fprintf(stderr, "lazy-pagesd: --address/--port go with --page-server\n");
+		return 1;
+	}
+	if (cfg.ps_socket >= 0 && fcntl(cfg.ps_socket, F_GETFD) < 0) {
+		fprintf(stderr, "lazy-pagesd: --ps-socket %d: not an open file descriptor\n", cfg.ps_socket);
+		return 1;
+	}
 	if (status_fd >= 0 && fcntl(status_fd, F_GETFD) < 0) {
 		fprintf(stderr, "lazy-pagesd: --status-fd %d: not an open file descriptor\n", status_fd);
 		return 1;

@@ -28,57 +28,10 @@ struct prefetch_pool {
 	struct prefetch_thread *t;
 };
 
-/*
- * Places the chunk read into BUF for RUN, in sub-chunks. Under the shared
- * evlock each page is checked again: still lazy, and still holding the
- * image address the data was read for (a REMAP may have moved other pages
- * there, a REMOVE may have dropped it). Returns 0, -EAGAIN, -ESRCH, -errno.
- */
-static int prefetch_place(struct prefetch_thread *t, struct proc *p, const struct rrun *run)
-{
-	uint64_t psz = session_page_size(t->pool->s);
-	uint64_t end = run->addr + run->nr_pages * psz;
-	uint64_t a = run->addr, sub_end;
-	struct rrun now;
-	int ret = 0, in;
-
-	while (a < end && !ret) {
-		sub_end = a + t->pool->sub * psz;
-		if (sub_end > end)
-			sub_end = end;
-		pthread_rwlock_rdlock(&p->evlock);
-		if (!proc_live(p)) {
-			pthread_rwlock_unlock(&p->evlock);
-			return 0;
-		}
-		while (a < sub_end) {
-			pthread_mutex_lock(&p->lock);
-			in = ranges_run(p->ranges, a, (sub_end - a) / psz, &now);
-			pthread_mutex_unlock(&p->lock);
-			if (!in || now.img != run->img + (a - run->addr)) {
-				a += psz;
-				continue;
-			}
-			ret = proc_fill(p, a, now.nr_pages, t->buf + (a - run->addr));
-			if (ret)
-				break;
-			a += now.nr_pages * psz;
-		}
-		pthread_rwlock_unlock(&p->evlock);
-	}
-	if (ret == -EAGAIN) {
-		/* come back here once the event has been read */
-		pthread_mutex_lock(&p->lock);
-		p->cursor = a;
-		pthread_mutex_unlock(&p->lock);
-	}
-	return ret;
-}
-
 static void prefetch_one(struct prefetch_thread *t, struct proc *p)
 {
 	struct session *s = t->pool->s;
-	uint64_t psz = session_page_size(s), hint;
+	uint64_t psz = session_page_size(s), hint, stop;
 	struct lp_err e;
 	struct rrun run;
 	int ok, ret;
@@ -99,7 +52,13 @@ static void prefetch_one(struct prefetch_thread *t, struct proc *p)
 			     (unsigned long long)run.addr, (unsigned long long)run.nr_pages, e.msg);
 		return;
 	}
-	ret = prefetch_place(t, p, &run);
+	ret = proc_place_run(p, run.addr, run.img, run.nr_pages, t->buf, t->pool->sub, &stop);
+	if (ret == -EAGAIN) {
+		/* come back here once the event has been read */
+		pthread_mutex_lock(&p->lock);
+		p->cursor = stop;
+		pthread_mutex_unlock(&p->lock);
+	}
 	if (ret == -EAGAIN) {
 		sched_yield();
 		return;

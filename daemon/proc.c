@@ -155,6 +155,43 @@ int proc_fill(struct proc *p, uint64_t addr, uint64_t nr_pages, const void *buf)
 	return 0;
 }
 
+int proc_place_run(struct proc *p, uint64_t addr, uint64_t img, uint64_t nr_pages, const void *buf,
+		   uint64_t sub, uint64_t *stop)
+{
+	uint64_t psz = session_page_size(p->s);
+	uint64_t end = addr + nr_pages * psz, a = addr, sub_end;
+	const uint8_t *b = buf;
+	struct rrun now;
+	int ret = 0, in;
+
+	while (a < end && !ret) {
+		sub_end = a + sub * psz;
+		if (sub_end > end)
+			sub_end = end;
+		pthread_rwlock_rdlock(&p->evlock);
+		if (!proc_live(p)) {
+			pthread_rwlock_unlock(&p->evlock);
+			break;
+		}
+		while (a < sub_end) {
+			pthread_mutex_lock(&p->lock);
+			in = ranges_run(p->ranges, a, (sub_end - a) / psz, &now);
+			pthread_mutex_unlock(&p->lock);
+			if (!in || now.img != img + (a - addr)) {
+				a += psz;
+				continue;
+			}
+			ret = proc_fill(p, a, now.nr_pages, b + (a - addr));
+			if (ret)
+				break;
+			a += now.nr_pages * psz;
+		}
+		pthread_rwlock_unlock(&p->evlock);
+	}
+	*stop = a;
+	return ret;
+}
+
 int proc_zero_fault(struct proc *p, uint64_t addr)
 {
 	return place(p, addr, NULL, 1);

@@ -16,6 +16,8 @@ struct ranges;
 
 enum proc_state { PROC_LIVE, PROC_DONE, PROC_GONE };
 
+#define PROC_MAX_INFLIGHT 64
+
 /*
  * Locking (design.md, "What the kernel does not resolve"):
  *  - evlock shared: held across "check the ranges, COPY, mark present" by
@@ -42,6 +44,10 @@ struct proc {
 	struct ranges *ranges;		/* under lock */
 	uint64_t cursor;		/* prefetch position, under lock */
 
+	/* remote: background requests on the wire, to ask no page twice (a hint) */
+	struct { uint64_t start, end; } infl[PROC_MAX_INFLIGHT];	/* under lock */
+	int ninfl;
+
 	atomic_int state;
 	atomic_uint_fast64_t remaining;	/* lazy pages left (mirrors ranges) */
 	atomic_uint_fast64_t hint;	/* where faults happened lately, 0 if none */
@@ -62,6 +68,17 @@ void proc_free(struct proc *p);		/* accepts NULL; the uffd must be closed or is 
  * the pages before it are done), -ESRCH (the process has gone) or -errno.
  */
 int proc_fill(struct proc *p, uint64_t addr, uint64_t nr_pages, const void *buf);
+
+/*
+ * Places NR_PAGES pages read for image address IMG at run-time ADDR, in
+ * sections of at most SUB pages, each under evlock (shared): every page is
+ * checked again first (still lazy, still holding the image address the
+ * data was read for: a REMAP may have moved other pages there, a REMOVE
+ * dropped it) and skipped if not. *STOP is where it stopped. Returns as
+ * proc_fill; 0 if the process is no longer live.
+ */
+int proc_place_run(struct proc *p, uint64_t addr, uint64_t img, uint64_t nr_pages, const void *buf,
+		   uint64_t sub, uint64_t *stop);
 
 /* A zero page at ADDR for a fault outside the lazy ranges. Same returns. */
 int proc_zero_fault(struct proc *p, uint64_t addr);

@@ -12,6 +12,8 @@
 #include "log.h"
 #include "prefetch.h"
 #include "proc.h"
+#include "ps_wire.h"
+#include "remote.h"
 #include "ranges.h"
 #include "restore_sock.h"
 #include "session.h"
@@ -30,6 +32,7 @@ struct session {
 	struct stats stats;
 	struct fault_pool *faults;
 	struct prefetch_pool *prefetch;
+	struct remote *remote;
 	int lfd, cfd;
 
 	pthread_mutex_t lock;
@@ -56,6 +59,8 @@ void session_cfg_defaults(struct session_cfg *cfg)
 	cfg->chunk_pages = 256;
 	cfg->sub_pages = 64;
 	cfg->max_procs = 65536;
+	cfg->ps_socket = -1;
+	cfg->ps_wire = PS_WIRE_4;
 }
 
 struct stats *session_stats(struct session *s)
@@ -66,6 +71,11 @@ struct stats *session_stats(struct session *s)
 struct source *session_source(struct session *s)
 {
 	return s->src;
+}
+
+struct remote *session_remote(struct session *s)
+{
+	return s->remote;
 }
 
 uint64_t session_page_size(const struct session *s)
@@ -145,6 +155,7 @@ void session_free(struct session *s)
 	s->stopping = 1;
 	pthread_cond_broadcast(&s->work_cv);
 	pthread_mutex_unlock(&s->lock);
+	remote_close(s->remote, 0, NULL);
 	prefetch_pool_free(s->prefetch);
 	fault_pool_free(s->faults);
 	for (i = 0; i < s->nprocs; i++)
@@ -325,7 +336,7 @@ static int build_ranges(struct session *s, uint32_t pid, struct pagemap *pm, con
 		for (j = lo; j < nv && v[j].start < ee; j++) {
 			if (!vma_lazyable(&v[j]))
 				continue;
-			if (!(pe[i].flags & PE_PRESENT)) {
+			if (!(pe[i].flags & PE_PRESENT) && !s->cfg.remote) {
 				ret = lp_err_set(e, EREMOTE,
 						 "%s/pagemap-%u.img: pages at 0x%llx are lazy and not in the images "
 						 "(a criu dump --lazy-pages image): they can only come from its page server",
@@ -419,6 +430,7 @@ static int take_record(struct session *s, const struct restore_peer *peer, uint6
 /* Starts prefetch and waits until no process is live (or a fatal failure). */
 static int session_run(struct session *s, struct lp_err *e)
 {
+	struct lp_err e2;
 	int ret;
 
 	pthread_mutex_lock(&s->lock);
@@ -426,7 +438,10 @@ static int session_run(struct session *s, struct lp_err *e)
 	s->started = 1;
 	pthread_cond_broadcast(&s->work_cv);
 	pthread_mutex_unlock(&s->lock);
-	prefetch_pool_start(s->prefetch);
+	if (s->remote)
+		remote_start(s->remote);
+	else
+		prefetch_pool_start(s->prefetch);
 
 	pthread_mutex_lock(&s->lock);
 	while (!s->failed && s->live)
@@ -434,6 +449,24 @@ static int session_run(struct session *s, struct lp_err *e)
 	s->t_done = stats_now_ns();
 	ret = s->failed ? lp_err_set(e, EIO, "%s", s->fail_msg) : 0;
 	pthread_mutex_unlock(&s->lock);
+	if (!ret && s->remote) {
+		char how[96];
+
+		/* nothing is left to fetch: let the background thread leave session_next_work */
+		pthread_mutex_lock(&s->lock);
+		s->stopping = 1;
+		pthread_cond_broadcast(&s->work_cv);
+		pthread_mutex_unlock(&s->lock);
+
+		remote_describe(s->remote, how, sizeof(how));
+		log_info("all pages in (%s); closing the page-server session", how);
+		/* every page is in: a failed goodbye is worth a warning, not a failure */
+		ret = remote_close(s->remote, 1, &e2);
+		s->remote = NULL;
+		if (ret)
+			log_warn("%s", e2.msg);
+		ret = 0;
+	}
 	return ret;
 }
 
@@ -455,6 +488,19 @@ int session_serve(struct session *s, struct lp_err *e)
 	/* like criu lazy-pages: one restore per socket */
 	close(s->lfd);
 	s->lfd = -1;
+	if (s->cfg.remote) {
+		struct remote_cfg rc = {
+			.address = s->cfg.ps_address,
+			.port = s->cfg.ps_port,
+			.ps_socket = s->cfg.ps_socket,
+			.wire = s->cfg.ps_wire,
+			.fault_around = s->cfg.fault_around,
+		};
+
+		ret = remote_open(s, &rc, &s->remote, e);
+		if (ret)
+			return ret;
+	}
 	log_info("%s connected; expecting %zu task records", peer.name, s->nr_tasks);
 	for (i = 0; i < s->nr_tasks && !ret; i++)
 		ret = take_record(s, &peer, &pos, e);
@@ -487,12 +533,18 @@ void session_summary(struct session *s, FILE *f)
 
 	fprintf(f,
 		"summary: processes=%zu pages_copied=%llu zero_pages=%llu faults=%llu fault_p50_us=%.1f "
-		"fault_p99_us=%.1f seconds=%.3f zombies=%u forks=%u exists=%llu retries=%llu\n",
+		"fault_p99_us=%.1f seconds=%.3f zombies=%u forks=%u exists=%llu retries=%llu",
 		s->nprocs, (unsigned long long)atomic_load(&st->pages_copied),
 		(unsigned long long)atomic_load(&st->zero_pages), (unsigned long long)atomic_load(&st->faults),
-		(double)stats_quantile_ns(st, 0.5) / 1e3, (double)stats_quantile_ns(st, 0.99) / 1e3,
+		(double)hist_quantile(&st->fault, 0.5) / 1e3, (double)hist_quantile(&st->fault, 0.99) / 1e3,
 		s->t_done > s->t_rstf && s->t_rstf ? (double)(s->t_done - s->t_rstf) / 1e9 : 0.0, s->zombies,
 		s->forks, (unsigned long long)atomic_load(&st->exists),
 		(unsigned long long)atomic_load(&st->retries));
+	if (s->cfg.remote)
+		fprintf(f, " remote_bytes=%llu remote_requests=%llu fault_rtt_p50_us=%.1f fault_rtt_p99_us=%.1f",
+			(unsigned long long)atomic_load(&st->remote_bytes),
+			(unsigned long long)atomic_load(&st->remote_requests),
+			(double)hist_quantile(&st->rtt, 0.5) / 1e3, (double)hist_quantile(&st->rtt, 0.99) / 1e3);
+	fputc('\n', f);
 	fflush(f);
 }

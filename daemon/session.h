@@ -22,6 +22,11 @@ struct session_cfg {
 	uint64_t chunk_pages;		/* prefetch read size */
 	uint64_t sub_pages;		/* prefetch pages per locked COPY section */
 	uint32_t max_procs;		/* limit on processes, forks included */
+	/* --page-server: lazy pages come from a page server */
+	int remote;
+	const char *ps_address, *ps_port;
+	int ps_socket;			/* --ps-socket FD, or -1 */
+	int ps_wire;			/* 3 or 4 */
 };
 
 void session_cfg_defaults(struct session_cfg *cfg);
@@ -46,6 +51,7 @@ void session_summary(struct session *s, FILE *f);
 /* For the threads. */
 struct stats *session_stats(struct session *s);
 struct source *session_source(struct session *s);
+struct remote *session_remote(struct session *s);	/* NULL with local images */
 uint64_t session_page_size(const struct session *s);
 int session_fork_child(struct session *s, struct proc *parent, int ufd, struct lp_err *e);
 void session_proc_ended(struct session *s, struct proc *p);

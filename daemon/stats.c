@@ -33,29 +33,37 @@ static uint64_t bucket_top(unsigned b)
 	return ((uint64_t)(STATS_SUB + sub + 1) << (msb - 4)) - 1;
 }
 
-void stats_fault_ns(struct stats *s, uint64_t ns)
+void hist_add(struct hist *h, uint64_t ns)
 {
 	unsigned b = bucket_of(ns);
 
 	if (b >= STATS_BUCKETS)
 		b = STATS_BUCKETS - 1;
-	atomic_fetch_add_explicit(&s->lat[b], 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&h->b[b], 1, memory_order_relaxed);
 }
 
-uint64_t stats_quantile_ns(struct stats *s, double q)
+uint64_t hist_count(struct hist *h)
 {
-	uint64_t total = 0, seen = 0, want;
+	uint64_t total = 0;
 	unsigned b;
 
 	for (b = 0; b < STATS_BUCKETS; b++)
-		total += atomic_load_explicit(&s->lat[b], memory_order_relaxed);
+		total += atomic_load_explicit(&h->b[b], memory_order_relaxed);
+	return total;
+}
+
+uint64_t hist_quantile(struct hist *h, double q)
+{
+	uint64_t total = hist_count(h), seen = 0, want;
+	unsigned b;
+
 	if (!total)
 		return 0;
 	want = (uint64_t)(q * (double)total);
 	if (want >= total)
 		want = total - 1;
 	for (b = 0; b < STATS_BUCKETS; b++) {
-		seen += atomic_load_explicit(&s->lat[b], memory_order_relaxed);
+		seen += atomic_load_explicit(&h->b[b], memory_order_relaxed);
 		if (seen > want)
 			return bucket_top(b);
 	}

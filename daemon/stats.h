@@ -10,19 +10,29 @@
 #define STATS_SUB 16
 #define STATS_BUCKETS (64 * STATS_SUB)
 
+struct hist {
+	atomic_uint_fast64_t b[STATS_BUCKETS];
+};
+
 struct stats {
 	atomic_uint_fast64_t pages_copied;
 	atomic_uint_fast64_t zero_pages;
 	atomic_uint_fast64_t faults;
 	atomic_uint_fast64_t exists;		/* pages found present by a COPY/ZEROPAGE */
 	atomic_uint_fast64_t retries;		/* EAGAIN: an event had to be read first */
-	atomic_uint_fast64_t lat[STATS_BUCKETS];	/* fault service time */
+	struct hist fault;			/* fault service time, read to page in */
+	/* remote sessions */
+	atomic_uint_fast64_t remote_bytes;	/* page bytes received */
+	atomic_uint_fast64_t remote_requests;
+	atomic_int_fast64_t inflight;		/* requests on the wire now */
+	struct hist rtt;			/* urgent request to its reply */
 };
 
 void stats_init(struct stats *s);
-void stats_fault_ns(struct stats *s, uint64_t ns);
-/* The Q-quantile (0..1) of fault service time in nanoseconds (0 if no fault). */
-uint64_t stats_quantile_ns(struct stats *s, double q);
+void hist_add(struct hist *h, uint64_t ns);
+/* The Q-quantile (0..1) in nanoseconds (0 if empty). */
+uint64_t hist_quantile(struct hist *h, double q);
+uint64_t hist_count(struct hist *h);
 
 uint64_t stats_now_ns(void);
 

@@ -1,0 +1,358 @@
+/* SPDX-License-Identifier: MIT */
+/* ps_client: sender side under a lock (FIFO order = wire order), one receiver thread per connection. */
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "io.h"
+#include "ps_client.h"
+#include "ps_wire.h"
+#include "stats.h"
+
+struct ps_client {
+	int fd;
+	int wire;
+	size_t hsz;
+	uint64_t psz, max_pages;
+	char peer[128];
+	const struct ps_client_ops *ops;
+	void *arg;
+
+	pthread_mutex_t lock;
+	pthread_cond_t cv;		/* queue became non-empty, or emptied, or closing */
+	struct ps_req *head, *tail;
+	int inflight;
+	int closing, broken, started;
+	int adopted;			/* --ps-socket: close with FORCE_CLOSE */
+	uint64_t replies;		/* replies taken, for messages */
+	pthread_t rx;
+	uint8_t *buf;			/* receiver's page buffer */
+};
+
+static int set_peer_name(struct ps_client *c, const struct sockaddr *sa, socklen_t len)
+{
+	char host[NI_MAXHOST], serv[NI_MAXSERV];
+
+	if (getnameinfo(sa, len, host, sizeof(host), serv, sizeof(serv), NI_NUMERICHOST | NI_NUMERICSERV))
+		return -EINVAL;
+	snprintf(c->peer, sizeof(c->peer), sa->sa_family == AF_INET6 ? "page server [%s]:%s" : "page server %s:%s",
+		 host, serv);
+	return 0;
+}
+
+static int connect_to(struct ps_client *c, const char *address, const char *port, struct lp_err *e)
+{
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *res, *ai;
+	int fd = -1, err = ECONNREFUSED, r;
+
+	r = getaddrinfo(address, port, &hints, &res);
+	if (r)
+		return lp_err_set(e, EHOSTUNREACH, "page server %s:%s: %s", address, port, gai_strerror(r));
+	for (ai = res; ai; ai = ai->ai_next) {
+		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+		if (fd < 0) {
+			err = errno;
+			continue;
+		}
+		if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+			set_peer_name(c, ai->ai_addr, ai->ai_addrlen);
+			break;
+		}
+		err = errno;
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	if (fd < 0)
+		return lp_err_set(e, err, "page server %s:%s: connect: %s", address, port, strerror(err));
+	c->fd = fd;
+	return 0;
+}
+
+/* lazy-pages-server answers; CRIU's servers refuse, reset or never answer a second connection. */
+static int hello(struct ps_client *c, struct lp_err *e)
+{
+	struct ps_iov iov = { .cmd = PS_LP_HELLO, .nr_pages = PS_LP_HELLO_VERSION, .dst_id = PS_LP_ROLE_URGENT };
+	uint8_t b[PS_IOV_MAX];
+	struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
+	int r;
+
+	ps_iov_encode(c->wire, &iov, b);
+	r = io_write_full(c->fd, b, c->hsz);
+	if (r)
+		return lp_err_set(e, -r, "%s: hello: %s", c->peer, strerror(-r));
+	r = poll(&pfd, 1, 1000);
+	if (r <= 0)
+		return lp_err_set(e, ETIMEDOUT, "%s: no answer to hello", c->peer);
+	r = io_read_full(c->fd, b, c->hsz);
+	if (r)
+		return lp_err_set(e, -r, "%s: hello: %s", c->peer, strerror(-r));
+	ps_iov_decode(c->wire, b, &iov);
+	if (iov.cmd != PS_LP_HELLO_REPLY || iov.nr_pages != PS_LP_HELLO_VERSION || iov.dst_id != PS_LP_ROLE_URGENT)
+		return lp_err_set(e, EPROTO, "%s: not a lazy-pages-server hello answer", c->peer);
+	return 0;
+}
+
+static void fail(struct ps_client *c, const struct lp_err *e)
+{
+	struct ps_req *q, *next;
+
+	pthread_mutex_lock(&c->lock);
+	c->broken = 1;
+	q = c->head;
+	c->head = c->tail = NULL;
+	c->inflight = 0;
+	pthread_cond_broadcast(&c->cv);
+	pthread_mutex_unlock(&c->lock);
+	c->ops->failed(c->arg, c, e);
+	for (; q; q = next) {
+		next = q->next;
+		c->ops->complete(c->arg, q, NULL, 0);
+	}
+}
+
+/* Checks a reply header against the request at the head of the FIFO. */
+static int check_reply(struct ps_client *c, const struct ps_iov *r, const struct ps_req *q, struct lp_err *e)
+{
+	const char *what = NULL;
+
+	if (r->cmd != PS_GET_REPLY_CMD)
+		what = "command";
+	else if (r->dst_id != q->dst_id)
+		what = "pid";
+	else if (r->vaddr != q->img)
+		what = "address";
+	else if (r->nr_pages > q->nr_pages)
+		what = "page count (more than asked)";
+	if (what)
+		return lp_err_set(e, EPROTO,
+				  "%s: reply %llu: wrong %s: asked pid %u 0x%llx +%llu pages, got cmd 0x%x pid %llu 0x%llx +%llu pages",
+				  c->peer, (unsigned long long)c->replies, what, q->dst_id, (unsigned long long)q->img,
+				  (unsigned long long)q->nr_pages, r->cmd, (unsigned long long)r->dst_id,
+				  (unsigned long long)r->vaddr, (unsigned long long)r->nr_pages);
+	if (r->nr_pages == 0)
+		return lp_err_set(e, ENOENT, "%s: reply %llu: pid %u has no page at 0x%llx (not found)", c->peer,
+				  (unsigned long long)c->replies, q->dst_id, (unsigned long long)q->img);
+	return 0;
+}
+
+static void *rx_main(void *arg)
+{
+	struct ps_client *c = arg;
+	uint8_t b[PS_IOV_MAX];
+	struct ps_iov r;
+	struct ps_req *q;
+	struct lp_err e;
+	int ret;
+
+	for (;;) {
+		pthread_mutex_lock(&c->lock);
+		while (!c->head && !c->closing && !c->broken)
+			pthread_cond_wait(&c->cv, &c->lock);
+		if (!c->head) {
+			pthread_mutex_unlock(&c->lock);
+			return NULL;
+		}
+		pthread_mutex_unlock(&c->lock);
+
+		ret = io_read_full(c->fd, b, c->hsz);
+		if (ret) {
+			lp_err_set(&e, -ret, "%s: reply %llu: %s", c->peer, (unsigned long long)c->replies,
+				   ret == -EPIPE ? "connection closed before the reply header" : strerror(-ret));
+			goto broken;
+		}
+		ps_iov_decode(c->wire, b, &r);
+		pthread_mutex_lock(&c->lock);
+		q = c->head;
+		pthread_mutex_unlock(&c->lock);
+		ret = check_reply(c, &r, q, &e);
+		if (ret)
+			goto broken;
+		ret = io_read_full(c->fd, c->buf, r.nr_pages * c->psz);
+		if (ret) {
+			lp_err_set(&e, -ret, "%s: reply %llu: %s (pid %u 0x%llx +%llu pages)", c->peer,
+				   (unsigned long long)c->replies,
+				   ret == -EPIPE ? "connection closed inside the page data" : strerror(-ret), q->dst_id,
+				   (unsigned long long)q->img, (unsigned long long)r.nr_pages);
+			goto broken;
+		}
+		/* only now is the request done with: a half-read reply never reaches a process */
+		pthread_mutex_lock(&c->lock);
+		c->head = q->next;
+		if (!c->head)
+			c->tail = NULL;
+		c->inflight--;
+		c->replies++;
+		pthread_cond_broadcast(&c->cv);
+		pthread_mutex_unlock(&c->lock);
+		q->next = NULL;
+		c->ops->complete(c->arg, q, c->buf, r.nr_pages);
+	}
+broken:
+	fail(c, &e);
+	return NULL;
+}
+
+int ps_client_open(const char *address, const char *port, int fd, int wire, uint64_t max_pages, int hello_first,
+		   const struct ps_client_ops *ops, void *arg, struct ps_client **out, struct lp_err *e)
+{
+	struct ps_client *c = calloc(1, sizeof(*c));
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	int one = 1, ret;
+
+	if (!c)
+		return lp_err_set(e, ENOMEM, "out of memory");
+	c->fd = -1;
+	c->wire = wire;
+	c->hsz = ps_iov_size(wire);
+	c->psz = (uint64_t)sysconf(_SC_PAGESIZE);
+	c->max_pages = max_pages;
+	c->ops = ops;
+	c->arg = arg;
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_cond_init(&c->cv, NULL);
+	if (!c->hsz) {
+		ret = lp_err_set(e, EINVAL, "page server wire version %d (use 3 or 4)", wire);
+		goto fail;
+	}
+	if (fd >= 0) {
+		c->fd = fd;
+		c->adopted = 1;
+		snprintf(c->peer, sizeof(c->peer), "page server on fd %d", fd);
+		if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
+			set_peer_name(c, (struct sockaddr *)&ss, sl);
+	} else {
+		ret = connect_to(c, address, port, e);
+		if (ret)
+			goto fail;
+	}
+	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c->buf = malloc(max_pages * c->psz);
+	if (!c->buf) {
+		ret = lp_err_set(e, ENOMEM, "out of memory");
+		goto fail;
+	}
+	if (hello_first) {
+		ret = hello(c, e);
+		if (ret)
+			goto fail;
+	}
+	ret = pthread_create(&c->rx, NULL, rx_main, c);
+	if (ret) {
+		ret = lp_err_set(e, ret, "%s: receiver thread: %s", c->peer, strerror(ret));
+		goto fail;
+	}
+	c->started = 1;
+	*out = c;
+	return 0;
+fail:
+	if (fd < 0 && c->fd >= 0)
+		close(c->fd);
+	c->fd = -1;
+	ps_client_close(c, NULL);
+	return ret;
+}
+
+int ps_client_submit(struct ps_client *c, struct ps_req *q)
+{
+	struct ps_iov iov = { .cmd = PS_IOV_GET, .nr_pages = q->nr_pages, .vaddr = q->img, .dst_id = q->dst_id };
+	uint8_t b[PS_IOV_MAX];
+	int ret;
+
+	if (q->nr_pages == 0 || q->nr_pages > c->max_pages)
+		return -EINVAL;
+	ps_iov_encode(c->wire, &iov, b);
+	q->next = NULL;
+	pthread_mutex_lock(&c->lock);
+	if (c->broken || c->closing) {
+		pthread_mutex_unlock(&c->lock);
+		return -EPIPE;
+	}
+	/* queued before it is sent, so the receiver always finds its request */
+	if (c->tail)
+		c->tail->next = q;
+	else
+		c->head = q;
+	c->tail = q;
+	c->inflight++;
+	q->t_sent = stats_now_ns();
+	ret = io_write_full(c->fd, b, c->hsz);
+	pthread_cond_broadcast(&c->cv);
+	pthread_mutex_unlock(&c->lock);
+	/* on a failed send the receiver sees the broken connection and gives the request back */
+	if (ret)
+		shutdown(c->fd, SHUT_RDWR);
+	return 0;
+}
+
+int ps_client_inflight(struct ps_client *c)
+{
+	int n;
+
+	pthread_mutex_lock(&c->lock);
+	n = c->inflight;
+	pthread_mutex_unlock(&c->lock);
+	return n;
+}
+
+const char *ps_client_peer(const struct ps_client *c)
+{
+	return c->peer;
+}
+
+void ps_client_abort(struct ps_client *c)
+{
+	pthread_mutex_lock(&c->lock);
+	c->broken = 1;
+	pthread_cond_broadcast(&c->cv);
+	pthread_mutex_unlock(&c->lock);
+	shutdown(c->fd, SHUT_RDWR);
+}
+
+int ps_client_close(struct ps_client *c, struct lp_err *e)
+{
+	struct ps_iov iov = { .cmd = PS_IOV_CLOSE };
+	uint8_t b[PS_IOV_MAX];
+	int32_t answer = -1;
+	int ret = -EPIPE, broken;
+
+	if (!c)
+		return 0;
+	pthread_mutex_lock(&c->lock);
+	while (c->head && !c->broken)
+		pthread_cond_wait(&c->cv, &c->lock);
+	c->closing = 1;
+	broken = c->broken;
+	pthread_cond_broadcast(&c->cv);
+	pthread_mutex_unlock(&c->lock);
+	if (c->started)
+		pthread_join(c->rx, NULL);
+	if (c->fd >= 0 && !broken) {
+		iov.cmd = c->adopted ? PS_IOV_FORCE_CLOSE : PS_IOV_CLOSE;
+		ps_iov_encode(c->wire, &iov, b);
+		ret = io_write_full(c->fd, b, c->hsz);
+		if (!ret)
+			ret = io_read_full(c->fd, &answer, sizeof(answer));
+		if (!ret && answer != 0)
+			ret = -EPROTO;
+		if (ret)
+			lp_err_set(e, -ret, "%s: close: %s", c->peer,
+				   ret == -EPROTO ? "the server did not acknowledge" : strerror(-ret));
+	}
+	if (c->fd >= 0)
+		close(c->fd);
+	free(c->buf);
+	pthread_cond_destroy(&c->cv);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+	return ret;
+}

@@ -1,0 +1,63 @@
+/* SPDX-License-Identifier: MIT */
+/* ps_client: one TCP connection to a page server, with pipelined GETs matched to their replies. */
+#ifndef LP_PS_CLIENT_H
+#define LP_PS_CLIENT_H
+
+#include <stdint.h>
+
+#include "err.h"
+
+struct ps_client;
+
+/* One GET in flight. Allocated and owned by the submitter until completed. */
+struct ps_req {
+	struct ps_req *next;		/* the connection's FIFO */
+	uint32_t dst_id;		/* virtual pid of the image */
+	uint64_t img;			/* image address asked for */
+	uint64_t nr_pages;		/* pages asked for */
+	uint64_t t_sent;		/* ns */
+	void *owner;			/* for the completion */
+};
+
+struct ps_client_ops {
+	/*
+	 * Called on the connection's receiver thread for each validated reply,
+	 * in request order: DATA holds NR_PAGES (1..req->nr_pages) pages for
+	 * req->img. Takes back ownership of REQ.
+	 */
+	void (*complete)(void *arg, struct ps_req *req, const void *data, uint64_t nr_pages);
+	/* The connection is unusable (E says why and names the peer). Requests still queued are given back with NR_PAGES 0 through complete(). */
+	void (*failed)(void *arg, struct ps_client *c, const struct lp_err *e);
+};
+
+/*
+ * Connects to ADDRESS:PORT (numeric or a name; IPv4 or IPv6), or adopts
+ * FD (>= 0: an already connected socket, as --ps-socket). WIRE is
+ * PS_WIRE_3 or PS_WIRE_4. MAX_PAGES bounds a request. If HELLO, sends
+ * lazy-pages' hello and waits up to a second for its answer: a CRIU page
+ * server never answers a second connection, so failure means "not ours".
+ * The receiver thread starts at once.
+ */
+int ps_client_open(const char *address, const char *port, int fd, int wire, uint64_t max_pages, int hello,
+		   const struct ps_client_ops *ops, void *arg, struct ps_client **out, struct lp_err *e);
+
+/* Queues REQ and sends its GET. Returns 0 or -errno (the connection has failed). */
+int ps_client_submit(struct ps_client *c, struct ps_req *req);
+
+/* Requests sent and not yet answered. */
+int ps_client_inflight(struct ps_client *c);
+
+/* "page server A:P" (or "page server fd N") for messages. */
+const char *ps_client_peer(const struct ps_client *c);
+
+/* Breaks the connection at once (no CLOSE): the receiver gives the requests back. */
+void ps_client_abort(struct ps_client *c);
+
+/*
+ * Waits for the replies in flight, sends PS_IOV_CLOSE, reads the server's
+ * int32 answer and closes. Then (or at once, after a failure) frees.
+ * Accepts NULL. Returns 0 if the close was acknowledged.
+ */
+int ps_client_close(struct ps_client *c, struct lp_err *e);
+
+#endif
