@@ -45,7 +45,6 @@ struct fault_pool {
 static int fault_one(struct fault_thread *t, struct proc *p, uint64_t addr, uint64_t t0)
 {
 	struct session *s = t->pool->s;
-	struct stats *st = session_stats(s);
 	uint64_t psz = session_page_size(s);
 	struct lp_err e;
 	struct rrun run;
@@ -77,8 +76,7 @@ static int fault_one(struct fault_thread *t, struct proc *p, uint64_t addr, uint
 	ret = proc_fill(p, addr, 1, t->buf);
 	if (ret)
 		goto out;
-	hist_add(&st->fault, stats_now_ns() - t0);
-	atomic_fetch_add_explicit(&st->faults, 1, memory_order_relaxed);
+	proc_fault_served(p, t0);
 	atomic_store_explicit(&p->hint, addr + run.nr_pages * psz, memory_order_relaxed);
 	if (run.nr_pages > 1) {
 		ret = source_read(session_source(s), p->pm, run.img + psz, run.nr_pages - 1, t->buf, &e);
@@ -94,10 +92,8 @@ static int fault_one(struct fault_thread *t, struct proc *p, uint64_t addr, uint
 	pthread_rwlock_unlock(&p->evlock);
 	return ret;
 out:
-	if (!ret && !in) {
-		hist_add(&st->fault, stats_now_ns() - t0);
-		atomic_fetch_add_explicit(&st->faults, 1, memory_order_relaxed);
-	}
+	if (!ret && !in)
+		proc_fault_served(p, t0);
 	pthread_rwlock_unlock(&p->evlock);
 	return ret;
 }

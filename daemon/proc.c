@@ -192,6 +192,17 @@ int proc_place_run(struct proc *p, uint64_t addr, uint64_t img, uint64_t nr_page
 	return ret;
 }
 
+void proc_fault_served(struct proc *p, uint64_t t0)
+{
+	struct stats *st = session_stats(p->s);
+	uint64_t ns = stats_now_ns() - t0;
+
+	hist_add(&st->fault, ns);
+	hist_add(&p->fault, ns);
+	atomic_fetch_add_explicit(&st->faults, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&p->faults, 1, memory_order_relaxed);
+}
+
 int proc_zero_fault(struct proc *p, uint64_t addr)
 {
 	return place(p, addr, NULL, 1);

@@ -9,6 +9,7 @@
 #include <linux/userfaultfd.h>
 
 #include "err.h"
+#include "stats.h"
 
 struct session;
 struct pagemap;
@@ -52,6 +53,8 @@ struct proc {
 	atomic_uint_fast64_t remaining;	/* lazy pages left (mirrors ranges) */
 	atomic_uint_fast64_t hint;	/* where faults happened lately, 0 if none */
 	uint64_t total;			/* lazy pages at start */
+	atomic_uint_fast64_t faults;	/* faults served */
+	struct hist fault;		/* their service times */
 };
 
 /* Takes ownership of UFFD and RANGES (both freed on failure). */
@@ -79,6 +82,9 @@ int proc_fill(struct proc *p, uint64_t addr, uint64_t nr_pages, const void *buf)
  */
 int proc_place_run(struct proc *p, uint64_t addr, uint64_t img, uint64_t nr_pages, const void *buf,
 		   uint64_t sub, uint64_t *stop);
+
+/* Counts a fault served, read at T0 (ns), in the process's and the session's figures. */
+void proc_fault_served(struct proc *p, uint64_t t0);
 
 /* A zero page at ADDR for a fault outside the lazy ranges. Same returns. */
 int proc_zero_fault(struct proc *p, uint64_t addr);

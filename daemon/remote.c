@@ -111,14 +111,6 @@ int remote_fault(struct remote *r, struct proc *p, uint64_t addr, const struct r
 	return submit(r, p, addr, run->img, run->nr_pages, 1, addr, t0);
 }
 
-static void fault_served(struct remote *r, uint64_t t0)
-{
-	struct stats *st = session_stats(r->s);
-
-	hist_add(&st->fault, stats_now_ns() - t0);
-	atomic_fetch_add_explicit(&st->faults, 1, memory_order_relaxed);
-}
-
 /*
  * The reply did not place the page a thread waits for (it moved, went,
  * or an event was queued): look again and ask again, or zero-fill it if
@@ -149,7 +141,7 @@ static void refault(struct remote *r, struct proc *p, uint64_t addr, uint64_t t0
 		usleep(20);
 	}
 	if (!ret && !in)
-		fault_served(r, t0);
+		proc_fault_served(p, t0);
 	else if (ret == -ESRCH)
 		proc_finish(p, PROC_GONE);
 	else if (ret)
@@ -215,7 +207,7 @@ static void rx_complete(void *arg, struct ps_req *pq, const void *data, uint64_t
 	}
 	if (q->urgent) {
 		if (!ret && q->fault_addr >= q->addr && q->fault_addr < q->addr + n * r->psz)
-			fault_served(r, q->t0);
+			proc_fault_served(p, q->t0);
 		else
 			refault(r, p, q->fault_addr, q->t0);
 	}

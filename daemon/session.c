@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* session: takes CRIU's hand-off, builds each process's lazy ranges and runs it to completion. */
 #include <errno.h>
+#include <stdatomic.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -19,6 +22,7 @@
 #include "session.h"
 #include "source.h"
 #include "stats.h"
+#include "uffd.h"
 
 struct session {
 	struct session_cfg cfg;
@@ -42,7 +46,11 @@ struct session {
 	size_t nprocs, cap;
 	size_t live;
 	unsigned zombies, forks;
-	int started, stopping, failed;
+	int started, stopping, failed, cancelled;
+	atomic_int phase;
+	uid_t allow_uid;
+	int handoff;			/* a non-CRIU hand-off: one process, no images */
+	struct proc *handoff_proc;
 	char fail_msg[512];
 	uint64_t t_rstf, t_done;
 };
@@ -100,10 +108,9 @@ void session_fail(struct session *s, const char *fmt, ...)
 	pthread_mutex_unlock(&s->lock);
 }
 
-struct session *session_new(const struct session_cfg *cfg, struct lp_err *e)
+static struct session *session_alloc(const struct session_cfg *cfg, struct lp_err *e)
 {
 	struct session *s = calloc(1, sizeof(*s));
-	int ret;
 
 	if (!s) {
 		lp_err_set(e, ENOMEM, "out of memory");
@@ -114,11 +121,22 @@ struct session *session_new(const struct session_cfg *cfg, struct lp_err *e)
 		s->cfg.work_dir = s->cfg.images_dir;
 	s->psz = (uint64_t)sysconf(_SC_PAGESIZE);
 	s->lfd = s->cfd = -1;
+	s->allow_uid = geteuid();
+	atomic_init(&s->phase, SESSION_LISTENING);
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->work_cv, NULL);
 	pthread_cond_init(&s->done_cv, NULL);
 	stats_init(&s->stats);
+	return s;
+}
 
+struct session *session_new(const struct session_cfg *cfg, struct lp_err *e)
+{
+	struct session *s = session_alloc(cfg, e);
+	int ret;
+
+	if (!s)
+		return NULL;
 	ret = imgdir_open(cfg->images_dir, &s->dir, e);
 	if (ret)
 		goto fail;
@@ -145,6 +163,151 @@ fail:
 	return NULL;
 }
 
+struct session *session_new_handoff(const struct session_cfg *cfg, int uffd, int mem_fd,
+				    const struct session_region *r, size_t n, int32_t pid, struct lp_err *e)
+{
+	struct session *s = session_alloc(cfg, e);
+	struct ranges *rg = NULL;
+	struct stat st;
+	size_t i;
+	int ret = -EINVAL;
+
+	if (!s)
+		goto fail_fds;
+	s->handoff = 1;
+	if (fstat(mem_fd, &st) < 0) {
+		lp_err_set(e, errno, "hand-off: the memory file: %s", strerror(errno));
+		goto fail_fds;
+	}
+	s->src = source_raw_new(mem_fd);
+	if (!s->src) {
+		lp_err_set(e, ENOMEM, "out of memory");
+		goto fail_fds;
+	}
+	mem_fd = -1;	/* the source has it */
+	if (n == 0 || n > SESSION_MAX_REGIONS) {
+		lp_err_set(e, EINVAL, "hand-off: %zu regions (1 to %d)", n, SESSION_MAX_REGIONS);
+		goto fail_fds;
+	}
+	if (uffd_check_fd(uffd) < 0) {
+		lp_err_set(e, EINVAL, "hand-off: the first fd is not a userfaultfd");
+		goto fail_fds;
+	}
+	rg = ranges_new();
+	if (!rg) {
+		lp_err_set(e, ENOMEM, "out of memory");
+		goto fail_fds;
+	}
+	for (i = 0; i < n; i++) {
+		if (r[i].len == 0 || (r[i].addr | r[i].len | r[i].offset) % s->psz ||
+		    r[i].addr + r[i].len < r[i].addr || r[i].offset + r[i].len < r[i].offset) {
+			lp_err_set(e, EINVAL, "hand-off: region %zu (0x%llx +%llu at offset %llu): not page aligned or wraps",
+				   i, (unsigned long long)r[i].addr, (unsigned long long)r[i].len,
+				   (unsigned long long)r[i].offset);
+			goto fail_fds;
+		}
+		if (S_ISREG(st.st_mode) && r[i].offset + r[i].len > (uint64_t)st.st_size) {
+			lp_err_set(e, EINVAL, "hand-off: region %zu ends at offset %llu, past the memory file's %lld bytes",
+				   i, (unsigned long long)(r[i].offset + r[i].len), (long long)st.st_size);
+			goto fail_fds;
+		}
+		ret = ranges_add(rg, r[i].addr, r[i].addr + r[i].len, r[i].offset);
+		if (ret) {
+			lp_err_set(e, -ret, "hand-off: region %zu (0x%llx +%llu) overlaps another", i,
+				   (unsigned long long)r[i].addr, (unsigned long long)r[i].len);
+			goto fail_fds;
+		}
+	}
+	s->prefetch = prefetch_pool_new(s, cfg->prefetch_threads, cfg->chunk_pages, cfg->sub_pages, e);
+	if (!s->prefetch)
+		goto fail_fds;
+	s->handoff_proc = proc_new(s, pid, 0, NULL, uffd, rg);
+	if (!s->handoff_proc) {
+		lp_err_set(e, ENOMEM, "out of memory");
+		session_free(s);
+		return NULL;
+	}
+	return s;
+fail_fds:
+	ranges_free(rg);
+	if (uffd >= 0)
+		close(uffd);
+	if (mem_fd >= 0)
+		close(mem_fd);
+	session_free(s);
+	return NULL;
+}
+
+void session_allow_uid(struct session *s, uid_t uid)
+{
+	s->allow_uid = uid;
+}
+
+enum session_phase session_phase(struct session *s)
+{
+	return atomic_load(&s->phase);
+}
+
+int session_cancel(struct session *s)
+{
+	int ret = 0;
+
+	pthread_mutex_lock(&s->lock);
+	if (atomic_load(&s->phase) != SESSION_LISTENING || s->nprocs)
+		ret = -EBUSY;
+	else {
+		s->cancelled = 1;
+		/* wakes the accept() in session_serve */
+		if (s->lfd >= 0)
+			shutdown(s->lfd, SHUT_RDWR);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return ret;
+}
+
+int session_snapshot(struct session *s, struct session_snap *out)
+{
+	struct stats *st = &s->stats;
+	uint64_t end;
+	size_t i;
+
+	memset(out, 0, sizeof(*out));
+	out->phase = atomic_load(&s->phase);
+	out->handoff = s->handoff;
+	out->pages_copied = atomic_load(&st->pages_copied);
+	out->zero_pages = atomic_load(&st->zero_pages);
+	out->faults = atomic_load(&st->faults);
+	out->remote_bytes = atomic_load(&st->remote_bytes);
+	out->inflight = atomic_load(&st->inflight);
+	out->fault_p50_us = (double)hist_quantile(&st->fault, 0.5) / 1e3;
+	out->fault_p99_us = (double)hist_quantile(&st->fault, 0.99) / 1e3;
+	out->rtt_p50_us = (double)hist_quantile(&st->rtt, 0.5) / 1e3;
+	out->rtt_p99_us = (double)hist_quantile(&st->rtt, 0.99) / 1e3;
+	pthread_mutex_lock(&s->lock);
+	end = s->t_done ? s->t_done : stats_now_ns();
+	out->seconds = s->t_rstf ? (double)(end - s->t_rstf) / 1e9 : 0;
+	out->procs = calloc(s->nprocs ? s->nprocs : 1, sizeof(*out->procs));
+	if (!out->procs) {
+		pthread_mutex_unlock(&s->lock);
+		return -ENOMEM;
+	}
+	for (i = 0; i < s->nprocs; i++) {
+		struct proc *p = s->procs[i];
+		struct proc_snap *ps = &out->procs[i];
+
+		ps->pid = p->pid;
+		ps->total = p->total;
+		ps->remaining = atomic_load(&p->remaining);
+		ps->faults = atomic_load(&p->faults);
+		ps->fault_p99_us = (double)hist_quantile(&p->fault, 0.99) / 1e3;
+		ps->state = atomic_load(&p->state);
+		ps->forked = p->forked;
+	}
+	out->nprocs = s->nprocs;
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+}
+
 void session_free(struct session *s)
 {
 	size_t i;
@@ -160,6 +323,7 @@ void session_free(struct session *s)
 	fault_pool_free(s->faults);
 	for (i = 0; i < s->nprocs; i++)
 		proc_free(s->procs[i]);
+	proc_free(s->handoff_proc);
 	free(s->procs);
 	for (i = 0; s->pms && i < s->nr_tasks; i++)
 		pagemap_close(s->pms[i]);
@@ -470,7 +634,7 @@ static int session_run(struct session *s, struct lp_err *e)
 	return ret;
 }
 
-int session_serve(struct session *s, struct lp_err *e)
+static int serve_criu(struct session *s, struct lp_err *e)
 {
 	struct restore_peer peer;
 	struct lp_err e2;
@@ -478,16 +642,25 @@ int session_serve(struct session *s, struct lp_err *e)
 	size_t i;
 	int ret;
 
-	/* threads start here, not in session_new, so that main may fork (--daemon) before */
-	s->faults = fault_pool_new(s, s->cfg.fault_threads, s->cfg.fault_around, e);
-	if (!s->faults)
-		return -ENOMEM;
 	ret = restore_sock_accept(s->lfd, &s->cfd, &peer, e);
+	pthread_mutex_lock(&s->lock);
+	if (s->cancelled && !ret) {
+		close(s->cfd);
+		s->cfd = -1;
+	}
+	if (s->cancelled)
+		ret = lp_err_set(e, ECANCELED, "cancelled before a restore connected");
+	else if (!ret)
+		atomic_store(&s->phase, SESSION_SERVING);
+	pthread_mutex_unlock(&s->lock);
 	if (ret)
 		return ret;
 	/* like criu lazy-pages: one restore per socket */
 	close(s->lfd);
 	s->lfd = -1;
+	if (peer.uid != 0 && peer.uid != s->allow_uid)
+		return lp_err_set(e, EPERM, "%s: refused: only root or uid %u may restore into this session",
+				  peer.name, (unsigned)s->allow_uid);
 	if (s->cfg.remote) {
 		struct remote_cfg rc = {
 			.address = s->cfg.ps_address,
@@ -527,24 +700,60 @@ int session_serve(struct session *s, struct lp_err *e)
 	}
 	return ret;
 }
-void session_summary(struct session *s, FILE *f)
+int session_serve(struct session *s, struct lp_err *e)
+{
+	struct proc *p;
+	int ret;
+
+	/* threads start here, not in session_new, so that main may fork (--daemon) before */
+	s->faults = fault_pool_new(s, s->cfg.fault_threads, s->cfg.fault_around, e);
+	if (!s->faults) {
+		atomic_store(&s->phase, SESSION_FAILED);
+		return -ENOMEM;
+	}
+	if (s->handoff) {
+		p = s->handoff_proc;
+		s->handoff_proc = NULL;
+		atomic_store(&s->phase, SESSION_SERVING);
+		log_info("hand-off of pid %d: %llu pages in %s", p->pid, (unsigned long long)p->total,
+			 s->src->ops->name);
+		ret = session_add_proc(s, p, e);
+		if (!ret)
+			ret = session_run(s, e);
+	} else {
+		ret = serve_criu(s, e);
+	}
+	atomic_store(&s->phase, ret ? SESSION_FAILED : SESSION_DONE);
+	return ret;
+}
+
+void session_summary_line(struct session *s, char *buf, size_t len)
 {
 	struct stats *st = &s->stats;
+	int n;
 
-	fprintf(f,
-		"summary: processes=%zu pages_copied=%llu zero_pages=%llu faults=%llu fault_p50_us=%.1f "
-		"fault_p99_us=%.1f seconds=%.3f zombies=%u forks=%u exists=%llu retries=%llu",
-		s->nprocs, (unsigned long long)atomic_load(&st->pages_copied),
-		(unsigned long long)atomic_load(&st->zero_pages), (unsigned long long)atomic_load(&st->faults),
-		(double)hist_quantile(&st->fault, 0.5) / 1e3, (double)hist_quantile(&st->fault, 0.99) / 1e3,
-		s->t_done > s->t_rstf && s->t_rstf ? (double)(s->t_done - s->t_rstf) / 1e9 : 0.0, s->zombies,
-		s->forks, (unsigned long long)atomic_load(&st->exists),
-		(unsigned long long)atomic_load(&st->retries));
-	if (s->cfg.remote)
-		fprintf(f, " remote_bytes=%llu remote_requests=%llu fault_rtt_p50_us=%.1f fault_rtt_p99_us=%.1f",
-			(unsigned long long)atomic_load(&st->remote_bytes),
-			(unsigned long long)atomic_load(&st->remote_requests),
-			(double)hist_quantile(&st->rtt, 0.5) / 1e3, (double)hist_quantile(&st->rtt, 0.99) / 1e3);
-	fputc('\n', f);
+	n = snprintf(buf, len,
+		     "summary: processes=%zu pages_copied=%llu zero_pages=%llu faults=%llu fault_p50_us=%.1f "
+		     "fault_p99_us=%.1f seconds=%.3f zombies=%u forks=%u exists=%llu retries=%llu",
+		     s->nprocs, (unsigned long long)atomic_load(&st->pages_copied),
+		     (unsigned long long)atomic_load(&st->zero_pages), (unsigned long long)atomic_load(&st->faults),
+		     (double)hist_quantile(&st->fault, 0.5) / 1e3, (double)hist_quantile(&st->fault, 0.99) / 1e3,
+		     s->t_done > s->t_rstf && s->t_rstf ? (double)(s->t_done - s->t_rstf) / 1e9 : 0.0, s->zombies,
+		     s->forks, (unsigned long long)atomic_load(&st->exists),
+		     (unsigned long long)atomic_load(&st->retries));
+	if (s->cfg.remote && n > 0 && (size_t)n < len)
+		snprintf(buf + n, len - (size_t)n,
+			 " remote_bytes=%llu remote_requests=%llu fault_rtt_p50_us=%.1f fault_rtt_p99_us=%.1f",
+			 (unsigned long long)atomic_load(&st->remote_bytes),
+			 (unsigned long long)atomic_load(&st->remote_requests),
+			 (double)hist_quantile(&st->rtt, 0.5) / 1e3, (double)hist_quantile(&st->rtt, 0.99) / 1e3);
+}
+
+void session_summary(struct session *s, FILE *f)
+{
+	char line[512];
+
+	session_summary_line(s, line, sizeof(line));
+	fprintf(f, "%s\n", line);
 	fflush(f);
 }

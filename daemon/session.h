@@ -5,6 +5,7 @@
 
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #include "err.h"
 
@@ -31,12 +32,64 @@ struct session_cfg {
 
 void session_cfg_defaults(struct session_cfg *cfg);
 
+enum session_phase { SESSION_LISTENING = 1, SESSION_SERVING, SESSION_DONE, SESSION_FAILED };
+
+/* A memory region of a hand-off session: run-time ADDR..ADDR+LEN is file bytes OFFSET.. */
+struct session_region {
+	uint64_t addr, len, offset;
+};
+#define SESSION_MAX_REGIONS 4096
+
+struct proc_snap {
+	int32_t pid;
+	uint64_t total, remaining, faults;
+	double fault_p99_us;
+	int state;			/* enum proc_state */
+	int forked;
+};
+
+struct session_snap {
+	enum session_phase phase;
+	int handoff;
+	uint64_t pages_copied, zero_pages, faults, remote_bytes;
+	int64_t inflight;
+	double fault_p50_us, fault_p99_us, seconds, rtt_p50_us, rtt_p99_us;
+	size_t nprocs;
+	struct proc_snap *procs;	/* malloc'ed; the caller frees */
+};
+
 /* Opens and checks the images (inventory, pstree); starts no thread. */
 struct session *session_new(const struct session_cfg *cfg, struct lp_err *e);
 void session_free(struct session *s);	/* stops every thread; accepts NULL */
 
+/*
+ * A session for a restorer that is not CRIU: UFFD (UFFDIO_API done, the
+ * regions registered MISSING) is filled from MEM_FD at each region's
+ * offset. Takes both fds (closed on failure too). Serve it with
+ * session_serve, which then starts at once.
+ */
+struct session *session_new_handoff(const struct session_cfg *cfg, int uffd, int mem_fd,
+				    const struct session_region *r, size_t n, int32_t pid, struct lp_err *e);
+
 /* Creates lazy-pages.socket in the work dir and listens. */
 int session_listen(struct session *s, struct lp_err *e);
+
+/* Restore peers other than root and UID are refused (default: this process's uid). */
+void session_allow_uid(struct session *s, uid_t uid);
+
+/*
+ * Cancels a session that has no restore yet (its accept returns): 0, or
+ * -EBUSY once processes have been handed over (they must be served).
+ */
+int session_cancel(struct session *s);
+
+enum session_phase session_phase(struct session *s);
+
+/* Figures so far, safe while the session runs. */
+int session_snapshot(struct session *s, struct session_snap *out);
+
+/* The summary line (no newline) into BUF. */
+void session_summary_line(struct session *s, char *buf, size_t len);
 
 /*
  * Accepts the restore's connection, takes the pstree's number of task

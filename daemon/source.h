@@ -40,4 +40,7 @@ static inline void source_destroy(struct source *s)
 /* Pages from the image directory's pages files (and its parent chain). */
 struct source *source_local_new(void);
 
+/* Pages from a raw memory file (a hand-off session); takes FD. */
+struct source *source_raw_new(int fd);
+
 #endif
