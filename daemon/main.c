@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "service.h"
 #include "session.h"
 
 static void usage(FILE *f)
@@ -21,10 +22,14 @@ static void usage(FILE *f)
 		"                   [--prefetch-threads N] [--fault-threads N] [--fault-around PAGES]\n"
 		"                   [--chunk PAGES] [-o LOG] [-v[N]]\n"
 		"                   [--page-server --address A --port P | --ps-socket FD] [--ps-wire 3|4]\n"
+		"       lazy-pagesd --service [--control PATH] [--control-group GROUP] [thread options]\n"
 		"Serves the lazy pages of a `criu restore --lazy-pages` (or any restorer speaking\n"
 		"its protocol) from the CRIU image directory DIR, or with --page-server from a\n"
 		"page server (CRIU's, or lazy-pages-server), through DIR/lazy-pages.socket\n"
-		"(or WORKDIR/lazy-pages.socket with -W). Exits 0 once every process is complete.\n");
+		"(or WORKDIR/lazy-pages.socket with -W). Exits 0 once every process is complete.\n"
+		"With --service it runs until SIGTERM, serving every session added with\n"
+		"lazy-pagesctl (control socket default /run/lazy-pages/control.sock, or the one\n"
+		"systemd passes with socket activation).\n");
 }
 
 static int parse_num(const char *opt, const char *arg, long lo, long hi, long *out)
@@ -98,6 +103,9 @@ enum {
 	OPT_PORT,
 	OPT_PS_WIRE,
 	OPT_PS_SOCKET,
+	OPT_SERVICE,
+	OPT_CONTROL,
+	OPT_CONTROL_GROUP,
 };
 
 int main(int argc, char **argv)
@@ -117,12 +125,17 @@ int main(int argc, char **argv)
 		{ "port", required_argument, NULL, OPT_PORT },
 		{ "ps-wire", required_argument, NULL, OPT_PS_WIRE },
 		{ "ps-socket", required_argument, NULL, OPT_PS_SOCKET },
+		{ "service", no_argument, NULL, OPT_SERVICE },
+		{ "control", required_argument, NULL, OPT_CONTROL },
+		{ "control-group", required_argument, NULL, OPT_CONTROL_GROUP },
 		{ "log-file", required_argument, NULL, 'o' },
 		{ "verbose", optional_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
+	struct service_cfg scfg = { .control_path = "/run/lazy-pages/control.sock" };
 	struct session_cfg cfg;
+	int service = 0;
 	const char *pidfile = NULL, *logfile = NULL;
 	int daemon_mode = 0, status_fd = -1, c, ret;
 	struct session *s;
@@ -207,6 +220,15 @@ int main(int argc, char **argv)
 			cfg.ps_socket = (int)v;
 			cfg.remote = 1;
 			break;
+		case OPT_SERVICE:
+			service = 1;
+			break;
+		case OPT_CONTROL:
+			scfg.control_path = optarg;
+			break;
+		case OPT_CONTROL_GROUP:
+			scfg.control_group = optarg;
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -219,6 +241,27 @@ int main(int argc, char **argv)
 		fprintf(stderr, "lazy-pagesd: unexpected argument '%s'\n", argv[optind]);
 		usage(stderr);
 		return 1;
+	}
+	if (service) {
+		if (cfg.images_dir || cfg.work_dir || cfg.remote || daemon_mode || status_fd >= 0) {
+			fprintf(stderr, "lazy-pagesd: --service takes sessions from lazy-pagesctl: no -D, -W, "
+					"--page-server, -d or --status-fd with it\n");
+			return 1;
+		}
+		if (logfile) {
+			int fd = open(logfile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+
+			if (fd < 0 || dup2(fd, STDERR_FILENO) < 0) {
+				fprintf(stderr, "lazy-pagesd: %s: %s\n", logfile, strerror(errno));
+				return 1;
+			}
+			close(fd);
+		}
+		signal(SIGPIPE, SIG_IGN);
+		if (pidfile && write_pidfile(pidfile, getpid()) < 0)
+			log_warn("%s: cannot write the pid file", pidfile);
+		scfg.defaults = cfg;
+		return service_main(&scfg);
 	}
 	if (!cfg.images_dir)
 		cfg.images_dir = ".";
