@@ -20,7 +20,7 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: lazy-pagesd -D DIR [-W DIR] [-d|--daemon] [--pidfile F] [--status-fd N]\n"
 		"                   [--prefetch-threads N] [--fault-threads N] [--fault-around PAGES]\n"
-		"                   [--chunk PAGES] [-o LOG] [-v[N]]\n"
+		"                   [--chunk PAGES] [--progress-file F] [-o LOG] [-v[N]]\n"
 		"                   [--page-server --address A --port P | --ps-socket FD] [--ps-wire 3|4]\n"
 		"       lazy-pagesd --service [--control PATH] [--control-group GROUP] [thread options]\n"
 		"Serves the lazy pages of a `criu restore --lazy-pages` (or any restorer speaking\n"
@@ -106,6 +106,7 @@ enum {
 	OPT_SERVICE,
 	OPT_CONTROL,
 	OPT_CONTROL_GROUP,
+	OPT_PROGRESS,
 };
 
 int main(int argc, char **argv)
@@ -128,6 +129,7 @@ int main(int argc, char **argv)
 		{ "service", no_argument, NULL, OPT_SERVICE },
 		{ "control", required_argument, NULL, OPT_CONTROL },
 		{ "control-group", required_argument, NULL, OPT_CONTROL_GROUP },
+		{ "progress-file", required_argument, NULL, OPT_PROGRESS },
 		{ "log-file", required_argument, NULL, 'o' },
 		{ "verbose", optional_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
@@ -219,6 +221,13 @@ int main(int argc, char **argv)
 				return 1;
 			cfg.ps_socket = (int)v;
 			cfg.remote = 1;
+			break;
+		case OPT_PROGRESS:
+			cfg.progress = fopen(optarg, "we");
+			if (!cfg.progress) {
+				fprintf(stderr, "lazy-pagesd: --progress-file %s: %s\n", optarg, strerror(errno));
+				return 1;
+			}
 			break;
 		case OPT_SERVICE:
 			service = 1;

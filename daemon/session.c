@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fault.h"
@@ -591,6 +592,15 @@ static int take_record(struct session *s, const struct restore_peer *peer, uint6
 	return take_live(s, i, vpid, uffd, e);
 }
 
+static void progress_line(struct session *s)
+{
+	struct stats *st = &s->stats;
+
+	fprintf(s->cfg.progress, "%.4f %llu %llu %llu %llu\n", (double)(stats_now_ns() - s->t_rstf) / 1e9,
+		(unsigned long long)atomic_load(&st->pages_copied), (unsigned long long)atomic_load(&st->zero_pages),
+		(unsigned long long)atomic_load(&st->faults), (unsigned long long)atomic_load(&st->remote_bytes));
+}
+
 /* Starts prefetch and waits until no process is live (or a fatal failure). */
 static int session_run(struct session *s, struct lp_err *e)
 {
@@ -608,9 +618,25 @@ static int session_run(struct session *s, struct lp_err *e)
 		prefetch_pool_start(s->prefetch);
 
 	pthread_mutex_lock(&s->lock);
-	while (!s->failed && s->live)
-		pthread_cond_wait(&s->done_cv, &s->lock);
+	while (!s->failed && s->live) {
+		if (s->cfg.progress) {
+			struct timespec ts;
+
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += 10000000;
+			if (ts.tv_nsec >= 1000000000) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000;
+			}
+			pthread_cond_timedwait(&s->done_cv, &s->lock, &ts);
+			progress_line(s);
+		} else {
+			pthread_cond_wait(&s->done_cv, &s->lock);
+		}
+	}
 	s->t_done = stats_now_ns();
+	if (s->cfg.progress)
+		progress_line(s);
 	ret = s->failed ? lp_err_set(e, EIO, "%s", s->fail_msg) : 0;
 	pthread_mutex_unlock(&s->lock);
 	if (!ret && s->remote) {
@@ -734,13 +760,13 @@ void session_summary_line(struct session *s, char *buf, size_t len)
 
 	n = snprintf(buf, len,
 		     "summary: processes=%zu pages_copied=%llu zero_pages=%llu faults=%llu fault_p50_us=%.1f "
-		     "fault_p99_us=%.1f seconds=%.3f zombies=%u forks=%u exists=%llu retries=%llu",
+		     "fault_p99_us=%.1f seconds=%.3f zombies=%u forks=%u exists=%llu retries=%llu fault_p999_us=%.1f",
 		     s->nprocs, (unsigned long long)atomic_load(&st->pages_copied),
 		     (unsigned long long)atomic_load(&st->zero_pages), (unsigned long long)atomic_load(&st->faults),
 		     (double)hist_quantile(&st->fault, 0.5) / 1e3, (double)hist_quantile(&st->fault, 0.99) / 1e3,
 		     s->t_done > s->t_rstf && s->t_rstf ? (double)(s->t_done - s->t_rstf) / 1e9 : 0.0, s->zombies,
 		     s->forks, (unsigned long long)atomic_load(&st->exists),
-		     (unsigned long long)atomic_load(&st->retries));
+		     (unsigned long long)atomic_load(&st->retries), (double)hist_quantile(&st->fault, 0.999) / 1e3);
 	if (s->cfg.remote && n > 0 && (size_t)n < len)
 		snprintf(buf + n, len - (size_t)n,
 			 " remote_bytes=%llu remote_requests=%llu fault_rtt_p50_us=%.1f fault_rtt_p99_us=%.1f",
