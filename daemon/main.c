@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -89,6 +90,17 @@ static int daemonize(const char *pidfile)
 			close(fd);
 	}
 	return 0;
+}
+
+/* Each process costs a uffd and a pages file: 1,000 processes need more than the soft 1024. */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
 }
 
 enum {
@@ -267,6 +279,7 @@ int main(int argc, char **argv)
 			close(fd);
 		}
 		signal(SIGPIPE, SIG_IGN);
+		raise_fd_limit();
 		if (pidfile && write_pidfile(pidfile, getpid()) < 0)
 			log_warn("%s: cannot write the pid file", pidfile);
 		scfg.defaults = cfg;
@@ -302,6 +315,7 @@ int main(int argc, char **argv)
 	}
 	/* a restored process's uffd must never take the daemon down through SIGPIPE */
 	signal(SIGPIPE, SIG_IGN);
+	raise_fd_limit();
 
 	s = session_new(&cfg, &e);
 	if (!s) {

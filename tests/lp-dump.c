@@ -40,24 +40,35 @@
  */
 #define LT_BASE 0x7a0000000000ull
 #define LT_PROC_STRIDE (64ull << 30)
-#define LT_MAX_PROCS 64
+/*
+ * Past LT_FEW_PROCS processes (1,000 in one session) the layout moves to
+ * 16 TiB with 16 GiB per process, which keeps clear of PIE binaries and
+ * their heaps (0x55...) as well.
+ */
+#define LT_FEW_PROCS 64
+#define LT_MANY_BASE 0x100000000000ull
+#define LT_MANY_STRIDE (16ull << 30)
+#define LT_MAX_PROCS 1024
 #define LT_MAX_VMAS 16
 #define LT_NONLAZY_PAGES 1024		/* the --nonlazy-vma VMA: 4 MiB */
 #define GIB (1ull << 30)
 
 struct lt_layout {
+	uint64_t base, proc_stride;
 	unsigned int nvmas;
 	uint64_t stride;		/* between VMA starts */
 	uint64_t npages[LT_MAX_VMAS + 1];
 	bool nonlazy[LT_MAX_VMAS + 1];
 };
 
-static int lt_layout(uint64_t size_mib, unsigned int k, bool nonlazy, struct lt_layout *l)
+static int lt_layout(uint64_t size_mib, unsigned int k, bool nonlazy, unsigned int procs, struct lt_layout *l)
 {
 	uint64_t total = size_mib << 8, per = total / k;
 
 	if (per == 0)
 		return -1;
+	l->base = procs > LT_FEW_PROCS ? LT_MANY_BASE : LT_BASE;
+	l->proc_stride = procs > LT_FEW_PROCS ? LT_MANY_STRIDE : LT_PROC_STRIDE;
 	l->nvmas = k + (nonlazy ? 1 : 0);
 	for (unsigned int j = 0; j < k; j++) {
 		l->npages[j] = j == k - 1 ? total - per * (k - 1) : per;
@@ -68,12 +79,12 @@ static int lt_layout(uint64_t size_mib, unsigned int k, bool nonlazy, struct lt_
 		l->nonlazy[k] = true;
 	}
 	l->stride = ((l->npages[k - 1] * PAGE + GIB - 1) & ~(GIB - 1)) + GIB;
-	return l->stride * l->nvmas > LT_PROC_STRIDE - 8 * GIB ? -1 : 0;
+	return l->stride * l->nvmas > l->proc_stride - 4 * GIB ? -1 : 0;
 }
 
 static uint64_t lt_vma_start(const struct lt_layout *l, unsigned int proc, unsigned int vma)
 {
-	return LT_BASE + proc * LT_PROC_STRIDE + vma * l->stride;
+	return l->base + proc * l->proc_stride + vma * l->stride;
 }
 
 enum { CLS_HOLE, CLS_ZERO, CLS_DATA };
@@ -865,7 +876,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "lp-dump: option out of range\n");
 		return 2;
 	}
-	if (lt_layout(o.size_mib, o.vmas, o.nonlazy, &lay)) {
+	if (lt_layout(o.size_mib, o.vmas, o.nonlazy, o.procs, &lay)) {
 		fprintf(stderr, "lp-dump: %" PRIu64 " MiB in %u VMAs does not fit the layout\n",
 			o.size_mib, o.vmas);
 		return 2;
