@@ -264,7 +264,7 @@ static int do_handoff(struct conn *c, const LpRequest *req, int *fds, int *nfds,
 		r[i].offset = h->regions[i]->offset;
 	}
 	*nfds = 0;	/* the service takes both */
-	ret = service_handoff(c->svc, fds[0], fds[1], r, h->n_regions, h->has_pid ? h->pid : 0, c->uid, id, e);
+	ret = service_handoff(c->svc, fds[0], fds[1], r, h->n_regions, h->has_pid ? h->pid : 0, c->pid, id, e);
 	free(r);
 	return ret;
 }

@@ -31,6 +31,11 @@ struct proc *proc_new(struct session *s, int32_t pid, uint32_t img_pid, struct p
 	p->uffd = uffd;
 	p->ranges = ranges;
 	p->total = ranges_remaining(ranges);
+	{
+		struct rrun first;
+
+		p->probe = ranges_next(ranges, 0, 1, &first) ? first.addr : 0;
+	}
 	atomic_init(&p->state, PROC_LIVE);
 	atomic_init(&p->remaining, p->total);
 	atomic_init(&p->hint, 0);

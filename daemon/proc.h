@@ -53,6 +53,7 @@ struct proc {
 	atomic_uint_fast64_t remaining;	/* lazy pages left (mirrors ranges) */
 	atomic_uint_fast64_t hint;	/* where faults happened lately, 0 if none */
 	uint64_t total;			/* lazy pages at start */
+	uint64_t probe;			/* a lazy address, to recognise the process in /proc */
 	atomic_uint_fast64_t faults;	/* faults served */
 	struct hist fault;		/* their service times */
 };

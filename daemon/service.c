@@ -248,12 +248,11 @@ fail:
 }
 
 int service_handoff(struct service *svc, int uffd, int mem_fd, const struct session_region *r, size_t n,
-		    int32_t pid, uid_t uid, uint32_t *id, struct lp_err *e)
+		    int32_t pid, pid_t peer, uint32_t *id, struct lp_err *e)
 {
 	struct svc_sess *x;
 	int ret;
 
-	(void)uid;
 	ret = check_room(svc, NULL, e);
 	x = ret ? NULL : calloc(1, sizeof(*x));
 	if (!x) {
@@ -268,6 +267,7 @@ int service_handoff(struct service *svc, int uffd, int mem_fd, const struct sess
 		free(x);
 		return -EINVAL;
 	}
+	session_set_peer(x->s, peer);
 	ret = start(svc, x, e);
 	if (ret) {
 		sess_free(x);

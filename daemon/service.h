@@ -48,7 +48,7 @@ struct service_status {
 int service_add(struct service *svc, const struct service_add *a, uid_t uid, uint32_t *id, struct lp_err *e);
 /* Takes UFFD and MEM_FD. */
 int service_handoff(struct service *svc, int uffd, int mem_fd, const struct session_region *r, size_t n,
-		    int32_t pid, uid_t uid, uint32_t *id, struct lp_err *e);
+		    int32_t pid, pid_t peer, uint32_t *id, struct lp_err *e);
 int service_rm(struct service *svc, uint32_t id, struct lp_err *e);
 /* ID 0: all. Free with service_info_free. */
 int service_list(struct service *svc, uint32_t id, struct service_info **out, size_t *n, struct lp_err *e);

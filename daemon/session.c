@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* session: takes CRIU's hand-off, builds each process's lazy ranges and runs it to completion. */
 #include <errno.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -15,6 +16,7 @@
 #include "images.h"
 #include "log.h"
 #include "prefetch.h"
+#include "pidfind.h"
 #include "proc.h"
 #include "ps_wire.h"
 #include "remote.h"
@@ -50,6 +52,7 @@ struct session {
 	int started, stopping, failed, cancelled;
 	atomic_int phase;
 	uid_t allow_uid;
+	pid_t peer_pid;			/* the restore (or hand-off) peer, for pidfind */
 	int handoff;			/* a non-CRIU hand-off: one process, no images */
 	struct proc *handoff_proc;
 	char fail_msg[512];
@@ -242,6 +245,11 @@ fail_fds:
 void session_allow_uid(struct session *s, uid_t uid)
 {
 	s->allow_uid = uid;
+}
+
+void session_set_peer(struct session *s, pid_t pid)
+{
+	s->peer_pid = pid;
 }
 
 enum session_phase session_phase(struct session *s)
@@ -592,6 +600,47 @@ static int take_record(struct session *s, const struct restore_peer *peer, uint6
 	return take_live(s, i, vpid, uffd, e);
 }
 
+/*
+ * The session cannot go on: kill its live processes before their uffds
+ * close (closing would let them read zeros where pages are missing), and
+ * wait a little for them to be gone. Says which and why.
+ */
+static void session_kill_live(struct session *s, const char *why)
+{
+	pid_t killed[256], found[16];
+	int nk = 0, n, i, t;
+	size_t k;
+
+	pthread_mutex_lock(&s->lock);
+	for (k = 0; k < s->nprocs; k++) {
+		struct proc *p = s->procs[k];
+
+		if (!proc_live(p) || !atomic_load(&p->remaining))
+			continue;
+		n = p->probe ? pidfind(p->pid, s->peer_pid, p->probe, p->probe + s->psz, found, 16) : 0;
+		if (n <= 0) {
+			log_err("pid %d%s: cannot find it to kill it; with its userfaultfd closed, its %llu missing pages will read as zeros",
+				p->pid, p->forked ? " (forked child)" : "", (unsigned long long)atomic_load(&p->remaining));
+			continue;
+		}
+		for (i = 0; i < n; i++) {
+			if (kill(found[i], SIGKILL) == 0 && nk < 256)
+				killed[nk++] = found[i];
+			log_err("pid %d%s (host pid %d) killed with %llu pages missing: %s", p->pid,
+				p->forked ? " (forked child)" : "", (int)found[i],
+				(unsigned long long)atomic_load(&p->remaining), why);
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+	for (t = 0; t < 200; t++) {
+		for (i = 0; i < nk && pid_gone(killed[i]); i++)
+			;
+		if (i == nk)
+			break;
+		usleep(10000);
+	}
+}
+
 static void progress_line(struct session *s)
 {
 	struct stats *st = &s->stats;
@@ -639,6 +688,8 @@ static int session_run(struct session *s, struct lp_err *e)
 		progress_line(s);
 	ret = s->failed ? lp_err_set(e, EIO, "%s", s->fail_msg) : 0;
 	pthread_mutex_unlock(&s->lock);
+	if (ret)
+		session_kill_live(s, e->msg);
 	if (!ret && s->remote) {
 		char how[96];
 
@@ -684,6 +735,7 @@ static int serve_criu(struct session *s, struct lp_err *e)
 	/* like criu lazy-pages: one restore per socket */
 	close(s->lfd);
 	s->lfd = -1;
+	s->peer_pid = peer.pid;
 	if (peer.uid != 0 && peer.uid != s->allow_uid)
 		return lp_err_set(e, EPERM, "%s: refused: only root or uid %u may restore into this session",
 				  peer.name, (unsigned)s->allow_uid);

@@ -78,6 +78,9 @@ int session_listen(struct session *s, struct lp_err *e);
 /* Restore peers other than root and UID are refused (default: this process's uid). */
 void session_allow_uid(struct session *s, uid_t uid);
 
+/* The hand-off peer (whose descendants may be killed if the session fails). */
+void session_set_peer(struct session *s, pid_t pid);
+
 /*
  * Cancels a session that has no restore yet (its accept returns): 0, or
  * -EBUSY once processes have been handed over (they must be served).

@@ -1,0 +1,155 @@
+/* SPDX-License-Identifier: MIT */
+/* pidfind: a scan of /proc, only used when a session is abandoned. */
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pidfind.h"
+
+struct pinfo {
+	pid_t pid, ppid, nspid;
+	int mark;
+};
+
+static int read_status(pid_t pid, struct pinfo *pi)
+{
+	char path[64], line[512];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return -errno;
+	pi->pid = pid;
+	pi->ppid = 0;
+	pi->nspid = pid;
+	while (fgets(line, sizeof(line), f)) {
+		if (!strncmp(line, "PPid:", 5))
+			pi->ppid = (pid_t)strtol(line + 5, NULL, 10);
+		else if (!strncmp(line, "NSpid:", 6)) {
+			char *p = line + 6, *end;
+			long v;
+
+			/* the last number is the pid in the innermost namespace */
+			for (;;) {
+				v = strtol(p, &end, 10);
+				if (end == p)
+					break;
+				pi->nspid = (pid_t)v;
+				p = end;
+			}
+		}
+	}
+	fclose(f);
+	return 0;
+}
+
+/* Has PID a mapping containing [start, end) that is registered with a uffd? */
+static int has_lazy_mapping(pid_t pid, uint64_t start, uint64_t end)
+{
+	char path[64], line[512];
+	unsigned long long a, b;
+	int in = 0, found = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/smaps", (int)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return 0;
+	while (!found && fgets(line, sizeof(line), f)) {
+		if (isxdigit((unsigned char)line[0]) && sscanf(line, "%llx-%llx", &a, &b) == 2)
+			in = a <= start && b >= end;
+		else if (in && !strncmp(line, "VmFlags:", 8))
+			found = strstr(line, " um") != NULL;
+	}
+	fclose(f);
+	return found;
+}
+
+static int by_pid(const void *a, const void *b)
+{
+	const struct pinfo *x = a, *y = b;
+
+	return (x->pid > y->pid) - (x->pid < y->pid);
+}
+
+int pidfind(pid_t vpid, pid_t root, uint64_t start, uint64_t end, pid_t *out, int max)
+{
+	struct pinfo *v = NULL, *nv;
+	size_t n = 0, cap = 0, i;
+	struct dirent *de;
+	int changed, k = 0;
+	DIR *d;
+
+	d = opendir("/proc");
+	if (!d)
+		return -errno;
+	while ((de = readdir(d))) {
+		pid_t pid = (pid_t)strtol(de->d_name, NULL, 10);
+
+		if (pid <= 0)
+			continue;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 1024;
+			nv = realloc(v, cap * sizeof(*v));
+			if (!nv) {
+				closedir(d);
+				free(v);
+				return -ENOMEM;
+			}
+			v = nv;
+		}
+		if (read_status(pid, &v[n]) == 0) {
+			v[n].mark = pid == root ? 2 : 0;
+			n++;
+		}
+	}
+	closedir(d);
+	qsort(v, n, sizeof(*v), by_pid);
+	/* mark the descendants of ROOT (2), a fixed point over the parent links */
+	do {
+		changed = 0;
+		for (i = 0; root > 0 && i < n; i++) {
+			struct pinfo key = { .pid = v[i].ppid }, *par;
+
+			if (v[i].mark)
+				continue;
+			par = bsearch(&key, v, n, sizeof(*v), by_pid);
+			if (par && par->mark == 2) {
+				v[i].mark = 2;
+				changed = 1;
+			}
+		}
+	} while (changed);
+	for (i = 0; i < n && k < max; i++) {
+		if (v[i].pid == root)
+			continue;
+		if (!(v[i].mark == 2 || v[i].nspid == vpid))
+			continue;
+		if (has_lazy_mapping(v[i].pid, start, end))
+			out[k++] = v[i].pid;
+	}
+	free(v);
+	return k;
+}
+
+int pid_gone(pid_t pid)
+{
+	char path[64], buf[256], *p;
+	FILE *f;
+	int gone = 1;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return 1;
+	if (fgets(buf, sizeof(buf), f)) {
+		p = strrchr(buf, ')');
+		gone = p && (p[2] == 'Z' || p[2] == 'X');
+	}
+	fclose(f);
+	return gone;
+}
