@@ -19,6 +19,14 @@ struct lp_conn;
 int lp_connect(const char *path, struct lp_conn **out);
 void lp_close(struct lp_conn *c);			/* accepts NULL */
 const char *lp_error(const struct lp_conn *c);		/* the last error's text */
+/* The path lp_connect(PATH) connects to, for messages. */
+const char *lp_control_path(const char *path);
+/*
+ * A connection is for one thread at a time. After an error in the framing
+ * (-EPIPE, -EMSGSIZE, a failed read or write) it is out of step with the
+ * daemon and every later call returns -ENOTCONN; a daemon's error answer
+ * (the -errno of response.error, text in lp_error) leaves it usable.
+ */
 
 enum lp_state { LP_LISTENING = 1, LP_SERVING = 2, LP_DONE = 3, LP_FAILED = 4 };
 
@@ -66,6 +74,8 @@ int lp_session_rm(struct lp_conn *c, uint32_t id);
 /* ID 0: every session. Free with lp_sessions_free. */
 int lp_session_list(struct lp_conn *c, uint32_t id, struct lp_session **out, size_t *n);
 void lp_sessions_free(struct lp_session *s, size_t n);
+/* The same through LP_OP_STATS: ID 0 every session. A nonzero ID not answered is -ENOENT. */
+int lp_stats(struct lp_conn *c, uint32_t id, struct lp_session **out, size_t *n);
 
 /*
  * Hand-off for restorers that are not CRIU (a VMM restoring guest memory
