@@ -71,7 +71,7 @@ int lp_status(struct lp_conn *c, struct lp_status *out);
 /* Creates a CRIU restore session; its lazy-pages.socket listens in the work dir. */
 int lp_session_add(struct lp_conn *c, const struct lp_session_opts *o, uint32_t *id);
 int lp_session_rm(struct lp_conn *c, uint32_t id);
-/* ID 0: every session. Free with lp_sessions_free. */
+/* ID 0: every session (LP_OP_SESSION_LIST); else that one (LP_OP_STATS). Free with lp_sessions_free. */
 int lp_session_list(struct lp_conn *c, uint32_t id, struct lp_session **out, size_t *n);
 void lp_sessions_free(struct lp_session *s, size_t n);
 /* The same through LP_OP_STATS: ID 0 every session. A nonzero ID not answered is -ENOENT. */

@@ -509,10 +509,12 @@ static int session_rm_main(struct ctl *ctl, int argc, char **argv)
 static void print_session_line(const struct lp_session *s)
 {
 	const char *note = s->error[0] ? s->error : s->summary;
+	char procs[48];
 
-	printf("%-4" PRIu32 " %-9s %-7s %4zu/%-4zu %12" PRIu64 "  %s%s%s\n", s->id, state_name(s->state),
-	       s->kind[0] ? s->kind : "-", procs_done(s), s->nprocs, s->pages_copied,
-	       s->images_dir[0] ? s->images_dir : "-", note[0] ? "  " : "", note);
+	snprintf(procs, sizeof(procs), "%zu/%zu", procs_done(s), s->nprocs);
+	printf("%-4" PRIu32 " %-9s %-7s %-9s %12" PRIu64 "  %s%s%s\n", s->id, state_name(s->state),
+	       s->kind[0] ? s->kind : "-", procs, s->pages_copied, s->images_dir[0] ? s->images_dir : "-",
+	       note[0] ? "  " : "", note);
 }
 
 static int session_list_main(struct ctl *ctl, int argc, char **argv)
@@ -543,7 +545,7 @@ static int session_list_main(struct ctl *ctl, int argc, char **argv)
 	if (json) {
 		json_sessions(s, n);
 	} else if (n) {
-		printf("%-4s %-9s %-7s %9s %12s  %s\n", "ID", "STATE", "KIND", "PROCS", "PAGES", "IMAGES");
+		printf("%-4s %-9s %-7s %-9s %12s  %s\n", "ID", "STATE", "KIND", "PROCS", "PAGES", "IMAGES");
 		for (i = 0; i < n; i++)
 			print_session_line(&s[i]);
 	}
