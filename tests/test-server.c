@@ -46,6 +46,9 @@
 static uint64_t ps;
 static char *dir;		/* images */
 static char *server_bin;
+static char *tests_dir;		/* where this test and lp-dump live */
+static char *run_dir;		/* the servers' logs, port and pid files */
+static int nr_spawned;
 /* servers a failed case may leave running, killed by case_teardown */
 static pid_t live[8];
 static pid_t daemon_pid;
@@ -107,22 +110,22 @@ static int group_setup(void **state)
 
 	(void)state;
 	ps = pagemap_page_size();
-	if (getenv("LP_SERVER")) {
+	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (n <= 0)
+		return -1;
+	self[n] = 0;
+	tests_dir = strdup(dirname(self));
+	/* build/tests/test-server -> build/lazy-pages-server; LP_SERVER for a sanitizer build */
+	if (getenv("LP_SERVER"))
 		server_bin = strdup(getenv("LP_SERVER"));
-	} else {
-		n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-		if (n <= 0)
-			return -1;
-		self[n] = 0;
-		/* build/tests/test-server -> build/lazy-pages-server */
-		if (asprintf(&server_bin, "%s/../lazy-pages-server", dirname(self)) < 0)
-			return -1;
-	}
+	else if (asprintf(&server_bin, "%s/../lazy-pages-server", tests_dir) < 0)
+		return -1;
 	if (access(server_bin, X_OK)) {
 		fprintf(stderr, "test-server: %s: %s\n", server_bin, strerror(errno));
 		return -1;
 	}
 	dir = it_tmpdir();
+	run_dir = it_tmpdir();
 	make_images(dir);
 	return 0;
 }
@@ -131,6 +134,9 @@ static int group_teardown(void **state)
 {
 	(void)state;
 	it_rmrf(dir);
+	it_rmrf(run_dir);
+	free(run_dir);
+	free(tests_dir);
 	free(dir);
 	free(server_bin);
 	return 0;
@@ -214,10 +220,9 @@ static int srv_spawn(struct srv *s, const char *d, int wire, const char *const *
 
 	memset(s, 0, sizeof(*s));
 	s->wire = wire;
-	snprintf(s->log, sizeof(s->log), "%s.log", d);
-	snprintf(portfile, sizeof(portfile), "%s.port", d);
-	unlink(s->log);
-	unlink(portfile);
+	nr_spawned++;
+	snprintf(s->log, sizeof(s->log), "%s/%d.log", run_dir, nr_spawned);
+	snprintf(portfile, sizeof(portfile), "%s/%d.port", run_dir, nr_spawned);
 	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
 	snprintf(fdarg, sizeof(fdarg), "%d", 100);
 	snprintf(wirearg, sizeof(wirearg), "%d", wire);
@@ -845,7 +850,6 @@ static void test_bad_images(void **state)
 	}
 	assert_log_has(&s, "pagemap-5.img");
 	srv_stop(&s);
-	unlink(s.log);
 	it_rmrf(d);
 	free(d);
 	free(missing);
@@ -862,8 +866,7 @@ static void test_daemon(void **state)
 	int fd, pidfd;
 
 	(void)state;
-	snprintf(pidfile, sizeof(pidfile), "%s.pid", dir);
-	unlink(pidfile);
+	snprintf(pidfile, sizeof(pidfile), "%s/daemon.pid", run_dir);
 	/* the parent exits 0 before the child writes the status byte: srv_spawn reaps it */
 	srv_spawn(&s, dir, PS_WIRE_4, extra);
 	pid = atoi(read_text(pidfile));
@@ -896,9 +899,7 @@ static void test_lp_dump_images(void **state)
 	int fd;
 
 	(void)state;
-	snprintf(lpdump, sizeof(lpdump), "%s", server_bin);
-	snprintf(strrchr(lpdump, '/'), sizeof(lpdump) - (size_t)(strrchr(lpdump, '/') - lpdump),
-		 "/tests/lp-dump");
+	snprintf(lpdump, sizeof(lpdump), "%s/lp-dump", tests_dir);
 	if (access(lpdump, X_OK)) {
 		it_rmrf(d);
 		free(d);
@@ -941,14 +942,73 @@ static void test_lp_dump_images(void **state)
 	srv_stop(&s);
 	pstree_free(pst, npst);
 	imgdir_close(id);
-	unlink(s.log);
 	it_rmrf(d);
 	free(d);
 }
 
+static const char *fixtures;	/* real CRIU 4.2 dumps (tests/run passes their dir) */
+
+static uint64_t fx_mix(uint64_t x)
+{
+	x += 0x9E3779B97F4A7C15ull;
+	x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+	x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+	return x ^ (x >> 31);
+}
+
+/* the 4 MiB buffer of CRIU's own dump, served whole, and its LAZY-only twin not served */
+static void test_criu_fixture(void **state)
+{
+	const uint64_t buf_va = 0x7f6cd6400000ull, lazy_va = 0x7f4754800000ull;
+	const uint32_t pids[2] = { 12498, 12500 };
+	uint64_t *got = malloc(1024 * ps);
+	char d[PATH_MAX];
+	struct ps_iov r;
+	struct srv s;
+	int fd;
+
+	(void)state;
+	snprintf(d, sizeof(d), "%s/dump", fixtures ? fixtures : "");
+	if (!fixtures || access(d, R_OK) || ps != 4096) {
+		free(got);
+		skip();
+	}
+	assert_int_equal(srv_spawn(&s, d, PS_WIRE_4, NULL), -1);
+	fd = cl_connect(&s);
+	for (int t = 0; t < 2; t++) {
+		uint64_t done = 0;
+
+		/* entries split at 1 MiB: replies may stop at each split, never mid-page */
+		while (done < 1024) {
+			cl_send(fd, s.wire, PS_IOV_GET, 0, 1024 - done, buf_va + done * ps, pids[t]);
+			cl_recv_iov(fd, s.wire, &r);
+			assert_true(r.nr_pages >= 1 && r.nr_pages <= 1024 - done);
+			cl_read(fd, (uint8_t *)got + done * ps, r.nr_pages * ps);
+			done += r.nr_pages;
+		}
+		for (uint64_t i = 0; i < 1024 * ps / 8; i++) {
+			uint64_t seed = t == 1 && (i / 512) % 8 == 0 ? 0x5eee : 0x5eed;
+
+			if (got[i] != fx_mix(i ^ (seed << 48)))
+				fail_msg("pid %u word %" PRIu64 ": 0x%" PRIx64, pids[t], i, got[i]);
+		}
+	}
+	close(fd);
+	srv_stop(&s);
+	free(got);
+
+	/* criu dump --lazy-pages keeps those pages in memory: the images cannot serve them */
+	snprintf(d, sizeof(d), "%s/lazy-dump", fixtures);
+	assert_int_equal(srv_spawn(&s, d, PS_WIRE_4, NULL), -1);
+	fd = cl_connect(&s);
+	get_missing(&s, fd, 12539, lazy_va, 1);
+	close(fd);
+	srv_stop(&s);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, case_setup, case_teardown)
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 		T(test_get_v4),
@@ -971,7 +1031,9 @@ int main(void)
 		T(test_bad_images),
 		T(test_daemon),
 		T(test_lp_dump_images),
+		T(test_criu_fixture),
 	};
 
+	fixtures = argc > 1 ? argv[1] : getenv("LP_FIXTURES");
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
