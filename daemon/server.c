@@ -25,6 +25,7 @@
 
 #define SERVER_PEER_LEN 64
 #define SERVER_SENDFILE_MAX (1u << 30)	/* below sendfile's 0x7ffff000 cap */
+#define SERVER_STACK (256u << 10)	/* a connection needs a few KiB; 4096 of them stay small */
 
 /* One pstree pid; its pagemap is opened on the first GET, by whichever connection comes first. */
 struct server_task {
@@ -542,6 +543,7 @@ static void server_accept(struct server *s)
 	socklen_t sl = sizeof(ss);
 	struct server_conn *c;
 	char peer[SERVER_PEER_LEN];
+	pthread_attr_t attr;
 	int one = 1, fd, ret;
 
 	fd = accept4(s->lfd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC);
@@ -555,6 +557,8 @@ static void server_accept(struct server *s)
 		return;
 	}
 	peer_name(&ss, sl, peer, sizeof(peer));
+	/* a client that just hung up must not count against the limit */
+	server_reap(s, false);
 	if (s->nr_conns >= s->cfg.max_clients) {
 		log_err("%s: refused: %d clients already (--max-clients)", peer, s->nr_conns);
 		close(fd);
@@ -572,7 +576,10 @@ static void server_accept(struct server *s)
 	c->fd = fd;
 	memcpy(c->peer, peer, sizeof(peer));
 	atomic_init(&c->done, false);
-	ret = pthread_create(&c->thread, NULL, conn_main, c);
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, SERVER_STACK);
+	ret = pthread_create(&c->thread, &attr, conn_main, c);
+	pthread_attr_destroy(&attr);
 	if (ret) {
 		log_err("%s: refused: cannot start a thread: %s", peer, strerror(ret));
 		close(fd);
