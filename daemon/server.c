@@ -394,11 +394,12 @@ static int conn_get(struct server_conn *c, const struct ps_iov *req)
 	if (ret < 0)
 		return ret;
 	ret = conn_sendfile(c->fd, run.fd, run.off, run.nr_pages * c->s->ps);
-	if (ret < 0) {
-		log_err("%s: GET pid %" PRIu64 " vaddr 0x%" PRIx64 ": sending %" PRIu64
-			" pages: %s", c->peer, req->dst_id, req->vaddr, run.nr_pages, strerror(-ret));
+	if (ret == -EIO)
+		log_err("%s: GET pid %" PRIu64 " vaddr 0x%" PRIx64 ": the pages file ends before"
+			" offset %" PRIu64 " + %" PRIu64 " pages", c->peer, req->dst_id, req->vaddr,
+			run.off, run.nr_pages);
+	if (ret < 0)
 		return ret;
-	}
 	c->pages += run.nr_pages;
 	return 0;
 }
