@@ -10,10 +10,16 @@
 
 /* Written by main before threads start, read-only afterwards. */
 static int log_level = LOG_WARN;
+static const char *log_ident = "lazy-pagesd";
 
 void log_set_level(int level)
 {
 	log_level = level;
+}
+
+void log_set_ident(const char *ident)
+{
+	log_ident = ident;
 }
 
 int log_get_level(void)
@@ -32,7 +38,7 @@ void log_msg(int level, const char *fmt, ...)
 	if (level > log_level)
 		return;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	n = snprintf(line, sizeof(line), "lazy-pagesd[%d] %ld.%03ld %s: ", (int)getpid(),
+	n = snprintf(line, sizeof(line), "%s[%d] %ld.%03ld %s: ", log_ident, (int)getpid(),
 		     (long)ts.tv_sec, ts.tv_nsec / 1000000, names[level < 0 ? 0 : level > 3 ? 3 : level]);
 	va_start(ap, fmt);
 	m = vsnprintf(line + n, sizeof(line) - n - 1, fmt, ap);

@@ -7,6 +7,8 @@ enum log_level { LOG_ERR = 0, LOG_WARN = 1, LOG_INFO = 2, LOG_DEBUG = 3 };
 
 /* Set once by main before any thread starts. */
 void log_set_level(int level);
+/* The program name at the start of each line (default "lazy-pagesd"). */
+void log_set_ident(const char *ident);
 int log_get_level(void);
 
 void log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -141,6 +141,7 @@ int main(int argc, char **argv)
 	long v;
 
 	server_cfg_defaults(&cfg);
+	log_set_ident("lazy-pages-server");
 	log_set_level(LOG_WARN);
 	while ((c = getopt_long(argc, argv, "D:do:v::h", opts, NULL)) != -1) {
 		switch (c) {
