@@ -405,10 +405,12 @@ int session_fork_child(struct session *s, struct proc *parent, int ufd, struct l
 {
 	struct ranges *r;
 	struct proc *c;
+	uint64_t cursor;
 	int ret;
 
 	pthread_mutex_lock(&parent->lock);
 	r = ranges_clone(parent->ranges);
+	cursor = parent->cursor;
 	pthread_mutex_unlock(&parent->lock);
 	if (!r) {
 		close(ufd);
@@ -419,7 +421,7 @@ int session_fork_child(struct session *s, struct proc *parent, int ufd, struct l
 	if (!c)
 		return lp_err_set(e, ENOMEM, "pid %d: fork: out of memory", parent->pid);
 	c->forked = 1;
-	c->cursor = parent->cursor;
+	c->cursor = cursor;
 	pthread_mutex_lock(&s->lock);
 	s->forks++;
 	pthread_mutex_unlock(&s->lock);
