@@ -1,0 +1,635 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+# Service-mode tests: lazy-pagesd --service as systemd would run it
+# (socket activation, sd_notify, the watchdog, SIGTERM), driven through
+# lazy-pagesctl and liblazypages, with several sessions at once, a
+# non-CRIU hand-off, unprivileged peers and a hostile control client.
+#
+#   bash tests/service.sh [--list] [NAME...]
+#
+# Run from anywhere, as root. systemd need not be PID 1: lp-notify plays
+# NOTIFY_SOCKET and systemd-socket-activate plays the .socket unit. Each
+# scenario runs in its own directory under ${TMPDIR:-/tmp} (removed
+# afterwards), bounded by timeout(1), and never sleeps to wait: it waits
+# on sd_notify datagrams (lp-notify --wait), on the control socket
+# answering, or on processes. Prints "PASS name" or "FAIL name: reason" per
+# scenario and ends with "N passed, N failed".
+# Binaries can be overridden with LAZY_PAGESD, LAZY_PAGESCTL, LP_DUMP,
+# LP_RESTORE, LP_NOTIFY, LP_HANDOFF, LP_CTLFUZZ.
+set -u
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DAEMON=${LAZY_PAGESD:-$ROOT/build/lazy-pagesd}
+CTL=${LAZY_PAGESCTL:-$ROOT/build/lazy-pagesctl}
+DUMP=${LP_DUMP:-$ROOT/build/tests/lp-dump}
+RESTORE=${LP_RESTORE:-$ROOT/build/tests/lp-restore}
+NOTIFY=${LP_NOTIFY:-$ROOT/build/tests/lp-notify}
+HANDOFF=${LP_HANDOFF:-$ROOT/build/tests/lp-handoff}
+CTLFUZZ=${LP_CTLFUZZ:-$ROOT/build/tests/lp-ctlfuzz}
+SCENARIO_TIMEOUT=${LP_SCENARIO_TIMEOUT:-60}	# whole scenario, seconds
+STEP_TIMEOUT=30					# one restore or client run
+NOBODY=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+
+SCENARIOS=(
+	units socket-activation watchdog two-sessions handoff ctl-json unprivileged
+	peercred sigterm-waits bad-control
+)
+
+# ---------------------------------------------------------------------------
+# helpers, used inside one scenario (run as `service.sh --one NAME DIR`)
+
+fail() {
+	echo "$*" >"$T/reason"
+	exit 1
+}
+
+info() {
+	echo "$*" >>"$T/info"
+}
+
+# processes to end when the scenario ends, however it ends
+KILL=()
+cleanup() {
+	local p
+	for p in "${KILL[@]}"; do
+		kill -KILL "$p" 2>/dev/null
+	done
+	wait 2>/dev/null
+}
+trap cleanup EXIT
+
+# notify_start: an lp-notify listening on $T/notify.sock, one line per
+# assignment in $T/notify.out ("t=SECONDS pid=N READY=1"). Returns once bound.
+notify_start() {
+	: >"$T/notify.out"
+	NPID=$("$NOTIFY" -d -p -t -o "$T/notify.out" "$T/notify.sock") || fail "lp-notify did not start"
+	KILL+=("$NPID")
+}
+
+# await STR [COUNT] [SECONDS]: until $T/notify.out has COUNT lines containing
+# STR; fails early if the daemon ($DPID, if set) exits first
+await() {
+	"$NOTIFY" --wait "$T/notify.out" --match "$1" --count "${2:-1}" --timeout "${3:-10}" \
+		${DPID:+--pid "$DPID"} 2>>"$T/await.err"
+}
+
+await_or_fail() {
+	await "$@" || fail "no '$1' from the daemon: $(tail -n 1 "$T/await.err"); daemon log: $(tail -n 2 "$T/daemon.log" | tr '\n' ' ')"
+}
+
+count_lines() {
+	grep -c -F -- "$1" "$T/notify.out"
+}
+
+# gaps STR: "max mean" seconds between consecutive notification lines with STR
+gaps() {
+	grep -F -- "$1" "$T/notify.out" | sed 's/^t=\([0-9.]*\) .*/\1/' |
+		awk 'NR > 1 { d = $1 - p; if (d > m) m = d; s += d; n++ } { p = $1 }
+			END { if (n) printf "%.3f %.3f\n", m, s / n; else print "0 0" }'
+}
+
+# session_wait [ID]: until the session (every session) is done or failed;
+# lazy-pagesctl watch returns then
+session_wait() {
+	ctl watch ${1:-} --interval 10 >"$T/watch.wait" 2>&1 || fail "watch ${1:-}: $(tail -n 1 "$T/watch.wait")"
+}
+
+# start_service [ARGS...]: lazy-pagesd --service on $SOCK with NOTIFY_SOCKET
+# set; returns once it said READY=1. Sets DPID. With WRAP_WATCHDOG=USEC the
+# daemon runs with WATCHDOG_USEC=USEC and WATCHDOG_PID set to its own pid.
+start_service() {
+	notify_start
+	if [ -n "${WRAP_WATCHDOG:-}" ]; then
+		# the pid is only known from inside: export it, then exec the daemon
+		NOTIFY_SOCKET=$T/notify.sock WATCHDOG_USEC=$WRAP_WATCHDOG \
+			bash -c 'export WATCHDOG_PID=$$; exec "$@"' wrapper \
+			"$DAEMON" --service --control "$SOCK" -v "$@" >"$T/daemon.out" 2>"$T/daemon.log" &
+	else
+		NOTIFY_SOCKET=$T/notify.sock "$DAEMON" --service --control "$SOCK" -v "$@" \
+			>"$T/daemon.out" 2>"$T/daemon.log" &
+	fi
+	DPID=$!
+	KILL+=("$DPID")
+	await READY=1 1 10 || fail "no READY=1 from the daemon: $(tail -n 2 "$T/daemon.log" | tr '\n' ' ')"
+	grep -q "pid=$DPID READY=1" "$T/notify.out" ||
+		fail "READY=1 came from another pid: $(grep READY=1 "$T/notify.out")"
+}
+
+# stop_service: SIGTERM, and the daemon must exit 0
+stop_service() {
+	kill -TERM "$DPID" 2>/dev/null
+	wait "$DPID"
+	DRC=$?
+	[ $DRC -eq 0 ] || fail "lazy-pagesd --service exit $DRC after SIGTERM: $(tail -n 2 "$T/daemon.log" | tr '\n' ' ')"
+}
+
+ctl() {
+	timeout -k 5 $STEP_TIMEOUT "$CTL" -s "$SOCK" "$@"
+}
+
+# jqe NAME FILE FILTER [jq args...]: FILE must satisfy FILTER
+jqe() {
+	local name=$1 file=$2 filter=$3
+	shift 3
+	jq -e "$@" "$filter" "$file" >/dev/null 2>"$T/jq.err" ||
+		fail "$name: jq '$filter' is false on $(head -c 600 "$file") $(head -c 200 "$T/jq.err")"
+}
+
+dump() {
+	local dir=$1
+	shift
+	timeout -k 5 $STEP_TIMEOUT "$DUMP" -D "$dir" "$@" >"$T/dump.out" 2>"$T/dump.err" ||
+		fail "lp-dump $* failed: $(tail -n 3 "$T/dump.err" | tr '\n' ' ')"
+}
+
+# add ARGS...: lazy-pagesctl session add ARGS --json; sets SID
+add() {
+	ctl session add "$@" --json >"$T/add.json" 2>"$T/add.err" ||
+		fail "session add $*: $(cat "$T/add.err")"
+	SID=$(jq -r .id "$T/add.json")
+	[ -n "$SID" ] && [ "$SID" != null ] || fail "session add $*: no id in $(cat "$T/add.json")"
+}
+
+# restore TAG DIR [lp-restore args...]: lp-restore; output in $T/restore.TAG.*
+restore() {
+	local tag=$1 dir=$2
+	shift 2
+	timeout -k 5 $STEP_TIMEOUT "$RESTORE" -D "$dir" --timeout $((STEP_TIMEOUT - 10)) "$@" \
+		>"$T/restore.$tag.out" 2>"$T/restore.$tag.err"
+}
+
+restore_reason() {
+	grep -m3 -E 'mismatch|HANG|failed|error|: ' "$T/restore.$1.err" | tr '\n' ' ' | cut -c1-400
+}
+
+# ---------------------------------------------------------------------------
+# scenarios
+
+# unit KEY=VALUE FILE: FILE has that line exactly
+unit_has() {
+	grep -q -x -F -- "$1" "$2" || fail "$(basename "$2") lacks $1"
+}
+
+# systemd/install.sh into a private prefix, then systemd-analyze verify
+# (which works without systemd as PID 1) on what it installed.
+sc_units() {
+	local u="$T/units" out
+	command -v systemd-analyze >/dev/null || fail "systemd-analyze is not installed (package systemd)"
+	PREFIX=$T/usr UNITDIR=$u DEFAULTDIR=$T/default BUILDDIR=$(dirname "$DAEMON") \
+		sh "$ROOT/systemd/install.sh" >"$T/install.out" 2>&1 || fail "install.sh: $(tail -n 2 "$T/install.out")"
+	for b in sbin/lazy-pagesd sbin/lazy-pages-server bin/lazy-pagesctl; do
+		[ -x "$T/usr/$b" ] || fail "install.sh did not install $b"
+	done
+	[ -f "$T/default/lazy-pages" ] && [ -f "$T/default/lazy-pages-server" ] ||
+		fail "install.sh did not install the /etc/default files"
+	grep -q -x "ExecStart=$T/usr/sbin/lazy-pagesd --service \$LAZY_PAGESD_OPTS" "$u/lazy-pages.service" ||
+		fail "ExecStart not fixed up: $(grep ExecStart "$u/lazy-pages.service")"
+	grep -q "^ExecStart=$T/usr/sbin/lazy-pages-server " "$u/lazy-pages-server.service" ||
+		fail "ExecStart not fixed up: $(grep ExecStart "$u/lazy-pages-server.service")"
+	grep -q -x "EnvironmentFile=$T/default/lazy-pages-server" "$u/lazy-pages-server.service" ||
+		fail "EnvironmentFile not fixed up: $(grep EnvironmentFile "$u/lazy-pages-server.service")"
+	# a second run keeps the administrator's configuration
+	echo 'LAZY_PAGESD_OPTS="-v2"' >"$T/default/lazy-pages"
+	PREFIX=$T/usr UNITDIR=$u DEFAULTDIR=$T/default BUILDDIR=$(dirname "$DAEMON") \
+		sh "$ROOT/systemd/install.sh" >"$T/install.out" 2>&1 || fail "install.sh (again) failed"
+	grep -q -- -v2 "$T/default/lazy-pages" || fail "install.sh overwrote $T/default/lazy-pages"
+
+	out=$(cd "$u" && systemd-analyze verify lazy-pages.socket lazy-pages.service lazy-pages-server.service 2>&1) ||
+		fail "systemd-analyze verify: $out"
+	[ -z "$out" ] || fail "systemd-analyze verify warns: $(echo "$out" | head -n 3 | tr '\n' ' ')"
+
+	unit_has ListenStream=/run/lazy-pages/control.sock "$u/lazy-pages.socket"
+	unit_has SocketMode=0600 "$u/lazy-pages.socket"
+	unit_has RemoveOnStop=yes "$u/lazy-pages.socket"
+	for kv in Type=notify Restart=on-failure WatchdogSec=30s TimeoutStopSec=infinity User=root \
+		NoNewPrivileges=yes RuntimeDirectory=lazy-pages RuntimeDirectoryPreserve=yes \
+		"RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK"; do
+		unit_has "$kv" "$u/lazy-pages.service"
+	done
+	grep -q -E '^(ProtectSystem=strict|PrivateTmp=yes|ProtectHome=|PrivateDevices=yes|ProtectProc=)' \
+		"$u/lazy-pages.service" && fail "lazy-pages.service hides places images or peers live in"
+	# the daemon as the unit runs it: only the bounding set the unit keeps
+	local caps
+	caps=$(sed -n 's/^CapabilityBoundingSet=//p' "$u/lazy-pages.service" | tr 'A-Z' 'a-z' |
+		sed 's/cap_/+/g; s/ /,/g')
+	[ -n "$caps" ] || fail "no CapabilityBoundingSet in lazy-pages.service"
+	notify_start
+	NOTIFY_SOCKET=$T/notify.sock setpriv --no-new-privs --inh-caps=-all --bounding-set=-all,"$caps" \
+		"$T/usr/sbin/lazy-pagesd" --service --control "$SOCK" -v >"$T/daemon.out" 2>"$T/daemon.log" &
+	DPID=$!
+	KILL+=("$DPID")
+	await_or_fail READY=1
+	dump "$T/d" --procs 2 --size 16
+	chmod 0700 "$T/d"
+	chown -R 65534:65534 "$T/d"	# images of another owner, as root's dumps of a user's job
+	add -D "$T/d"
+	restore a "$T/d" --scenario fork || fail "restore with the unit's capabilities only: $(restore_reason a)"
+	timeout -k 5 $STEP_TIMEOUT "$HANDOFF" -s "$SOCK" --size 8 >"$T/h.out" 2>"$T/h.err" ||
+		fail "hand-off with the unit's capabilities only: $(tail -n 2 "$T/h.err" | tr '\n' ' ')"
+
+	# the page server as its unit runs it, serving those images to a page-server session
+	local scaps sp
+	scaps=$(sed -n 's/^CapabilityBoundingSet=//p' "$u/lazy-pages-server.service" | tr 'A-Z' 'a-z' |
+		sed 's/cap_/+/g; s/ /,/g')
+	mkfifo "$T/ready" || fail "mkfifo"
+	setpriv --no-new-privs --inh-caps=-all --bounding-set=-all,"$scaps" "$T/usr/sbin/lazy-pages-server" \
+		-D "$T/d" --port 0 --port-file "$T/port" --status-fd 3 3>"$T/ready" 2>"$T/server.log" &
+	sp=$!
+	KILL+=("$sp")
+	head -c1 "$T/ready" >"$T/ready.byte"	# one byte once it listens, EOF if it exits
+	[ -s "$T/ready.byte" ] ||
+		fail "lazy-pages-server with its unit's capabilities did not start: $(tail -n 2 "$T/server.log" | tr '\n' ' ')"
+	mkdir "$T/w2"
+	add -D "$T/d" -W "$T/w2" --page-server --address 127.0.0.1 --port "$(cat "$T/port")"
+	restore b "$T/d" -W "$T/w2" --scenario random ||
+		fail "page-server restore with the units' capabilities only: $(restore_reason b)"
+	kill -TERM "$sp"
+	wait "$sp" || fail "lazy-pages-server exit $? on SIGTERM"
+	stop_service
+	info "$(systemd-analyze security --offline=yes "$u/lazy-pages.service" 2>/dev/null | grep -o 'Overall exposure level.*')"
+	info "$(systemd-analyze security --offline=yes "$u/lazy-pages-server.service" 2>/dev/null | grep -o 'Overall exposure level.*')"
+}
+
+# systemd-socket-activate holds the socket and execs the daemon (same pid)
+# on the first connection, with LISTEN_FDS=1 and LISTEN_FDNAMES=control.
+sc_socket-activation() {
+	command -v systemd-socket-activate >/dev/null || fail "systemd-socket-activate is not installed (package systemd)"
+	notify_start
+	: >"$T/daemon.log"	# there before the waiter below watches it
+	systemd-socket-activate -l "$SOCK" --fdname=control -E NOTIFY_SOCKET="$T/notify.sock" \
+		"$DAEMON" --service -v >"$T/daemon.out" 2>"$T/daemon.log" &
+	DPID=$!
+	KILL+=("$DPID")
+	# it says so on stderr once it listens: wait for that line, not for time
+	"$NOTIFY" --wait "$T/daemon.log" --match "Listening on" --timeout 10 --pid "$DPID" 2>>"$T/await.err" ||
+		fail "systemd-socket-activate did not listen: $(cat "$T/daemon.log")"
+	[ -S "$SOCK" ] || fail "no socket at $SOCK"
+	[ "$(cat /proc/$DPID/comm)" != lazy-pagesd ] || fail "the daemon started before the first connection"
+	[ ! -s "$T/notify.out" ] || fail "notifications before activation: $(cat "$T/notify.out")"
+
+	ctl status --json >"$T/status.json" 2>"$T/ctl.err" ||
+		fail "the first status (the activating connection) failed: $(cat "$T/ctl.err")"
+	jqe status "$T/status.json" '.pid == $pid and .sessions_total == 0' --argjson pid "$DPID"
+	await_or_fail READY=1
+	await_or_fail STATUS= 2
+	grep -q "pid=$DPID READY=1" "$T/notify.out" || fail "READY=1 not from pid $DPID: $(cat "$T/notify.out")"
+	grep -q 'socket activated' "$T/daemon.log" ||
+		fail "the daemon did not take the socket from LISTEN_FDS: $(tail -n 3 "$T/daemon.log" | tr '\n' ' ')"
+	[ "$(cat /proc/$DPID/comm)" = lazy-pagesd ] || fail "pid $DPID is $(cat /proc/$DPID/comm), not lazy-pagesd"
+
+	# a second client, and a real session through the activated socket
+	dump "$T/d" --size 16
+	add -D "$T/d"
+	restore a "$T/d" --scenario random || fail "lp-restore: $(restore_reason a)"
+	ctl status --json >"$T/status.json" || fail "second status failed"
+	jqe status "$T/status.json" '.sessions_total == 1'
+	stop_service
+	await_or_fail STOPPING=1
+	# the socket belongs to the activator: the daemon must leave it be
+	[ -S "$SOCK" ] || fail "the daemon removed the socket systemd passed it"
+	info "$(grep -m1 STATUS= "$T/notify.out" | cut -c1-120)"
+}
+
+sc_watchdog() {
+	WRAP_WATCHDOG=200000 start_service
+	# WatchdogSec 0.2 s: a ping every 0.1 s
+	await_or_fail WATCHDOG=1 5 5
+	grep -q "pid=$DPID WATCHDOG=1" "$T/notify.out" || fail "WATCHDOG=1 from another pid"
+	# the pings keep coming while the daemon serves
+	dump "$T/d" --size 64
+	add -D "$T/d"
+	restore a "$T/d" --scenario threads --threads 4 || fail "lp-restore: $(restore_reason a)"
+	local n g
+	n=$(count_lines WATCHDOG=1)
+	await_or_fail WATCHDOG=1 $((n + 3)) 5
+	# systemd kills a service whose pings are a WatchdogSec apart
+	g=$(gaps WATCHDOG=1)
+	awk -v g="$g" 'BEGIN { split(g, a, " "); exit !(a[1] < 0.2 && a[2] <= 0.13) }' ||
+		fail "WATCHDOG=1 gaps (max, mean) $g s: not within WatchdogSec 0.2 s"
+	info "$(count_lines WATCHDOG=1) WATCHDOG=1 lines, gaps max/mean $g s"
+	stop_service
+
+	# WATCHDOG_PID naming another process: not this daemon's watchdog
+	notify_start
+	NOTIFY_SOCKET=$T/notify.sock WATCHDOG_USEC=200000 WATCHDOG_PID=1 \
+		"$DAEMON" --service --control "$SOCK" -v >"$T/daemon.out" 2>"$T/daemon.log" &
+	DPID=$!
+	KILL+=("$DPID")
+	await_or_fail READY=1
+	# two STATUS= lines are a second apart: ten pings would have come by then
+	await_or_fail STATUS= 2
+	[ "$(count_lines WATCHDOG=1)" -eq 0 ] || fail "WATCHDOG=1 sent with WATCHDOG_PID=1"
+	stop_service
+}
+
+sc_two-sessions() {
+	local a b bad ra rb rbad n
+	dump "$T/A" --procs 2 --size 64
+	dump "$T/B" --procs 2 --size 64 --seed 7
+	dump "$T/G" --procs 2 --size 8 --seed 3
+	# the third session's images are spoilt where only serving reads them
+	cp -a "$T/G" "$T/X"
+	truncate -s $(($(stat -c %s "$T/X/pages-1.img") / 2)) "$T/X/pages-1.img"
+	mkdir "$T/xw"
+
+	start_service
+	add -D "$T/A"
+	a=$SID
+	add -D "$T/B"
+	b=$SID
+	add -D "$T/X" -W "$T/xw"
+	bad=$SID
+	ctl session list --json >"$T/list.json" || fail "session list failed"
+	jqe listening "$T/list.json" '[.sessions[] | select(.state == "listening")] | length == 3'
+
+	# all three restores at once; the spoilt one restores the good images
+	# G against the session of X, so only the daemon side fails
+	restore a "$T/A" --scenario random &
+	ra=$!
+	restore b "$T/B" --scenario threads --threads 8 &
+	rb=$!
+	restore x "$T/G" -W "$T/xw" --scenario none &
+	rbad=$!
+	wait $ra || fail "restore of A: $(restore_reason a)"
+	wait $rb || fail "restore of B: $(restore_reason b)"
+	# it may or may not notice (the daemon can fail after its last record):
+	# what counts is that it ends, and that the session says failed
+	wait $rbad
+	n=$?
+	[ $n -ne 124 ] && [ $n -ne 137 ] || fail "the restore against the spoilt session hung"
+	session_wait
+
+	ctl session list --json >"$T/list.json" || fail "session list failed"
+	local ok='.sessions[] | select(.id == $id) | .state == "done" and .pages_copied > 0 and
+		(.summary | startswith("summary: processes=2 ")) and .error == "" and
+		(.procs | length == 2) and all(.procs[]; .state == "complete" and .remaining_pages == 0)'
+	jqe "session $a" "$T/list.json" "$ok" --argjson id "$a"
+	jqe "session $b" "$T/list.json" "$ok" --argjson id "$b"
+	jqe "session $bad" "$T/list.json" \
+		'.sessions[] | select(.id == $id) | .state == "failed" and (.error | test("pages-1.img|pagemap"))' \
+		--argjson id "$bad"
+	ctl status --json >"$T/status.json" || fail "status failed"
+	jqe status "$T/status.json" '.sessions_total == 3 and .sessions_active == 0'
+	stop_service
+	info "A: $(jq -r --argjson id "$a" '.sessions[] | select(.id == $id) | .summary' "$T/list.json" | cut -c1-110)"
+	info "B: $(jq -r --argjson id "$b" '.sessions[] | select(.id == $id) | .summary' "$T/list.json" | cut -c1-110)"
+	info "X: $(jq -r --argjson id "$bad" '.sessions[] | select(.id == $id) | .error' "$T/list.json" | cut -c1-110)"
+}
+
+sc_handoff() {
+	local h1 h2
+	start_service
+	# a memory file on disk, and an anonymous memfd, at the same time
+	timeout -k 5 $STEP_TIMEOUT "$HANDOFF" -s "$SOCK" --size 128 --threads 4 --file "$T/guest.mem" \
+		>"$T/h1.out" 2>"$T/h1.err" &
+	h1=$!
+	timeout -k 5 $STEP_TIMEOUT "$HANDOFF" -s "$SOCK" --size 64 --threads 2 --seed 9 --zeros 50 \
+		>"$T/h2.out" 2>"$T/h2.err" &
+	h2=$!
+	wait $h1 || fail "lp-handoff (file): $(tail -n 3 "$T/h1.err" | tr '\n' ' ')"
+	wait $h2 || fail "lp-handoff (memfd): $(tail -n 3 "$T/h2.err" | tr '\n' ' ')"
+	grep -q 'all pages verified' "$T/h1.out" || fail "lp-handoff: $(cat "$T/h1.out")"
+	ctl stats --json >"$T/stats.json" || fail "stats failed"
+	jqe handoff "$T/stats.json" '[.sessions[] | select(.kind == "handoff" and .state == "done" and
+		.pages_copied > 0 and .zero_pages > 0 and .socket == "")] | length == 2'
+	# 128 MiB = 32768 pages, each either copied or zero-filled
+	jqe pages "$T/stats.json" '[.sessions[] | select(.pages_copied + .zero_pages == 32768)] | length == 1'
+	stop_service
+	info "$(cut -c1-150 "$T/h1.out")"
+}
+
+sc_ctl-json() {
+	local frames
+	dump "$T/d" --size 16
+	start_service
+	ctl status --json >"$T/status.json" || fail "status --json failed"
+	jqe status "$T/status.json" '.pid == $pid and .sessions_total == 0 and .stopping == false and
+		(.line | test("serving"))' --argjson pid "$DPID"
+	add -D "$T/d"
+	jqe add "$T/add.json" '.id >= 1 and .socket == $s' --arg s "$T/d/lazy-pages.socket"
+	[ -S "$T/d/lazy-pages.socket" ] || fail "no restore socket after session add"
+
+	# watch while the session listens: one frame per interval
+	ctl watch --interval 50 --count 2 >"$T/watch.out" 2>&1 || fail "watch --count 2: $(cat "$T/watch.out")"
+	frames=$(grep -c "^session $SID " "$T/watch.out")
+	[ "$frames" -eq 2 ] || fail "watch --count 2 printed $frames frames: $(head -c 300 "$T/watch.out")"
+	grep -q "^session $SID listening" "$T/watch.out" || fail "watch: $(head -n 2 "$T/watch.out")"
+
+	restore a "$T/d" --scenario seq || fail "lp-restore: $(restore_reason a)"
+	session_wait "$SID"
+	ctl status --json >"$T/status.json" || fail "status --json failed"
+	jqe status "$T/status.json" '.sessions_total >= 1 and .sessions_active == 0 and .uptime_s > 0'
+	ctl stats --json >"$T/stats.json" || fail "stats --json failed"
+	jqe stats "$T/stats.json" '(.sessions | length == 1) and .sessions[0].state == "done" and
+		.sessions[0].kind == "criu" and .sessions[0].pages_copied > 0 and .sessions[0].faults >= 0 and
+		.sessions[0].fault_p99_us >= .sessions[0].fault_p50_us and .sessions[0].seconds > 0'
+	ctl stats "$SID" --json >"$T/stats1.json" || fail "stats $SID --json failed"
+	jqe "stats $SID" "$T/stats1.json" '.sessions[0].id == $id and .sessions[0].procs[0].state == "complete"' \
+		--argjson id "$SID"
+	ctl session list --json >"$T/list.json" || fail "session list --json failed"
+	jqe list "$T/list.json" '.sessions[0].procs[0].total_pages > 0 and .sessions[0].procs[0].remaining_pages == 0'
+	ctl watch "$SID" --interval 50 --count 2 >"$T/watch.out" 2>&1 || fail "watch $SID failed"
+	grep -q "^session $SID done" "$T/watch.out" || fail "watch after the restore: $(head -n 1 "$T/watch.out")"
+
+	# errors: a session that is not there (1), bad arguments (2)
+	ctl stats 9999 --json >/dev/null 2>"$T/err"
+	[ $? -eq 1 ] || fail "stats 9999: expected exit 1"
+	ctl frobnicate >/dev/null 2>&1
+	[ $? -eq 2 ] || fail "an unknown command: expected exit 2"
+	ctl session add >/dev/null 2>&1
+	[ $? -eq 2 ] || fail "session add without -D: expected exit 2"
+	ctl session rm "$SID" || fail "session rm $SID of a finished session failed"
+	ctl session list --json >"$T/list.json" || fail "session list failed"
+	jqe "after rm" "$T/list.json" '.sessions | length == 0'
+	stop_service
+}
+
+# The control socket is root's alone; --control-group opens it to a group.
+sc_unprivileged() {
+	local mode
+	chmod 711 "$T"	# mktemp's 0700 would refuse nobody before the socket does
+	start_service
+	mode=$(stat -c %a "$SOCK")
+	[ "$(stat -c %U "$SOCK")" = root ] || fail "the socket belongs to $(stat -c %U "$SOCK")"
+	[ $((8#$mode & 8#077)) -eq 0 ] || fail "socket mode $mode: group or others may connect"
+	[ $((8#$mode & 8#600)) -eq $((8#600)) ] || fail "socket mode $mode"
+	[ "$mode" = 600 ] || info "socket mode $mode (no group/other bits; the unit's SocketMode is 0600)"
+	"${NOBODY[@]}" "$CTL" -s "$SOCK" status >"$T/nobody.out" 2>"$T/nobody.err"
+	[ $? -ne 0 ] || fail "nobody was allowed: $(cat "$T/nobody.out")"
+	grep -q -i -E 'permission|uid|not allowed|refused' "$T/nobody.err" ||
+		fail "unclear refusal: $(cat "$T/nobody.err")"
+	info "nobody: $(cat "$T/nobody.err")"
+	ctl status >/dev/null || fail "root was refused"
+	stop_service
+
+	start_service --control-group nogroup
+	[ "$(stat -c '%a %G' "$SOCK")" = "660 nogroup" ] ||
+		fail "--control-group nogroup: socket is $(stat -c '%a %G' "$SOCK")"
+	"${NOBODY[@]}" "$CTL" -s "$SOCK" status --json >"$T/nobody.json" 2>"$T/nobody.err" ||
+		fail "nobody in group nogroup was refused: $(cat "$T/nobody.err")"
+	jqe "nobody's status" "$T/nobody.json" '.pid == $pid' --argjson pid "$DPID"
+	setpriv --reuid=65534 --regid=1 --clear-groups "$CTL" -s "$SOCK" status >/dev/null 2>"$T/nobody.err" &&
+		fail "uid 65534 outside the group was allowed"
+	stop_service
+}
+
+# A peer the socket's mode lets in but SO_PEERCRED does not: the daemon
+# answers with a refusal frame and closes, and the client must show that
+# answer. Whether the client's request is sent before the close is a race,
+# so the refusal is tried ten times and must be clear every time.
+sc_peercred() {
+	local i unclear=0
+	chmod 711 "$T"
+	start_service
+	chmod 666 "$SOCK"
+	for i in 1 2 3 4 5 6 7 8 9 10; do
+		"${NOBODY[@]}" "$CTL" -s "$SOCK" status >"$T/nobody.out" 2>"$T/nobody.err"
+		[ $? -ne 0 ] || fail "uid 65534 was served: $(cat "$T/nobody.out")"
+		if ! grep -q -E 'uid 65534|permission|not allowed' "$T/nobody.err"; then
+			unclear=$((unclear + 1))
+			cp "$T/nobody.err" "$T/unclear.err"
+		fi
+	done
+	grep -q 'refused pid [0-9]* uid 65534' "$T/daemon.log" || fail "the daemon did not log the refusal"
+	[ $unclear -eq 0 ] ||
+		fail "$unclear of 10 refusals did not reach the user: \"$(cat "$T/unclear.err")\" (the daemon sent \"uid 65534 may not use this control socket\")"
+	stop_service
+}
+
+sc_sigterm-waits() {
+	local rpid wpid n idle
+	dump "$T/big" --procs 2 --size 256
+	dump "$T/idle" --size 4
+	# WatchdogSec 20 ms: the daemon ticks (STATUS= and WATCHDOG=1) every
+	# 10 ms, so "1 serving" is seen within 10 ms of the restore connecting
+	WRAP_WATCHDOG=20000 start_service
+	add -D "$T/big"
+	add -D "$T/idle"	# never restored: SIGTERM cancels it
+	idle=$SID
+	timeout -k 2 15 "$CTL" -s "$SOCK" watch --interval 20 >"$T/watch.out" 2>&1 &
+	wpid=$!
+	KILL+=("$wpid")
+
+	restore a "$T/big" --scenario random &
+	rpid=$!
+	await_or_fail "STATUS=1 serving" 1 20
+	kill -0 $rpid 2>/dev/null || fail "the restore ended before SIGTERM could be sent"
+	kill -TERM "$DPID"
+	await_or_fail STOPPING=1
+	await_or_fail "STATUS=stopping: waiting for live sessions; 1 serving"
+	if kill -0 "$DPID" 2>/dev/null && ctl status --json >"$T/status.json" 2>/dev/null; then
+		jqe stopping "$T/status.json" '.stopping == true'
+		ctl session add -D "$T/idle" >/dev/null 2>"$T/add.err" && fail "session add accepted while stopping"
+		grep -q -i stopping "$T/add.err" || fail "session add while stopping: $(cat "$T/add.err")"
+	else
+		info "the daemon had finished before the checks while stopping"
+	fi
+
+	wait $rpid || fail "lp-restore after SIGTERM: $(restore_reason a)"
+	wait "$DPID"
+	n=$?
+	[ $n -eq 0 ] || fail "daemon exit $n after SIGTERM: $(tail -n 2 "$T/daemon.log" | tr '\n' ' ')"
+	grep -q 'waiting for 1 session' "$T/daemon.log" || fail "the daemon did not say it waits: $(grep -i -m2 term "$T/daemon.log")"
+	grep -q "session 1: summary: processes=2 " "$T/daemon.log" || fail "no summary of session 1 before exiting"
+	grep -q "session $idle: .*cancel" "$T/daemon.log" || fail "session $idle was not cancelled: $(grep "session $idle" "$T/daemon.log" | tr '\n' ' ')"
+	# the open control connection (watch) ends with the daemon
+	wait $wpid
+	n=$?
+	[ $n -ne 124 ] && [ $n -ne 137 ] || fail "lazy-pagesctl watch outlived the daemon (killed by timeout)"
+	info "$(grep -m1 'RSTF\|stopping\|Terminated' "$T/daemon.log" | cut -c1-150)"
+	info "$(sed -n 's/.*all pages verified in \([0-9.]*\) s/restore \1 s/p' "$T/restore.a.out")"
+}
+
+sc_bad-control() {
+	start_service
+	timeout -k 5 $STEP_TIMEOUT "$CTLFUZZ" -s "$SOCK" --rounds 400 >"$T/fuzz.out" 2>&1
+	local rc=$?
+	kill -0 "$DPID" 2>/dev/null || fail "the daemon died under lp-ctlfuzz: $(tail -n 3 "$T/daemon.log" | tr '\n' ' ')"
+	[ $rc -eq 0 ] || fail "lp-ctlfuzz exit $rc: $(grep -m3 '^FAIL' "$T/fuzz.out" | tr '\n' ' ')"
+	ctl status --json >"$T/status.json" || fail "status after lp-ctlfuzz failed"
+	jqe status "$T/status.json" '.pid == $pid' --argjson pid "$DPID"
+	# and it still serves a real session
+	timeout -k 5 $STEP_TIMEOUT "$HANDOFF" -s "$SOCK" --size 8 >"$T/h.out" 2>"$T/h.err" ||
+		fail "hand-off after lp-ctlfuzz: $(tail -n 2 "$T/h.err" | tr '\n' ' ')"
+	stop_service
+	info "$(tail -n 1 "$T/fuzz.out"); $(grep -m1 'random-frames:' "$T/fuzz.out" | sed 's/^ *//')"
+}
+
+# ---------------------------------------------------------------------------
+
+run_one() {
+	local name=$1
+	T=$2
+	SOCK=$T/control.sock
+	cd "$T" || exit 1
+	"sc_$name"
+	exit 0
+}
+
+if [ "${1:-}" = "--one" ]; then
+	run_one "$2" "$3"
+fi
+
+if [ "${1:-}" = "--list" ]; then
+	printf '%s\n' "${SCENARIOS[@]}"
+	exit 0
+fi
+
+want=("$@")
+[ ${#want[@]} -gt 0 ] || want=("${SCENARIOS[@]}")
+for n in "${want[@]}"; do
+	declare -F "sc_$n" >/dev/null || { echo "unknown scenario: $n (see --list)" >&2; exit 2; }
+done
+
+passed=0
+failed=0
+t_start=$(date +%s.%N)
+for n in "${want[@]}"; do
+	dir=$(mktemp -d "${TMPDIR:-/tmp}/lp-svc.$n.XXXXXX")
+	t0=$(date +%s.%N)
+	missing=
+	for b in "$DAEMON" "$CTL" "$DUMP" "$RESTORE" "$NOTIFY" "$HANDOFF" "$CTLFUZZ"; do
+		[ -x "$b" ] || missing="$missing $b"
+	done
+	for b in jq setpriv; do
+		command -v $b >/dev/null || missing="$missing $b"
+	done
+	if [ -n "$missing" ]; then
+		rc=1
+		echo "not built or not installed:$missing" >"$dir/reason"
+	else
+		timeout -k 5 "$SCENARIO_TIMEOUT" bash "${BASH_SOURCE[0]}" --one "$n" "$dir" \
+			>"$dir/scenario.out" 2>&1
+		rc=$?
+	fi
+	t1=$(date +%s.%N)
+	secs=$(awk "BEGIN { printf \"%.1f\", $t1 - $t0 }")
+	if [ $rc -eq 0 ]; then
+		passed=$((passed + 1))
+		echo "PASS $n (${secs} s)"
+		[ -s "$dir/info" ] && sed 's/^/    /' "$dir/info"
+	else
+		failed=$((failed + 1))
+		if [ -s "$dir/reason" ]; then
+			reason=$(cat "$dir/reason")
+		elif [ $rc -eq 124 ]; then
+			reason="timed out after ${SCENARIO_TIMEOUT} s"
+		else
+			reason="scenario script exit $rc: $(tail -n 2 "$dir/scenario.out" | tr '\n' ' ')"
+		fi
+		echo "FAIL $n: $reason"
+		if [ -s "$dir/daemon.log" ]; then
+			echo "    --- daemon log (tail) ---"
+			tail -n 8 "$dir/daemon.log" | sed 's/^/    /'
+		fi
+		if [ -s "$dir/notify.out" ]; then
+			echo "    --- notifications (tail) ---"
+			tail -n 4 "$dir/notify.out" | sed 's/^/    /'
+		fi
+	fi
+	rm -rf "$dir"
+done
+total=$(awk "BEGIN { printf \"%.1f\", $(date +%s.%N) - $t_start }")
+echo "total ${total} s" >&2
+echo "$passed passed, $failed failed"
+[ $failed -eq 0 ]
