@@ -4,19 +4,41 @@
 # from live processes, restored by lp-restore the way `criu restore
 # --lazy-pages` does it, every byte checked.
 #
-#   bash tests/integration.sh [--list] [NAME...]
+#   bash tests/integration.sh [--list] [--local | --remote] [--ps-wire 3|4] [NAME[@MODE]...]
 #
 # Run from the repository root, as root (userfaultfd with EVENT_FORK).
 # Each scenario runs in its own directory under ${TMPDIR:-/tmp} (removed
 # afterwards), bounded by timeout(1). Prints "PASS name" or "FAIL name:
 # reason" per scenario and ends with "N passed, N failed".
-# Binaries can be overridden with LAZY_PAGESD, LP_DUMP, LP_RESTORE.
+#
+# Modes. "local": lazy-pagesd reads the page bytes from the images.
+# "remote4"/"remote3": lazy-pages-server serves the images on 127.0.0.1
+# (CRIU 4.2 or 3.x page-server wire) and the daemon runs with --page-server;
+# the daemon still reads pstree/mm/pagemap, but from a copy of the image dir
+# whose pages-*.img are sparse files of the same size, so a page that did
+# not come from the server reads as zeros and fails the byte checks.
+# Remote names print with the mode as a suffix: gib@remote4.
+#
+# With no arguments: every scenario locally, then every scenario that makes
+# sense remotely with wire 4 (plus the remote-only ones), then a subset with
+# wire 3. --local/--remote limit the run to one mode (--ps-wire picks the
+# wire, default 4; LP_REMOTE=3|4 in the environment means --remote
+# --ps-wire N). NAMEs run in the chosen mode (local by default; the
+# remote-only ones remotely); NAME@MODE runs exactly that.
+#
+# Binaries come from ${LP_BUILD:-build}/ and can be overridden with
+# LAZY_PAGESD, LAZY_PAGES_SERVER, LP_DUMP, LP_RESTORE, LP_DELAY, LP_FAKEPS.
 set -u
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-DAEMON=${LAZY_PAGESD:-$ROOT/build/lazy-pagesd}
-DUMP=${LP_DUMP:-$ROOT/build/tests/lp-dump}
-RESTORE=${LP_RESTORE:-$ROOT/build/tests/lp-restore}
+BUILD=${LP_BUILD:-build}
+case "$BUILD" in /*) ;; *) BUILD=$ROOT/$BUILD ;; esac
+DAEMON=${LAZY_PAGESD:-$BUILD/lazy-pagesd}
+SERVER=${LAZY_PAGES_SERVER:-$BUILD/lazy-pages-server}
+DUMP=${LP_DUMP:-$BUILD/tests/lp-dump}
+RESTORE=${LP_RESTORE:-$BUILD/tests/lp-restore}
+DELAY=${LP_DELAY:-$BUILD/tests/lp-delay}
+FAKEPS=${LP_FAKEPS:-$BUILD/tests/lp-fakeps}
 SCENARIO_TIMEOUT=${LP_SCENARIO_TIMEOUT:-120}	# whole scenario, seconds
 STEP_TIMEOUT=60					# one daemon or restore run
 
@@ -29,6 +51,29 @@ SCENARIOS=(
 	bad-marker
 )
 
+# Scenarios that exist only in remote mode: a real link between network
+# namespaces, a delayed link, a probe of lazy-pages-server itself, a link
+# cut mid-transfer, and misbehaving page servers (lp-fakeps), one per mode.
+PS_BAD_MODES=(short-header wrong-address more-pages close-mid-reply zero-pages wrong-pid garbage)
+REMOTE_ONLY=(server-probe ps-socket netns-veth delay-rtt delay-cut)
+for m in "${PS_BAD_MODES[@]}"; do REMOTE_ONLY+=("ps-$m"); done
+
+# Local scenarios that make no sense remotely:
+# - bad-pages-short cuts the pages file the daemon would read its bytes
+#   from; in remote mode the daemon reads no page bytes from the images
+#   (they come from the server), so a short local pages file is none of
+#   its business and whether it notices depends only on how much of the
+#   images it chooses to check.
+REMOTE_SKIP=(bad-pages-short)
+
+# the wire-3 pass of the default run: the 3.x header on the main paths
+REMOTE3_SUBSET=(gib-random fork dontneed-race parent-chain wire3 threads16 idle server-probe ps-socket
+	delay-cut ps-short-header ps-more-pages ps-close-mid-reply ps-zero-pages ps-wrong-pid ps-garbage)
+
+MODE=${LP_MODE:-local}		# of the scenario running now (set by the runner)
+WIRE=${MODE#remote}
+NS_PREFIX=${LP_NS_PREFIX:-lpt$$}	# network namespaces this run creates
+
 # ---------------------------------------------------------------------------
 # helpers, used inside one scenario (run as `integration.sh --one NAME DIR`)
 
@@ -39,6 +84,131 @@ fail() {
 
 info() {
 	echo "$*" >>"$T/info"
+}
+
+remote() {
+	[ "$MODE" != local ]
+}
+
+# processes started in the background by this scenario, and the network
+# namespaces it made: removed on every exit path (fail included)
+BG_PIDS=()
+NETNS=()
+cleanup() {
+	local p n
+	for p in "${BG_PIDS[@]}"; do
+		kill -TERM "$p" 2>/dev/null
+	done
+	for p in "${BG_PIDS[@]}"; do
+		wait "$p" 2>/dev/null
+	done
+	for n in "${NETNS[@]}"; do
+		ip netns del "$n" 2>/dev/null
+	done
+}
+
+# commands the daemon / lp-restore and the page server run under (netns-veth)
+NS_CLIENT=()
+NS_SERVER=()
+PS_ADDR=
+PS_PORT=	# where the daemon connects (the server, or a proxy in front of it)
+PS_SOCKET=	# or: an fd connected already, passed with --ps-socket
+SPID=
+SERVE_DIR=	# what the page server serves, if not the daemon's own -D
+
+# read_port FILE WHAT: the port a tool wrote to FILE (a FIFO: waits for it)
+read_port() {
+	local p
+	p=$(timeout 20 head -n1 "$1" 2>/dev/null)
+	[[ "$p" =~ ^[0-9]+$ ]] && [ "$p" -gt 0 ] || return 1
+	echo "$p"
+}
+
+# start_server DIR ADDRESS: lazy-pages-server on ADDRESS port 0 (in
+# NS_SERVER), ready once its status fd says so. Sets SPID, PS_ADDR, PS_PORT.
+start_server() {
+	local dir=$1 addr=$2
+	[ -x "$SERVER" ] || fail "not built: $SERVER"
+	rm -f "$T/server.ready" "$T/server.port"
+	mkfifo "$T/server.ready" || fail "mkfifo"
+	timeout -k 5 $SCENARIO_TIMEOUT "${NS_SERVER[@]}" "$SERVER" -D "$dir" --address "$addr" --port 0 \
+		--ps-wire "$WIRE" --port-file "$T/server.port" --status-fd 3 \
+		3>"$T/server.ready" >"$T/server.out" 2>"$T/server.log" &
+	SPID=$!
+	BG_PIDS+=("$SPID")
+	head -c1 "$T/server.ready" >"$T/server.byte"
+	[ -s "$T/server.byte" ] ||
+		fail "lazy-pages-server exited before it was ready: $(tail -n 3 "$T/server.log" | tr '\n' ' ')"
+	PS_PORT=$(read_port "$T/server.port") || fail "lazy-pages-server: no port in $T/server.port"
+	PS_ADDR=$addr
+}
+
+# stop_server: SIGTERM; it must stop cleanly (exit 0) and not have crashed
+stop_server() {
+	local rc
+	[ -n "$SPID" ] || return 0
+	kill -TERM "$SPID" 2>/dev/null
+	wait "$SPID"
+	rc=$?
+	SPID=
+	PS_PORT=
+	[ $rc -eq 0 ] || fail "lazy-pages-server exit $rc on SIGTERM$([ $rc -gt 128 ] && echo " (signal $((rc - 128)))"): $(tail -n 2 "$T/server.log" | tr '\n' ' ')"
+}
+
+# start_delay TARGET MS [ARGS...]: lp-delay on 127.0.0.1 port 0 in front of
+# TARGET (A:P). Sets DLPID, DL_PORT.
+start_delay() {
+	local target=$1 ms=$2
+	shift 2
+	[ -x "$DELAY" ] || fail "not built: $DELAY"
+	rm -f "$T/delay.port"
+	mkfifo "$T/delay.port" || fail "mkfifo"
+	timeout -k 5 $SCENARIO_TIMEOUT "$DELAY" --listen 127.0.0.1:0 --connect "$target" --delay-ms "$ms" \
+		--port-file "$T/delay.port" "$@" 2>"$T/delay.log" &
+	DLPID=$!
+	BG_PIDS+=("$DLPID")
+	DL_PORT=$(read_port "$T/delay.port") || fail "lp-delay did not start: $(tail -n 2 "$T/delay.log" | tr '\n' ' ')"
+}
+
+# daemon_view DIR: a copy of image dir DIR (and its parent chain) for the
+# daemon in remote mode, every pages-*.img a sparse file of the same size
+# (offsets and size checks still hold; the bytes are zeros). Prints its path.
+daemon_view() {
+	local src dst rel f b l
+	src=$(cd "$1" && pwd -P) || return 1
+	rel=${src#"$TREAL"/}
+	[ "$rel" != "$src" ] || { echo "daemon_view: $src is not under $TREAL" >"$T/reason"; return 1; }
+	dst=$TREAL/view/$rel
+	if [ ! -d "$dst" ]; then
+		mkdir -p "$dst" || return 1
+		for f in "$src"/*; do
+			b=${f##*/}
+			if [ -L "$f" ]; then
+				l=$(readlink "$f")
+				case "$l" in /*) echo "daemon_view: $f is an absolute link" >"$T/reason"; return 1 ;; esac
+				cp -P "$f" "$dst/$b" || return 1
+			elif [ -f "$f" ]; then
+				case "$b" in
+				pages-*.img) truncate -s "$(stat -c %s "$f")" "$dst/$b" || return 1 ;;
+				lp-expect-*) ;;
+				*) cp "$f" "$dst/$b" || return 1 ;;
+				esac
+			fi
+		done
+		if [ -L "$src/parent" ]; then
+			daemon_view "$src/parent" >/dev/null || return 1
+		fi
+	fi
+	echo "$dst"
+}
+
+# remote_ok: after a good remote run, the pages must have come from the server
+remote_ok() {
+	remote || return 0
+	local rb
+	rb=$(sget remote_bytes)
+	[ -n "$rb" ] || fail "remote mode, but the summary has no remote_bytes= field: $SUMMARY"
+	[ "$rb" -gt 0 ] || fail "remote mode, but remote_bytes=$rb: nothing came from the page server"
 }
 
 # dump DIR ARGS...: lp-dump into DIR; its output line goes to $T/dump.out
@@ -61,14 +231,30 @@ dump_stat() {
 # start_daemon DIR WORKDIR [ARGS...]: starts lazy-pagesd and waits (on the
 # status fd, no sleeping) until it listens. Sets DPID. Returns 1 if it
 # exited before it was ready.
+#
+# In remote mode it first starts lazy-pages-server for DIR (or SERVE_DIR)
+# unless PS_PORT is set already, and runs the daemon on daemon_view DIR
+# with --page-server --address PS_ADDR --port PS_PORT --ps-wire WIRE.
 start_daemon() {
-	local dir=$1 work=$2
+	local dir=$1 work=$2 ddir=$1
+	local rargs=()
 	shift 2
+	if remote; then
+		[ -n "$PS_PORT" ] || [ -n "$PS_SOCKET" ] || start_server "${SERVE_DIR:-$dir}" 127.0.0.1
+		ddir=$(daemon_view "$dir") || fail "$(cat "$T/reason" 2>/dev/null || echo "daemon_view $dir failed")"
+		if [ -n "$PS_SOCKET" ]; then
+			rargs=(--page-server --ps-socket "$PS_SOCKET" --ps-wire "$WIRE")
+		else
+			rargs=(--page-server --address "$PS_ADDR" --port "$PS_PORT" --ps-wire "$WIRE")
+		fi
+	fi
 	rm -f "$T/ready"
 	mkfifo "$T/ready" || fail "mkfifo"
-	timeout -k 5 $STEP_TIMEOUT "$DAEMON" -D "$dir" -W "$work" --status-fd 3 "$@" \
-		3>"$T/ready" >"$T/daemon.out" 2>"$T/daemon.log" &
+	timeout -k 5 $STEP_TIMEOUT "${NS_CLIENT[@]}" "$DAEMON" -D "$ddir" -W "$work" --status-fd 3 \
+		"${rargs[@]}" "$@" 3>"$T/ready" >"$T/daemon.out" 2>"$T/daemon.log" &
 	DPID=$!
+	# the daemon has its copy of the connected socket now; lp-restore gets none
+	[ -z "$PS_SOCKET" ] || eval "exec $PS_SOCKET<&-"
 	head -c1 "$T/ready" >"$T/ready.byte"
 	[ -s "$T/ready.byte" ] || return 1
 	[ "$(od -An -tx1 "$T/ready.byte" | tr -d ' ')" = "00" ] ||
@@ -77,11 +263,13 @@ start_daemon() {
 	return 0
 }
 
-# finish_daemon: waits for it; sets DRC and SUMMARY
+# finish_daemon: waits for it; sets DRC and SUMMARY. Stops the page server
+# (which must not have crashed).
 finish_daemon() {
 	wait "$DPID"
 	DRC=$?
 	SUMMARY=$(grep -m1 '^summary:' "$T/daemon.out")
+	stop_server
 }
 
 sget() {
@@ -92,8 +280,8 @@ sget() {
 restore() {
 	local dir=$1 work=$2
 	shift 2
-	timeout -k 5 $STEP_TIMEOUT "$RESTORE" -D "$dir" -W "$work" --timeout $((STEP_TIMEOUT - 10)) \
-		"$@" >"$T/restore.out" 2>"$T/restore.err"
+	timeout -k 5 $STEP_TIMEOUT "${NS_CLIENT[@]}" "$RESTORE" -D "$dir" -W "$work" \
+		--timeout $((STEP_TIMEOUT - 10)) "$@" >"$T/restore.out" 2>"$T/restore.err"
 	RRC=$?
 }
 
@@ -123,6 +311,7 @@ good() {
 		[ -n "$(sget seconds)" ] || fail "summary line lacks fields: $SUMMARY"
 	[ "$p" = "$nprocs" ] || fail "summary says processes=$p, expected $nprocs"
 	[ "$c" -gt 0 ] || fail "pages_copied=$c, but the images have lazy pages"
+	remote_ok
 	RTIME=$(sed -n 's/.* in \([0-9.]*\) s$/\1/p' "$T/restore.out")
 }
 
@@ -144,6 +333,7 @@ bad_images_prepare() {
 	dump "$T/G" --procs 2 --size 8
 	cp -a "$T/G" "$T/B"
 	PIDS=($(dump_pids))
+	SERVE_DIR=$T/G	# remote mode: the server has the good images
 }
 
 bad_images_run() {
@@ -197,6 +387,7 @@ sc_fork() {
 	f=$(sget forks)
 	[ -n "$p" ] && [ "$p" -ge 2 ] || fail "summary says processes=$p, expected >= 2"
 	[ -z "$f" ] || [ "$f" -ge 2 ] || fail "summary says forks=$f: the FORK events were not seen"
+	remote_ok
 	info "$SUMMARY"
 }
 
@@ -235,6 +426,7 @@ sc_idle() {
 	[ $DRC -eq 0 ] || fail "daemon exit $DRC"
 	[ $RRC -eq 0 ] || fail "pages missing or wrong after the daemon exited: $(restore_reason)"
 	[ "$(sget processes)" = 2 ] || fail "summary: $SUMMARY"
+	remote_ok
 }
 
 sc_zombie() {
@@ -248,6 +440,7 @@ sc_zombie() {
 	p=$(sget processes)
 	# whether a zombie counts as a process is the daemon's choice: 2 live, 3 records
 	[ "$p" = 2 ] || [ "$p" = 3 ] || fail "summary says processes=$p, expected 2 (or 3): $SUMMARY"
+	remote_ok
 }
 
 sc_parent-chain() {
@@ -350,12 +543,194 @@ sc_bad-nofd() { bad_peer nofd; }
 sc_bad-marker() { bad_peer bad-marker; }
 
 # ---------------------------------------------------------------------------
+# remote-only scenarios
+
+# lp-fakeps --probe against lazy-pages-server: random lazy pages, 1 page
+# and 64-page GETs, every header field (the 4.2 padding included) and byte
+# checked against the images
+sc_server-probe() {
+	dump "$T/d" --procs 2 --size 64
+	start_server "$T/d" 127.0.0.1
+	local out
+	out=$("$FAKEPS" --images "$T/d" --probe "$PS_ADDR:$PS_PORT" --ps-wire "$WIRE" --count 2000 --seed 3 2>&1) ||
+		fail "1-page probe: $(echo "$out" | tail -n 2 | tr '\n' ' ')"
+	info "$out"
+	out=$("$FAKEPS" --images "$T/d" --probe "$PS_ADDR:$PS_PORT" --ps-wire "$WIRE" --count 200 --pages 64 --seed 4 2>&1) ||
+		fail "64-page probe: $(echo "$out" | tail -n 2 | tr '\n' ' ')"
+	info "$out"
+	stop_server
+}
+
+# --ps-socket: the harness connects to the server (bash /dev/tcp) and the
+# daemon inherits the connected socket, as criu lazy-pages --ps-socket FD
+sc_ps-socket() {
+	dump "$T/d" --procs 2 --size 64
+	start_server "$T/d" 127.0.0.1
+	exec 7<>"/dev/tcp/127.0.0.1/$PS_PORT" || fail "cannot connect to the server on port $PS_PORT"
+	PS_SOCKET=7
+	good "$T/d" 2 --scenario random
+	info "restore (random, --ps-socket) ${RTIME} s wall; $SUMMARY"
+}
+
+# two network namespaces joined by a veth pair: the server in one, the
+# daemon and the restore in the other; 256 MiB restored in random order
+# over the link, every byte checked, the link's counters must show it
+sc_netns-veth() {
+	local a=${NS_PREFIX}a b=${NS_PREFIX}b rx
+	ip netns add "$a" || fail "ip netns add $a"
+	NETNS+=("$a")
+	ip netns add "$b" || fail "ip netns add $b"
+	NETNS+=("$b")
+	ip -n "$a" link add lpv0 type veth peer name lpv1 netns "$b" || fail "ip link add veth"
+	ip -n "$a" addr add 10.231.0.1/24 dev lpv0 || fail "ip addr add"
+	ip -n "$b" addr add 10.231.0.2/24 dev lpv1 || fail "ip addr add"
+	ip -n "$a" link set lo up && ip -n "$b" link set lo up &&
+		ip -n "$a" link set lpv0 up && ip -n "$b" link set lpv1 up || fail "ip link set up"
+	dump "$T/d" --size 256
+	NS_SERVER=(ip netns exec "$a")
+	start_server "$T/d" 10.231.0.1
+	NS_CLIENT=(ip netns exec "$b")
+	good "$T/d" 1 --scenario random
+	rx=$(ip netns exec "$b" cat /sys/class/net/lpv1/statistics/rx_bytes) || fail "no rx_bytes for lpv1"
+	[ "$rx" -ge "$(sget remote_bytes)" ] ||
+		fail "lpv1 received $rx bytes, less than remote_bytes=$(sget remote_bytes): not over the veth link?"
+	info "restore (random, over veth 10.231.0.1 -> 10.231.0.2) ${RTIME} s wall; veth rx $rx bytes; $SUMMARY"
+}
+
+# fault_rtt_p50_us/p99_us from the summary, or fail saying they are missing
+rtt_fields() {
+	RTT50=$(sget fault_rtt_p50_us)
+	RTT99=$(sget fault_rtt_p99_us)
+	[ -n "$RTT50" ] && [ -n "$RTT99" ] ||
+		fail "the summary lacks fault_rtt_p50_us=/fault_rtt_p99_us= (remote mode must report the fault round trip): $SUMMARY"
+}
+
+# lp-delay adds 1 ms each way (2 ms round trip) between the daemon and the
+# server. Idle: 1-page GETs through the same proxy with nothing else on it
+# (lp-fakeps --probe). Loaded: a 512 MiB random-order restore while
+# prefetch fills the link; fault p99 must stay within 10 round trips.
+sc_delay-rtt() {
+	local rtt_us=2000 out idle
+	dump "$T/d" --size 512
+	start_server "$T/d" 127.0.0.1
+	start_delay "127.0.0.1:$PS_PORT" 1
+	out=$("$FAKEPS" --images "$T/d" --probe "127.0.0.1:$DL_PORT" --ps-wire "$WIRE" --count 200 --seed 5 2>&1) ||
+		fail "idle probe through lp-delay: $(echo "$out" | tail -n 2 | tr '\n' ' ')"
+	idle=$(echo "$out" | sed -n 's/.*rtt_p50_us=\([0-9.]*\) rtt_p99_us=\([0-9.]*\).*/p50 \1 us, p99 \2 us/p')
+	awk -v p="$(echo "$out" | sed -n 's/.*rtt_p50_us=\([0-9.]*\).*/\1/p')" -v r=$rtt_us \
+		'BEGIN { exit !(p >= r * 0.9) }' || fail "idle GET p50 through lp-delay is below 2 ms: is the delay applied? $out"
+	PS_PORT=$DL_PORT
+	good "$T/d" 1 --scenario random
+	rtt_fields
+	awk -v p="$RTT99" -v lim=$((10 * rtt_us)) 'BEGIN { exit !(p <= lim) }' ||
+		fail "loaded fault_rtt_p99_us=$RTT99 > 10 x RTT ($((10 * rtt_us)) us); p50 $RTT50 us; idle $idle"
+	info "RTT 2 ms: idle GET $idle; loaded fault_rtt p50 $RTT50 us, p99 $RTT99 us (limit $((10 * rtt_us))); remote_bytes=$(sget remote_bytes); restore ${RTIME} s"
+}
+
+# the first connection through lp-delay is reset after 4 MiB server->client.
+# Either the daemon gets every page anyway (reconnecting) and exits 0, and
+# then the idle restore must verify every byte; or it fails cleanly, naming
+# the peer. Never a signal, a hang or a wrong byte.
+sc_delay-cut() {
+	dump "$T/d" --procs 2 --size 64
+	start_server "$T/d" 127.0.0.1
+	start_delay "127.0.0.1:$PS_PORT" 0 --cut-after-bytes $((4 << 20))
+	PS_PORT=$DL_PORT
+	start_daemon "$T/d" "$T/work" || { finish_daemon; fail "daemon exited before listening (status $DRC)"; }
+	restore "$T/d" "$T/work" --scenario idle --wait-pid "$DPID"
+	finish_daemon
+	grep -q 'cut after' "$T/delay.log" || fail "lp-delay never cut the connection: $(tail -n 2 "$T/delay.log" | tr '\n' ' ')"
+	[ $DRC -lt 128 ] || fail "daemon died by signal $((DRC - 128)) after the cut"
+	[ $DRC -ne 124 ] || fail "daemon hung after the cut (timeout)"
+	if [ $DRC -eq 0 ]; then
+		[ $RRC -eq 0 ] || fail "daemon exit 0 after the cut, but pages are missing or wrong: $(restore_reason)"
+		remote_ok
+		info "recovered: $SUMMARY"
+	else
+		bad_expect "127\.0\.0\.1:$DL_PORT"
+		children_safe 2
+	fi
+}
+
+# children_safe N: after a failed page source, each of the N restored
+# processes either verified every byte (lp-restore exit 0) or was killed by
+# the daemon (SIGKILL, README "Failure behaviour") before its userfaultfd
+# closed; none may have seen a wrong or zero-filled page.
+children_safe() {
+	local n=$1 k
+	[ $RRC -ne 0 ] || return 0
+	! grep -q -E 'mismatch|HANG' "$T/restore.err" ||
+		fail "a restored process saw wrong or missing bytes: $(restore_reason)"
+	k=$(grep -c 'killed by signal 9' "$T/restore.err")
+	[ "$k" -eq "$n" ] ||
+		fail "lp-restore exit $RRC, and $k of $n restored processes were killed by the daemon: $(restore_reason)"
+}
+
+# ps-MODE: lp-fakeps answers the daemon's fourth GET wrongly (MODE). The
+# daemon must exit non-zero (not by a signal, not by timeout) with an error
+# naming the server (address:port) and the problem; the restored children
+# (lp-restore "idle": they check every byte once the daemon is gone) must
+# be fine or killed (children_safe). The problem pattern per mode is
+# deliberately loose: the wording is the daemon's.
+ps_problem() {
+	case "$1" in
+	short-header) echo 'header|closed|EOF|short|truncat' ;;
+	wrong-address) echo 'address|vaddr|asked|request|unexpected|expected' ;;
+	more-pages) echo 'pages|nr_pages|more|too many|exceed' ;;
+	close-mid-reply) echo 'closed|EOF|short|data|truncat|reset' ;;
+	zero-pages) echo '0 pages|nr_pages|zero|not found|no pages|empty' ;;
+	wrong-pid) echo 'pid|dst_id|out of order|id' ;;
+	garbage) echo 'cmd|command|header|reply|unexpected|bad|invalid|garbage|pages' ;;
+	esac
+}
+
+bad_server() {
+	local mode=$1 peer frc
+	[ -x "$FAKEPS" ] || fail "not built: $FAKEPS"
+	dump "$T/d" --procs 2 --size 8
+	rm -f "$T/fakeps.port"
+	mkfifo "$T/fakeps.port" || fail "mkfifo"
+	timeout -k 5 $STEP_TIMEOUT "$FAKEPS" --images "$T/d" --mode "$mode" --ps-wire "$WIRE" --good 3 \
+		--port-file "$T/fakeps.port" --timeout 30 2>"$T/fakeps.log" &
+	local fpid=$!
+	BG_PIDS+=("$fpid")
+	PS_PORT=$(read_port "$T/fakeps.port") || fail "lp-fakeps did not start: $(tail -n 2 "$T/fakeps.log" | tr '\n' ' ')"
+	PS_ADDR=127.0.0.1
+	peer="127\.0\.0\.1:$PS_PORT"
+	if start_daemon "$T/d" "$T/work"; then
+		restore "$T/d" "$T/work" --scenario idle --wait-pid "$DPID"
+	fi
+	finish_daemon
+	wait "$fpid"
+	frc=$?
+	[ $DRC -ne 0 ] || fail "daemon exited 0 after a $mode reply from the page server"
+	[ $DRC -lt 128 ] || fail "daemon died by signal $((DRC - 128)) on a $mode reply"
+	[ $DRC -ne 124 ] || fail "daemon hung on a $mode reply (timeout)"
+	[ $frc -eq 0 ] || fail "lp-fakeps exit $frc (3: the daemon left before the bad reply; 5: it broke the protocol): $(tail -n 2 "$T/fakeps.log" | tr '\n' ' ')"
+	grep -E -- "$peer" "$T/daemon.log" | grep -q -i -E -- "$(ps_problem "$mode")" ||
+		fail "no daemon error names the peer $PS_ADDR:$PS_PORT and the problem (/$(ps_problem "$mode")/i): $(grep -v '^\s*$' "$T/daemon.log" | tail -n 2 | tr '\n' ' ' | cut -c1-300)"
+	children_safe 2
+	info "$(grep -E -- "$peer" "$T/daemon.log" | grep -m1 -i -E -- "$(ps_problem "$mode")" | cut -c1-220)"
+}
+
+sc_ps-short-header() { bad_server short-header; }
+sc_ps-wrong-address() { bad_server wrong-address; }
+sc_ps-more-pages() { bad_server more-pages; }
+sc_ps-close-mid-reply() { bad_server close-mid-reply; }
+sc_ps-zero-pages() { bad_server zero-pages; }
+sc_ps-wrong-pid() { bad_server wrong-pid; }
+sc_ps-garbage() { bad_server garbage; }
+
+# ---------------------------------------------------------------------------
 
 run_one() {
 	local name=$1
 	T=$2
 	mkdir -p "$T/work"
 	cd "$T" || exit 1
+	TREAL=$(pwd -P)
+	trap cleanup EXIT
+	trap 'exit 143' TERM
 	"sc_$name"
 	exit 0
 }
@@ -364,40 +739,126 @@ if [ "${1:-}" = "--one" ]; then
 	run_one "$2" "$3"
 fi
 
-if [ "${1:-}" = "--list" ]; then
-	printf '%s\n' "${SCENARIOS[@]}"
+in_list() {
+	local x=$1
+	shift
+	local y
+	for y in "$@"; do
+		[ "$x" = "$y" ] && return 0
+	done
+	return 1
+}
+
+usage() {
+	echo "usage: bash tests/integration.sh [--list] [--local | --remote] [--ps-wire 3|4] [NAME[@local|@remote3|@remote4]...]" >&2
+	exit 2
+}
+
+list=
+want_mode=
+wire=4
+names=()
+if [ -n "${LP_REMOTE:-}" ]; then
+	want_mode=remote
+	wire=$LP_REMOTE
+fi
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--list) list=1 ;;
+	--local) want_mode=local ;;
+	--remote) want_mode=remote ;;
+	--ps-wire) [ $# -ge 2 ] || usage; wire=$2; shift ;;
+	--ps-wire=*) wire=${1#--ps-wire=} ;;
+	-*) usage ;;
+	*) names+=("$1") ;;
+	esac
+	shift
+done
+case "$wire" in 3|4) ;; *) echo "--ps-wire: 3 or 4" >&2; exit 2 ;; esac
+
+# the jobs: NAME@MODE
+jobs=()
+if [ ${#names[@]} -eq 0 ]; then
+	if [ "$want_mode" != remote ]; then
+		jobs+=("${SCENARIOS[@]/%/@local}")
+	fi
+	if [ "$want_mode" != local ]; then
+		w=$wire
+		[ -n "$want_mode" ] || w=4
+		for n in "${SCENARIOS[@]}" "${REMOTE_ONLY[@]}"; do
+			in_list "$n" "${REMOTE_SKIP[@]}" || jobs+=("$n@remote$w")
+		done
+		if [ -z "$want_mode" ]; then
+			jobs+=("${REMOTE3_SUBSET[@]/%/@remote3}")
+		fi
+	fi
+else
+	for n in "${names[@]}"; do
+		case "$n" in
+		*@*) jobs+=("$n") ;;
+		*)
+			if [ "$want_mode" = remote ] || { [ -z "$want_mode" ] && in_list "$n" "${REMOTE_ONLY[@]}"; }; then
+				jobs+=("$n@remote$wire")
+			else
+				jobs+=("$n@local")
+			fi
+			;;
+		esac
+	done
+fi
+for j in "${jobs[@]}"; do
+	n=${j%@*}
+	m=${j##*@}
+	declare -F "sc_$n" >/dev/null || { echo "unknown scenario: $n (see --list)" >&2; exit 2; }
+	case "$m" in
+	local) ! in_list "$n" "${REMOTE_ONLY[@]}" || { echo "$n: remote only" >&2; exit 2; } ;;
+	remote3|remote4)
+		! in_list "$n" "${REMOTE_SKIP[@]}" ||
+			{ echo "$n: not run remotely (see REMOTE_SKIP in $0)" >&2; exit 2; } ;;
+	*) echo "$j: the mode is local, remote3 or remote4" >&2; exit 2 ;;
+	esac
+done
+
+if [ -n "$list" ]; then
+	for j in "${jobs[@]}"; do
+		[ "${j##*@}" = local ] && echo "${j%@local}" || echo "$j"
+	done
 	exit 0
 fi
-
-want=("$@")
-[ ${#want[@]} -gt 0 ] || want=("${SCENARIOS[@]}")
-for n in "${want[@]}"; do
-	declare -F "sc_$n" >/dev/null || { echo "unknown scenario: $n (see --list)" >&2; exit 2; }
-done
 
 passed=0
 failed=0
 t_start=$(date +%s.%N)
-for n in "${want[@]}"; do
+for j in "${jobs[@]}"; do
+	n=${j%@*}
+	m=${j##*@}
+	label=$j
+	[ "$m" = local ] && label=$n
 	dir=$(mktemp -d "${TMPDIR:-/tmp}/lp-it.$n.XXXXXX")
 	t0=$(date +%s.%N)
 	missing=
-	for b in "$DAEMON" "$DUMP" "$RESTORE"; do
+	need=("$DAEMON" "$DUMP" "$RESTORE")
+	[ "$m" = local ] || need+=("$SERVER" "$DELAY" "$FAKEPS")
+	for b in "${need[@]}"; do
 		[ -x "$b" ] || missing="$missing $b"
 	done
 	if [ -n "$missing" ]; then
 		rc=1
 		echo "not built:$missing" >"$dir/reason"
 	else
-		timeout -k 5 "$SCENARIO_TIMEOUT" bash "${BASH_SOURCE[0]}" --one "$n" "$dir" \
+		LP_MODE=$m LP_NS_PREFIX=lpt$$ timeout -k 5 "$SCENARIO_TIMEOUT" bash "${BASH_SOURCE[0]}" --one "$n" "$dir" \
 			>"$dir/scenario.out" 2>&1
 		rc=$?
 	fi
+	# a scenario killed by its timeout cannot clean up: its namespaces go here
+	for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^lpt$$" || true); do
+		ip netns del "$ns" 2>/dev/null
+	done
 	t1=$(date +%s.%N)
 	secs=$(awk "BEGIN { printf \"%.1f\", $t1 - $t0 }")
 	if [ $rc -eq 0 ]; then
 		passed=$((passed + 1))
-		echo "PASS $n (${secs} s)"
+		echo "PASS $label (${secs} s)"
 		[ -s "$dir/info" ] && sed 's/^/    /' "$dir/info"
 	else
 		failed=$((failed + 1))
@@ -408,7 +869,7 @@ for n in "${want[@]}"; do
 		else
 			reason="scenario script exit $rc: $(tail -n 2 "$dir/scenario.out" | tr '\n' ' ')"
 		fi
-		echo "FAIL $n: $reason"
+		echo "FAIL $label: $reason"
 		if [ -s "$dir/daemon.log" ]; then
 			echo "    --- daemon log (tail) ---"
 			tail -n 8 "$dir/daemon.log" | sed 's/^/    /'
@@ -417,6 +878,12 @@ for n in "${want[@]}"; do
 			echo "    --- lp-restore (tail) ---"
 			tail -n 6 "$dir/restore.err" | sed 's/^/    /'
 		fi
+		for f in server.log fakeps.log delay.log; do
+			if [ -s "$dir/$f" ]; then
+				echo "    --- $f (tail) ---"
+				tail -n 4 "$dir/$f" | sed 's/^/    /'
+			fi
+		done
 	fi
 	# workloads and restored children are dead by now; remove the images
 	rm -rf "$dir"
