@@ -247,12 +247,24 @@ static int call(struct lp_conn *c, LpRequest *req, const int *fds, size_t nfds, 
 	ret = send_all(c, buf, 4 + len, fds, nfds);
 	free(buf);
 	buf = NULL;
-	if (ret)
-		return ret;
+	if (ret == -EPIPE || ret == -ECONNRESET) {
+		/* a daemon that refuses us answers before it hangs up: its answer says why */
+		char why[sizeof(c->err)];
+		int sent = ret;
 
-	ret = recv_frame(c, &buf, &len);
-	if (ret)
+		memcpy(why, c->err, sizeof(why));
+		ret = recv_frame(c, &buf, &len);
+		if (ret) {
+			memcpy(c->err, why, sizeof(why));
+			return sent;
+		}
+	} else if (ret) {
 		return ret;
+	} else {
+		ret = recv_frame(c, &buf, &len);
+		if (ret)
+			return ret;
+	}
 	resp = lp_response__unpack(NULL, len, buf);
 	free(buf);
 	if (!resp)

@@ -66,6 +66,10 @@ int control_listen(const char *path, gid_t gid, int *out, struct lp_err *e)
 		ret = lp_err_set(e, errno, "%s: bind: %s", path, strerror(errno));
 		goto fail;
 	}
+	if (gid == (gid_t)-1 && chmod(path, 0600) < 0) {
+		ret = lp_err_set(e, errno, "%s: chmod: %s", path, strerror(errno));
+		goto fail;
+	}
 	if (gid != (gid_t)-1 && (chown(path, (uid_t)-1, gid) < 0 || chmod(path, 0660) < 0)) {
 		ret = lp_err_set(e, errno, "%s: giving it to group %u: %s", path, (unsigned)gid, strerror(errno));
 		goto fail;
