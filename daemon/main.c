@@ -23,6 +23,7 @@ static void usage(FILE *f)
 		"                   [--prefetch-threads N] [--fault-threads N] [--fault-around PAGES]\n"
 		"                   [--chunk PAGES] [--progress-file F] [-o LOG] [-v[N]]\n"
 		"                   [--page-server --address A --port P | --ps-socket FD] [--ps-wire 3|4]\n"
+		"                   [--ps-timeout SECONDS]\n"
 		"       lazy-pagesd --service [--control PATH] [--control-group GROUP] [thread options]\n"
 		"Serves the lazy pages of a `criu restore --lazy-pages` (or any restorer speaking\n"
 		"its protocol) from the CRIU image directory DIR, or with --page-server from a\n"
@@ -119,6 +120,7 @@ enum {
 	OPT_CONTROL,
 	OPT_CONTROL_GROUP,
 	OPT_PROGRESS,
+	OPT_PS_TIMEOUT,
 };
 
 int main(int argc, char **argv)
@@ -142,6 +144,7 @@ int main(int argc, char **argv)
 		{ "control", required_argument, NULL, OPT_CONTROL },
 		{ "control-group", required_argument, NULL, OPT_CONTROL_GROUP },
 		{ "progress-file", required_argument, NULL, OPT_PROGRESS },
+		{ "ps-timeout", required_argument, NULL, OPT_PS_TIMEOUT },
 		{ "log-file", required_argument, NULL, 'o' },
 		{ "verbose", optional_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
@@ -234,6 +237,20 @@ int main(int argc, char **argv)
 			cfg.ps_socket = (int)v;
 			cfg.remote = 1;
 			break;
+		case OPT_PS_TIMEOUT: {
+			char *end;
+			double sec;
+
+			errno = 0;
+			sec = strtod(optarg, &end);
+			if (errno || end == optarg || *end || sec < 0 || sec > 86400) {
+				fprintf(stderr, "lazy-pagesd: --ps-timeout: '%s' is not a number of seconds from 0 to 86400\n",
+					optarg);
+				return 1;
+			}
+			cfg.ps_timeout_ms = (unsigned)(sec * 1000);
+			break;
+		}
 		case OPT_PROGRESS:
 			cfg.progress = fopen(optarg, "we");
 			if (!cfg.progress) {

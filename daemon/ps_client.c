@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "io.h"
@@ -31,6 +33,11 @@ struct ps_client {
 	struct ps_req *head, *tail;
 	int inflight;
 	int closing, broken, started;
+	int down;			/* being reconnected: submit only queues */
+	char address[256], port[16];
+	int hello;
+	unsigned timeout_ms;
+	unsigned reconnects;
 	int adopted;			/* --ps-socket: close with FORCE_CLOSE */
 	uint64_t replies;		/* replies taken, for messages */
 	pthread_t rx;
@@ -78,7 +85,7 @@ static int connect_to(struct ps_client *c, const char *address, const char *port
 }
 
 /* lazy-pages-server answers; CRIU's servers refuse, reset or never answer a second connection. */
-static int hello(struct ps_client *c, struct lp_err *e)
+static int do_hello(struct ps_client *c, struct lp_err *e)
 {
 	struct ps_iov iov = { .cmd = PS_LP_HELLO, .nr_pages = PS_LP_HELLO_VERSION, .dst_id = PS_LP_ROLE_URGENT };
 	uint8_t b[PS_IOV_MAX];
@@ -144,6 +151,95 @@ static int check_reply(struct ps_client *c, const struct ps_iov *r, const struct
 	return 0;
 }
 
+static void set_timeouts(struct ps_client *c)
+{
+	/* no byte for this long with requests in flight: the connection is stalled */
+	unsigned ms = c->timeout_ms / 3 < 1000 ? 1000 : c->timeout_ms / 3 > 10000 ? 10000 : c->timeout_ms / 3;
+	struct timeval tv = { .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
+	int one = 1;
+
+	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (c->timeout_ms)
+		setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+}
+
+/*
+ * Makes the connection again and sends the requests not yet answered, in
+ * order. Returns 0 once back, or -ETIMEDOUT (E set) past the timeout.
+ */
+static int reconnect(struct ps_client *c, struct lp_err *e)
+{
+	uint64_t t0 = stats_now_ns(), backoff_ms = 10, left;
+	uint8_t b[PS_IOV_MAX];
+	struct lp_err e2 = *e;
+	struct timespec ts;
+	struct ps_req *q;
+	int ret;
+
+	pthread_mutex_lock(&c->lock);
+	c->down = 1;
+	close(c->fd);
+	c->fd = -1;
+	pthread_mutex_unlock(&c->lock);
+	if (c->ops->status)
+		c->ops->status(c->arg, c, 0, e);
+	for (;;) {
+		uint64_t spent = (stats_now_ns() - t0) / 1000000;
+
+		if (spent >= c->timeout_ms)
+			return lp_err_set(e, ETIMEDOUT, "%s; not back within --ps-timeout (%u ms): %s", e2.msg,
+					  c->timeout_ms, e->msg);
+		left = c->timeout_ms - spent;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += (long)((backoff_ms < left ? backoff_ms : left) * 1000000);
+		ts.tv_sec += ts.tv_nsec / 1000000000;
+		ts.tv_nsec %= 1000000000;
+		pthread_mutex_lock(&c->lock);
+		if (!c->closing && !c->broken)
+			pthread_cond_timedwait(&c->cv, &c->lock, &ts);
+		ret = c->closing || c->broken;
+		pthread_mutex_unlock(&c->lock);
+		if (ret)
+			return lp_err_set(e, ECANCELED, "%s", e2.msg);
+		backoff_ms = backoff_ms * 2 > 1000 ? 1000 : backoff_ms * 2;
+		ret = connect_to(c, c->address, c->port, e);
+		if (!ret && c->hello && (ret = do_hello(c, e))) {
+			close(c->fd);
+			c->fd = -1;
+		}
+		if (ret)
+			continue;
+		set_timeouts(c);
+		pthread_mutex_lock(&c->lock);
+		for (q = c->head, ret = 0; q && !ret; q = q->next) {
+			struct ps_iov iov = { .cmd = PS_IOV_GET, .nr_pages = q->nr_pages, .vaddr = q->img,
+					      .dst_id = q->dst_id };
+
+			ps_iov_encode(c->wire, &iov, b);
+			ret = io_write_full(c->fd, b, c->hsz);
+		}
+		if (ret) {
+			close(c->fd);
+			c->fd = -1;
+			pthread_mutex_unlock(&c->lock);
+			lp_err_set(e, -ret, "%s: sending the requests again: %s", c->peer, strerror(-ret));
+			continue;
+		}
+		c->down = 0;
+		c->reconnects++;
+		pthread_mutex_unlock(&c->lock);
+		if (c->ops->status)
+			c->ops->status(c->arg, c, 1, NULL);
+		return 0;
+	}
+}
+
+/* A lost connection (rather than a wrong reply) can be made again. */
+static int lost(struct ps_client *c, int err)
+{
+	return c->timeout_ms && c->address[0] && err != -EPROTO && err != -ENOENT && err != -ENOMEM;
+}
+
 static void *rx_main(void *arg)
 {
 	struct ps_client *c = arg;
@@ -166,7 +262,10 @@ static void *rx_main(void *arg)
 		ret = io_read_full(c->fd, b, c->hsz);
 		if (ret) {
 			lp_err_set(&e, -ret, "%s: reply %llu: %s", c->peer, (unsigned long long)c->replies,
-				   ret == -EPIPE ? "connection closed before the reply header" : strerror(-ret));
+				   ret == -EPIPE ? "connection closed before the reply header" :
+				   ret == -EAGAIN ? "no reply (stalled)" : strerror(-ret));
+			if (lost(c, ret) && !reconnect(c, &e))
+				continue;
 			goto broken;
 		}
 		ps_iov_decode(c->wire, b, &r);
@@ -180,8 +279,11 @@ static void *rx_main(void *arg)
 		if (ret) {
 			lp_err_set(&e, -ret, "%s: reply %llu: %s (pid %u 0x%llx +%llu pages)", c->peer,
 				   (unsigned long long)c->replies,
-				   ret == -EPIPE ? "connection closed inside the page data" : strerror(-ret), q->dst_id,
+				   ret == -EPIPE ? "connection closed inside the page data" :
+				   ret == -EAGAIN ? "stalled inside the page data" : strerror(-ret), q->dst_id,
 				   (unsigned long long)q->img, (unsigned long long)r.nr_pages);
+			if (lost(c, ret) && !reconnect(c, &e))
+				continue;
 			goto broken;
 		}
 		/* only now is the request done with: a half-read reply never reaches a process */
@@ -201,48 +303,52 @@ broken:
 	return NULL;
 }
 
-int ps_client_open(const char *address, const char *port, int fd, int wire, uint64_t max_pages, int hello_first,
-		   const struct ps_client_ops *ops, void *arg, struct ps_client **out, struct lp_err *e)
+int ps_client_open(const struct ps_client_opts *o, const struct ps_client_ops *ops, void *arg,
+		   struct ps_client **out, struct lp_err *e)
 {
 	struct ps_client *c = calloc(1, sizeof(*c));
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
-	int one = 1, ret;
+	int ret;
 
 	if (!c)
 		return lp_err_set(e, ENOMEM, "out of memory");
 	c->fd = -1;
-	c->wire = wire;
-	c->hsz = ps_iov_size(wire);
+	c->wire = o->wire;
+	c->hsz = ps_iov_size(o->wire);
 	c->psz = (uint64_t)sysconf(_SC_PAGESIZE);
-	c->max_pages = max_pages;
+	c->max_pages = o->max_pages;
+	c->hello = o->hello;
 	c->ops = ops;
 	c->arg = arg;
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_cond_init(&c->cv, NULL);
 	if (!c->hsz) {
-		ret = lp_err_set(e, EINVAL, "page server wire version %d (use 3 or 4)", wire);
+		ret = lp_err_set(e, EINVAL, "page server wire version %d (use 3 or 4)", o->wire);
 		goto fail;
 	}
-	if (fd >= 0) {
-		c->fd = fd;
+	if (o->fd >= 0) {
+		c->fd = o->fd;
 		c->adopted = 1;
-		snprintf(c->peer, sizeof(c->peer), "page server on fd %d", fd);
-		if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
+		snprintf(c->peer, sizeof(c->peer), "page server on fd %d", o->fd);
+		if (getpeername(o->fd, (struct sockaddr *)&ss, &sl) == 0)
 			set_peer_name(c, (struct sockaddr *)&ss, sl);
 	} else {
-		ret = connect_to(c, address, port, e);
+		snprintf(c->address, sizeof(c->address), "%s", o->address);
+		snprintf(c->port, sizeof(c->port), "%s", o->port);
+		c->timeout_ms = o->timeout_ms;
+		ret = connect_to(c, o->address, o->port, e);
 		if (ret)
 			goto fail;
 	}
-	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	c->buf = malloc(max_pages * c->psz);
+	set_timeouts(c);
+	c->buf = malloc(o->max_pages * c->psz);
 	if (!c->buf) {
 		ret = lp_err_set(e, ENOMEM, "out of memory");
 		goto fail;
 	}
-	if (hello_first) {
-		ret = hello(c, e);
+	if (c->hello) {
+		ret = do_hello(c, e);
 		if (ret)
 			goto fail;
 	}
@@ -255,7 +361,7 @@ int ps_client_open(const char *address, const char *port, int fd, int wire, uint
 	*out = c;
 	return 0;
 fail:
-	if (fd < 0 && c->fd >= 0)
+	if (!c->adopted && c->fd >= 0)
 		close(c->fd);
 	c->fd = -1;
 	ps_client_close(c, NULL);
@@ -285,12 +391,13 @@ int ps_client_submit(struct ps_client *c, struct ps_req *q)
 	c->tail = q;
 	c->inflight++;
 	q->t_sent = stats_now_ns();
-	ret = io_write_full(c->fd, b, c->hsz);
-	pthread_cond_broadcast(&c->cv);
-	pthread_mutex_unlock(&c->lock);
-	/* on a failed send the receiver sees the broken connection and gives the request back */
+	/* while the connection is being made again, it is sent with the others once back */
+	ret = c->down ? 0 : io_write_full(c->fd, b, c->hsz);
+	/* on a failed send the receiver sees the broken connection (and makes it again) */
 	if (ret)
 		shutdown(c->fd, SHUT_RDWR);
+	pthread_cond_broadcast(&c->cv);
+	pthread_mutex_unlock(&c->lock);
 	return 0;
 }
 
@@ -314,8 +421,17 @@ void ps_client_abort(struct ps_client *c)
 	pthread_mutex_lock(&c->lock);
 	c->broken = 1;
 	pthread_cond_broadcast(&c->cv);
+	if (c->fd >= 0)
+		shutdown(c->fd, SHUT_RDWR);
 	pthread_mutex_unlock(&c->lock);
-	shutdown(c->fd, SHUT_RDWR);
+}
+
+void ps_client_kick(struct ps_client *c)
+{
+	pthread_mutex_lock(&c->lock);
+	if (!c->down && c->fd >= 0)
+		shutdown(c->fd, SHUT_RDWR);
+	pthread_mutex_unlock(&c->lock);
 }
 
 int ps_client_close(struct ps_client *c, struct lp_err *e)

@@ -28,18 +28,35 @@ struct ps_client_ops {
 	void (*complete)(void *arg, struct ps_req *req, const void *data, uint64_t nr_pages);
 	/* The connection is unusable (E says why and names the peer). Requests still queued are given back with NR_PAGES 0 through complete(). */
 	void (*failed)(void *arg, struct ps_client *c, const struct lp_err *e);
+	/* The connection was lost (UP 0, E says why) and is being re-made, or is back (UP 1). May be NULL. */
+	void (*status)(void *arg, struct ps_client *c, int up, const struct lp_err *e);
+};
+
+struct ps_client_opts {
+	const char *address, *port;	/* where to connect (and reconnect) */
+	int fd;				/* >= 0: an already connected socket (never reconnected) */
+	int wire;			/* PS_WIRE_3 or PS_WIRE_4 */
+	uint64_t max_pages;		/* bound on a request */
+	int hello;			/* send lazy-pages' hello first (a second connection) */
+	unsigned timeout_ms;		/* how long a lost connection may take to come back; 0: fail at once */
 };
 
 /*
- * Connects to ADDRESS:PORT (numeric or a name; IPv4 or IPv6), or adopts
- * FD (>= 0: an already connected socket, as --ps-socket). WIRE is
- * PS_WIRE_3 or PS_WIRE_4. MAX_PAGES bounds a request. If HELLO, sends
- * lazy-pages' hello and waits up to a second for its answer: a CRIU page
- * server never answers a second connection, so failure means "not ours".
- * The receiver thread starts at once.
+ * Connects (see struct ps_client_opts). With hello, waits up to a second
+ * for its answer: a CRIU page server never answers a second connection,
+ * so failure means "not ours". The receiver thread starts at once.
+ *
+ * A connection that breaks (EOF, an error, or no byte for a while with
+ * requests in flight) is made again with backoff for up to timeout_ms:
+ * the requests not fully answered are sent again in their order, and
+ * nothing of a half-read reply is used. Past the timeout, or on a reply
+ * that is wrong (not a lost connection), failed() is called.
  */
-int ps_client_open(const char *address, const char *port, int fd, int wire, uint64_t max_pages, int hello,
-		   const struct ps_client_ops *ops, void *arg, struct ps_client **out, struct lp_err *e);
+int ps_client_open(const struct ps_client_opts *o, const struct ps_client_ops *ops, void *arg,
+		   struct ps_client **out, struct lp_err *e);
+
+/* Breaks the connection now so that it is made again (the path to the server changed). */
+void ps_client_kick(struct ps_client *c);
 
 /* Queues REQ and sends its GET. Returns 0 or -errno (the connection has failed). */
 int ps_client_submit(struct ps_client *c, struct ps_req *req);

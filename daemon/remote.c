@@ -228,9 +228,19 @@ static void rx_failed(void *arg, struct ps_client *c, const struct lp_err *e)
 	pthread_mutex_unlock(&r->lock);
 }
 
+static void rx_status(void *arg, struct ps_client *c, int up, const struct lp_err *e)
+{
+	(void)arg;
+	if (up)
+		log_warn("%s: connection made again; the requests in flight were sent again", ps_client_peer(c));
+	else
+		log_warn("%s; faults wait while the connection is made again", e->msg);
+}
+
 static const struct ps_client_ops rx_ops = {
 	.complete = rx_complete,
 	.failed = rx_failed,
+	.status = rx_status,
 };
 
 enum pick { PICK_OK, PICK_NONE, PICK_BUSY };
@@ -334,6 +344,7 @@ static void *remote_main(void *arg)
 
 int remote_open(struct session *s, const struct remote_cfg *cfg, struct remote **out, struct lp_err *e)
 {
+	struct ps_client_opts o = { 0 };
 	struct remote *r = calloc(1, sizeof(*r));
 	struct lp_err e2;
 	int ret;
@@ -346,13 +357,18 @@ int remote_open(struct session *s, const struct remote_cfg *cfg, struct remote *
 	r->window = 1u << 20;
 	pthread_mutex_init(&r->lock, NULL);
 	pthread_cond_init(&r->cv, NULL);
-	ret = ps_client_open(cfg->address, cfg->port, cfg->ps_socket, cfg->wire, REMOTE_MAX_PAGES, 0, &rx_ops, r,
-			     &r->bulk, e);
+	o.address = cfg->address;
+	o.port = cfg->port;
+	o.fd = cfg->ps_socket;
+	o.wire = cfg->wire;
+	o.max_pages = REMOTE_MAX_PAGES;
+	o.timeout_ms = cfg->timeout_ms;
+	ret = ps_client_open(&o, &rx_ops, r, &r->bulk, e);
 	if (ret)
 		goto fail;
 	if (cfg->ps_socket < 0) {
-		ret = ps_client_open(cfg->address, cfg->port, -1, cfg->wire, REMOTE_MAX_PAGES, 1, &rx_ops, r,
-				     &r->urgent, &e2);
+		o.hello = 1;
+		ret = ps_client_open(&o, &rx_ops, r, &r->urgent, &e2);
 		if (ret) {
 			r->urgent = NULL;
 			log_info("%s: one connection only (%s): background requests held to a window",

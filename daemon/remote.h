@@ -18,6 +18,7 @@ struct remote_cfg {
 	int ps_socket;		/* >= 0: an already connected socket (--ps-socket) */
 	int wire;		/* PS_WIRE_3 or PS_WIRE_4 */
 	unsigned fault_around;	/* pages an urgent request asks for */
+	unsigned timeout_ms;	/* --ps-timeout: a lost connection may take this long to come back */
 };
 
 /*

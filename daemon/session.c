@@ -73,6 +73,7 @@ void session_cfg_defaults(struct session_cfg *cfg)
 	cfg->max_procs = 65536;
 	cfg->ps_socket = -1;
 	cfg->ps_wire = PS_WIRE_4;
+	cfg->ps_timeout_ms = 30000;
 }
 
 struct stats *session_stats(struct session *s)
@@ -748,6 +749,7 @@ static int serve_criu(struct session *s, struct lp_err *e)
 			.ps_socket = s->cfg.ps_socket,
 			.wire = s->cfg.ps_wire,
 			.fault_around = s->cfg.fault_around,
+			.timeout_ms = s->cfg.ps_timeout_ms,
 		};
 
 		ret = remote_open(s, &rc, &s->remote, e);

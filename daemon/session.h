@@ -28,6 +28,7 @@ struct session_cfg {
 	const char *ps_address, *ps_port;
 	int ps_socket;			/* --ps-socket FD, or -1 */
 	int ps_wire;			/* 3 or 4 */
+	unsigned ps_timeout_ms;		/* --ps-timeout */
 	FILE *progress;			/* every 10 ms: "seconds pages_copied zero_pages faults remote_bytes" */
 };
 
