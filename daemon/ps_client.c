@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* ps_client: sender side under a lock (FIFO order = wire order), one receiver thread per connection. */
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -18,6 +19,8 @@
 #include "ps_client.h"
 #include "ps_wire.h"
 #include "stats.h"
+
+#define PS_CONNECT_TIMEOUT_MS 2000
 
 struct ps_client {
 	int fd;
@@ -55,6 +58,34 @@ static int set_peer_name(struct ps_client *c, const struct sockaddr *sa, socklen
 	return 0;
 }
 
+/*
+ * connect() bounded in time: with the link down and the route still
+ * there, a plain connect retries its SYN for minutes, longer than
+ * --ps-timeout. Returns 0 or -1 with errno set.
+ */
+static int connect_timeout(int fd, const struct sockaddr *sa, socklen_t len, int ms)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+	int fl = fcntl(fd, F_GETFL), err = 0;
+	socklen_t el = sizeof(err);
+
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+		return -1;
+	if (connect(fd, sa, len) < 0) {
+		if (errno != EINPROGRESS)
+			return -1;
+		if (poll(&pfd, 1, ms) <= 0) {
+			errno = ETIMEDOUT;
+			return -1;
+		}
+		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0 || err) {
+			errno = err ? err : errno;
+			return -1;
+		}
+	}
+	return fcntl(fd, F_SETFL, fl);
+}
+
 static int connect_to(struct ps_client *c, const char *address, const char *port, struct lp_err *e)
 {
 	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *res, *ai;
@@ -69,7 +100,7 @@ static int connect_to(struct ps_client *c, const char *address, const char *port
 			err = errno;
 			continue;
 		}
-		if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+		if (connect_timeout(fd, ai->ai_addr, ai->ai_addrlen, PS_CONNECT_TIMEOUT_MS) == 0) {
 			set_peer_name(c, ai->ai_addr, ai->ai_addrlen);
 			break;
 		}
