@@ -457,6 +457,17 @@ void ps_client_abort(struct ps_client *c)
 	pthread_mutex_unlock(&c->lock);
 }
 
+int ps_client_local(struct ps_client *c, struct sockaddr_storage *ss)
+{
+	socklen_t len = sizeof(*ss);
+	int ret;
+
+	pthread_mutex_lock(&c->lock);
+	ret = c->fd >= 0 && getsockname(c->fd, (struct sockaddr *)ss, &len) == 0 ? 0 : -ENOTCONN;
+	pthread_mutex_unlock(&c->lock);
+	return ret;
+}
+
 void ps_client_kick(struct ps_client *c)
 {
 	pthread_mutex_lock(&c->lock);

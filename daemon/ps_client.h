@@ -4,6 +4,7 @@
 #define LP_PS_CLIENT_H
 
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "err.h"
 
@@ -57,6 +58,9 @@ int ps_client_open(const struct ps_client_opts *o, const struct ps_client_ops *o
 
 /* Breaks the connection now so that it is made again (the path to the server changed). */
 void ps_client_kick(struct ps_client *c);
+
+/* The connection's own address (getsockname), for watching its path. 0 or -errno. */
+int ps_client_local(struct ps_client *c, struct sockaddr_storage *ss);
 
 /* Queues REQ and sends its GET. Returns 0 or -errno (the connection has failed). */
 int ps_client_submit(struct ps_client *c, struct ps_req *req);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "netmon.h"
 #include "proc.h"
 #include "ps_client.h"
 #include "ps_wire.h"
@@ -38,6 +39,7 @@ struct remote {
 	uint64_t psz;
 	struct ps_client *bulk;		/* background (and faults, without urgent) */
 	struct ps_client *urgent;	/* NULL against a CRIU page server */
+	struct netmon *netmon;		/* the link under the connection */
 
 	pthread_mutex_t lock;
 	pthread_cond_t cv;		/* a background reply came back, or stop */
@@ -342,8 +344,20 @@ static void *remote_main(void *arg)
 	return NULL;
 }
 
+/* netmon's thread: the link under the connection went down or lost its route */
+static void path_changed(void *arg)
+{
+	struct remote *r = arg;
+
+	log_warn("%s: the link or route to it changed: making the connection again", ps_client_peer(r->bulk));
+	ps_client_kick(r->bulk);
+	if (r->urgent)
+		ps_client_kick(r->urgent);
+}
+
 int remote_open(struct session *s, const struct remote_cfg *cfg, struct remote **out, struct lp_err *e)
 {
+	struct sockaddr_storage local;
 	struct ps_client_opts o = { 0 };
 	struct remote *r = calloc(1, sizeof(*r));
 	struct lp_err e2;
@@ -377,6 +391,9 @@ int remote_open(struct session *s, const struct remote_cfg *cfg, struct remote *
 	}
 	log_info("%s: connected%s", ps_client_peer(r->bulk),
 		 r->urgent ? ", with a second connection for faults" : "");
+	if (cfg->ps_socket < 0 && !ps_client_local(r->bulk, &local) &&
+	    netmon_start((struct sockaddr *)&local, path_changed, r, &r->netmon, &e2))
+		log_info("%s: the link is not watched (%s)", ps_client_peer(r->bulk), e2.msg);
 	*out = r;
 	return 0;
 fail:
@@ -407,6 +424,7 @@ int remote_close(struct remote *r, int graceful, struct lp_err *e)
 	/* session_next_work returns NULL once the session stops or fails */
 	if (r->started)
 		pthread_join(r->tid, NULL);
+	netmon_stop(r->netmon);
 	if (!graceful) {
 		/* no CLOSE: a failed session must not wait for a server that stalls */
 		if (r->urgent)
