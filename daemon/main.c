@@ -15,6 +15,7 @@
 #include "log.h"
 #include "service.h"
 #include "session.h"
+#include "tls.h"
 
 static void usage(FILE *f)
 {
@@ -23,8 +24,10 @@ static void usage(FILE *f)
 		"                   [--prefetch-threads N] [--fault-threads N] [--fault-around PAGES]\n"
 		"                   [--chunk PAGES] [--progress-file F] [-o LOG] [-v[N]]\n"
 		"                   [--page-server --address A --port P | --ps-socket FD] [--ps-wire 3|4]\n"
-		"                   [--ps-timeout SECONDS]\n"
-		"       lazy-pagesd --service [--control PATH] [--control-group GROUP] [thread options]\n"
+		"                   [--ps-timeout SECONDS] [--tls [--tls-cacert F] [--tls-cacrl F]\n"
+		"                   [--tls-cert F] [--tls-key F] [--tls-no-cn-verify]]\n"
+		"       lazy-pagesd --service [--control PATH] [--control-group GROUP] [--state-dir DIR]\n"
+		"                   [thread options]\n"
 		"Serves the lazy pages of a `criu restore --lazy-pages` (or any restorer speaking\n"
 		"its protocol) from the CRIU image directory DIR, or with --page-server from a\n"
 		"page server (CRIU's, or lazy-pages-server), through DIR/lazy-pages.socket\n"
@@ -121,6 +124,13 @@ enum {
 	OPT_CONTROL_GROUP,
 	OPT_PROGRESS,
 	OPT_PS_TIMEOUT,
+	OPT_STATE_DIR,
+	OPT_TLS,
+	OPT_TLS_CACERT,
+	OPT_TLS_CACRL,
+	OPT_TLS_CERT,
+	OPT_TLS_KEY,
+	OPT_TLS_NO_CN_VERIFY,
 };
 
 int main(int argc, char **argv)
@@ -145,14 +155,23 @@ int main(int argc, char **argv)
 		{ "control-group", required_argument, NULL, OPT_CONTROL_GROUP },
 		{ "progress-file", required_argument, NULL, OPT_PROGRESS },
 		{ "ps-timeout", required_argument, NULL, OPT_PS_TIMEOUT },
+		{ "state-dir", required_argument, NULL, OPT_STATE_DIR },
+		{ "tls", no_argument, NULL, OPT_TLS },
+		{ "tls-cacert", required_argument, NULL, OPT_TLS_CACERT },
+		{ "tls-cacrl", required_argument, NULL, OPT_TLS_CACRL },
+		{ "tls-cert", required_argument, NULL, OPT_TLS_CERT },
+		{ "tls-key", required_argument, NULL, OPT_TLS_KEY },
+		{ "tls-no-cn-verify", no_argument, NULL, OPT_TLS_NO_CN_VERIFY },
 		{ "log-file", required_argument, NULL, 'o' },
 		{ "verbose", optional_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct service_cfg scfg = { .control_path = "/run/lazy-pages/control.sock" };
+	struct service_cfg scfg = { .control_path = "/run/lazy-pages/control.sock",
+				    .state_dir = "/run/lazy-pages/state" };
 	struct session_cfg cfg;
-	int service = 0;
+	static struct tls_cfg tls;	/* static: the loaded credentials last as long as the process */
+	int service = 0, use_tls = 0;
 	const char *pidfile = NULL, *logfile = NULL;
 	int daemon_mode = 0, status_fd = -1, c, ret;
 	struct session *s;
@@ -251,6 +270,27 @@ int main(int argc, char **argv)
 			cfg.ps_timeout_ms = (unsigned)(sec * 1000);
 			break;
 		}
+		case OPT_TLS:
+			use_tls = 1;
+			break;
+		case OPT_TLS_CACERT:
+			tls.cacert = optarg;
+			break;
+		case OPT_TLS_CACRL:
+			tls.cacrl = optarg;
+			break;
+		case OPT_TLS_CERT:
+			tls.cert = optarg;
+			break;
+		case OPT_TLS_KEY:
+			tls.key = optarg;
+			break;
+		case OPT_TLS_NO_CN_VERIFY:
+			tls.no_cn_verify = 1;
+			break;
+		case OPT_STATE_DIR:
+			scfg.state_dir = optarg;
+			break;
 		case OPT_PROGRESS:
 			cfg.progress = fopen(optarg, "we");
 			if (!cfg.progress) {
@@ -281,9 +321,9 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (service) {
-		if (cfg.images_dir || cfg.work_dir || cfg.remote || daemon_mode || status_fd >= 0) {
+		if (cfg.images_dir || cfg.work_dir || cfg.remote || use_tls || daemon_mode || status_fd >= 0) {
 			fprintf(stderr, "lazy-pagesd: --service takes sessions from lazy-pagesctl: no -D, -W, "
-					"--page-server, -d or --status-fd with it\n");
+					"--page-server, --tls, -d or --status-fd with it\n");
 			return 1;
 		}
 		if (logfile) {
@@ -312,6 +352,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "lazy-pagesd: --address/--port go with --page-server\n");
 		return 1;
 	}
+	if (use_tls && (!cfg.remote || cfg.ps_socket >= 0)) {
+		/* CRIU's client does no TLS on --ps-socket either */
+		fprintf(stderr, "lazy-pagesd: --tls goes with --page-server --address A --port P (not --ps-socket)\n");
+		return 1;
+	}
 	if (cfg.ps_socket >= 0 && fcntl(cfg.ps_socket, F_GETFD) < 0) {
 		fprintf(stderr, "lazy-pagesd: --ps-socket %d: not an open file descriptor\n", cfg.ps_socket);
 		return 1;
@@ -333,6 +378,13 @@ int main(int argc, char **argv)
 	/* a restored process's uffd must never take the daemon down through SIGPIPE */
 	signal(SIGPIPE, SIG_IGN);
 	raise_fd_limit();
+	if (use_tls) {
+		if (tls_cfg_load(&tls, &e)) {
+			log_err("%s", e.msg);
+			return 1;
+		}
+		cfg.ps_tls = &tls;
+	}
 
 	s = session_new(&cfg, &e);
 	if (!s) {

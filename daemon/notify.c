@@ -2,6 +2,7 @@
 /* notify: thin calls into libsystemd's sd-daemon. */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/socket.h>
 #include <systemd/sd-daemon.h>
 
@@ -34,15 +35,39 @@ uint64_t notify_watchdog_usec(void)
 	return sd_watchdog_enabled(0, &usec) > 0 ? usec : 0;
 }
 
-int notify_listen_fd(void)
+int notify_listen_fds(int **fds, char ***names)
 {
-	int n = sd_listen_fds(1);
+	char **nm = NULL;
+	int n = sd_listen_fds_with_names(1, &nm), i;
 
+	*fds = NULL;
+	*names = NULL;
 	if (n <= 0)
-		return -1;
-	if (n > 1)
-		return -E2BIG;
-	if (sd_is_socket_unix(SD_LISTEN_FDS_START, SOCK_STREAM, 1, NULL, 0) <= 0)
-		return -ENOTSOCK;
-	return SD_LISTEN_FDS_START;
+		return 0;
+	*fds = calloc((size_t)n, sizeof(int));
+	if (!*fds) {
+		for (i = 0; nm && i < n; i++)
+			free(nm[i]);
+		free(nm);
+		return -ENOMEM;
+	}
+	for (i = 0; i < n; i++)
+		(*fds)[i] = SD_LISTEN_FDS_START + i;
+	*names = nm;
+	return n;
+}
+
+void notify_fds_free(int *fds, char **names, int n)
+{
+	int i;
+
+	for (i = 0; names && i < n; i++)
+		free(names[i]);
+	free(names);
+	free(fds);
+}
+
+int notify_is_listener(int fd)
+{
+	return sd_is_socket_unix(fd, SOCK_STREAM, 1, NULL, 0) > 0;
 }

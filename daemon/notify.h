@@ -13,7 +13,13 @@ void notify_watchdog(void);
 /* The watchdog interval systemd asked for in microseconds, 0 if none. */
 uint64_t notify_watchdog_usec(void);
 
-/* Control socket passed by systemd socket activation, or -1 (-errno on a wrong kind of fd). */
-int notify_listen_fd(void);
+/*
+ * The fds systemd passed (socket activation and the fd store), with their
+ * names; the control socket is the listening unix stream socket among
+ * them. Returns how many (0 outside systemd); free with notify_fds_free.
+ */
+int notify_listen_fds(int **fds, char ***names);
+void notify_fds_free(int *fds, char **names, int n);
+int notify_is_listener(int fd);
 
 #endif

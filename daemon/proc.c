@@ -7,6 +7,7 @@
 
 #include "fault.h"
 #include "log.h"
+#include "persist.h"
 #include "proc.h"
 #include "ranges.h"
 #include "session.h"
@@ -227,6 +228,9 @@ static int apply_event(struct proc *p, const struct uffd_msg *m, struct lp_err *
 		log_debug("pid %d: remap 0x%llx -> 0x%llx len 0x%llx", p->pid,
 			  (unsigned long long)m->arg.remap.from, (unsigned long long)m->arg.remap.to,
 			  (unsigned long long)m->arg.remap.len);
+		/* journaled first: a daemon restarted after this point must know it */
+		persist_add(session_persist(p->s), PREC_REMAP, p->id, m->arg.remap.from, m->arg.remap.to,
+			    m->arg.remap.len);
 		pthread_mutex_lock(&p->lock);
 		ret = ranges_move(p->ranges, m->arg.remap.from, m->arg.remap.to, m->arg.remap.len);
 		update_remaining(p);
@@ -240,6 +244,7 @@ static int apply_event(struct proc *p, const struct uffd_msg *m, struct lp_err *
 	case UFFD_EVENT_UNMAP:
 		log_debug("pid %d: %s 0x%llx-0x%llx", p->pid, m->event == UFFD_EVENT_REMOVE ? "remove" : "unmap",
 			  (unsigned long long)m->arg.remove.start, (unsigned long long)m->arg.remove.end);
+		persist_add(session_persist(p->s), PREC_DROP, p->id, m->arg.remove.start, m->arg.remove.end, 0);
 		pthread_mutex_lock(&p->lock);
 		ranges_drop(p->ranges, m->arg.remove.start, m->arg.remove.end);
 		update_remaining(p);
@@ -307,6 +312,8 @@ void proc_finish(struct proc *p, enum proc_state why)
 		} while (n >= 0 && more);
 	}
 	atomic_store_explicit(&p->state, why, memory_order_release);
+	persist_add(session_persist(p->s), PREC_DONE, p->id, 0, 0, 0);
+	persist_drop_fd(session_persist(p->s), p->id);
 	fault_unwatch(p);
 	close(p->uffd);
 	p->uffd = -1;

@@ -36,6 +36,7 @@ struct proc {
 	int32_t pid;			/* pid the restore sent (the ancestor's, for a fork child) */
 	uint32_t img_pid;		/* whose pagemap serves this process */
 	int forked;			/* created by a FORK event */
+	unsigned parent_id;		/* forked: the parent's index in the session */
 	struct pagemap *pm;		/* borrowed from the session */
 	int uffd;			/* owned; -1 once closed */
 	void *fault_thread;		/* the thread whose epoll watches uffd */

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* service: the registry of sessions, one thread each, and the main loop (signals, control, systemd). */
+#include <dirent.h>
 #include <errno.h>
 #include <grp.h>
 #include <pthread.h>
@@ -18,6 +19,7 @@
 #include "control.h"
 #include "log.h"
 #include "notify.h"
+#include "persist.h"
 #include "service.h"
 #include "stats.h"
 
@@ -33,6 +35,7 @@ struct svc_sess {
 	char images_dir[4096], work_dir[4096], socket_path[4200], page_server[128], port[8], address[64];
 	char summary[512], error[512];
 	struct session_snap final;	/* once reaped */
+	struct persist *persist;	/* journal + fd store, NULL when not kept */
 };
 
 struct service {
@@ -47,6 +50,7 @@ struct service {
 	int has_gid;
 	gid_t gid;
 	char status[256];
+	int persist;			/* keep journals and uffds for a restart */
 	int conns[CONTROL_MAX_CONNS];	/* control connections being served, -1 free */
 	int nconns, closed;
 	pthread_cond_t conns_cv;
@@ -106,6 +110,7 @@ static void sess_free(struct svc_sess *x)
 	if (!x)
 		return;
 	session_free(x->s);
+	persist_close(x->persist, 1);
 	free(x->final.procs);
 	free(x);
 }
@@ -131,6 +136,9 @@ static void reap(struct service *svc)
 		x->t_end = now;
 		pthread_mutex_unlock(&svc->lock);
 		session_free(s);
+		/* finished: nothing to resume any more */
+		persist_close(x->persist, 1);
+		x->persist = NULL;
 	}
 	pthread_mutex_lock(&svc->lock);
 	for (pp = &svc->head; (x = *pp);) {
@@ -155,7 +163,10 @@ static int start(struct service *svc, struct svc_sess *x, struct lp_err *e)
 		pthread_mutex_unlock(&svc->lock);
 		return lp_err_set(e, ESHUTDOWN, "the service is stopping: no new sessions");
 	}
-	x->id = ++svc->next_id;
+	if (!x->id)
+		x->id = ++svc->next_id;
+	else if (x->id > svc->next_id)
+		svc->next_id = x->id;
 	x->svc = svc;
 	ret = pthread_create(&x->tid, NULL, sess_main, x);
 	if (ret) {
@@ -235,6 +246,19 @@ int service_add(struct service *svc, const struct service_add *a, uid_t uid, uin
 	ret = session_listen(x->s, e);
 	if (ret)
 		goto fail;
+	if (svc->persist) {
+		char text[9000];
+		struct lp_err e2;
+
+		pthread_mutex_lock(&svc->lock);
+		x->id = ++svc->next_id;
+		pthread_mutex_unlock(&svc->lock);
+		snprintf(text, sizeof(text), "kind=criu\nimages_dir=%s\nwork_dir=%s\nps_address=%s\nps_port=%s\nps_wire=%d\n",
+			 x->images_dir, x->work_dir, x->address, x->port, cfg.ps_wire);
+		if (persist_open(svc->cfg.state_dir, x->id, text, &x->persist, &e2))
+			log_warn("session %u: not kept for a restart: %s", x->id, e2.msg);
+		session_set_persist(x->s, x->persist);
+	}
 	ret = start(svc, x, e);
 	if (ret)
 		goto fail;
@@ -521,6 +545,109 @@ static void begin_stop(struct service *svc, int sig)
 		log_info("%s: stopping", strsignal(sig));
 }
 
+static const char *kv(const char *text, const char *key, char *buf, size_t len)
+{
+	size_t kl = strlen(key);
+	const char *p = text, *nl;
+
+	for (; p && *p; p = nl ? nl + 1 : NULL) {
+		nl = strchr(p, '\n');
+		if (!strncmp(p, key, kl) && p[kl] == '=') {
+			size_t n = nl ? (size_t)(nl - p - (long)kl - 1) : strlen(p + kl + 1);
+
+			snprintf(buf, len, "%.*s", (int)n, p + kl + 1);
+			return buf;
+		}
+	}
+	buf[0] = '\0';
+	return buf;
+}
+
+/* A restarted daemon: every session in the state dir comes back with the uffds systemd kept. */
+static void recover(struct service *svc, int *fds, char **names, int nfds)
+{
+	struct persist_rec_t *recs;
+	struct dirent *de;
+	struct lp_err e;
+	char *text;
+	size_t n;
+	DIR *d;
+
+	d = opendir(svc->cfg.state_dir);
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		char *end, wire[8];
+		unsigned long id = strtoul(de->d_name, &end, 10);
+		int pfds[4096], i, maxp = 0;
+		struct session_cfg cfg = svc->cfg.defaults;
+		struct svc_sess *x;
+
+		if (!id || *end || id > UINT32_MAX)
+			continue;
+		if (persist_load(svc->cfg.state_dir, (uint32_t)id, &text, &recs, &n, &e)) {
+			log_err("session %lu: cannot be resumed: %s", id, e.msg);
+			continue;
+		}
+		for (i = 0; i < 4096; i++)
+			pfds[i] = -1;
+		for (i = 0; i < nfds; i++) {
+			unsigned long sid, pi;
+
+			if (names && names[i] && sscanf(names[i], "lp-%lu-%lu", &sid, &pi) == 2 && sid == id && pi < 4096) {
+				pfds[pi] = fds[i];
+				fds[i] = -1;
+				if ((int)pi + 1 > maxp)
+					maxp = (int)pi + 1;
+			}
+		}
+		x = calloc(1, sizeof(*x));
+		if (!x)
+			goto next;
+		kv(text, "images_dir", x->images_dir, sizeof(x->images_dir));
+		kv(text, "work_dir", x->work_dir, sizeof(x->work_dir));
+		kv(text, "ps_address", x->address, sizeof(x->address));
+		kv(text, "ps_port", x->port, sizeof(x->port));
+		kv(text, "ps_wire", wire, sizeof(wire));
+		snprintf(x->socket_path, sizeof(x->socket_path), "%s/lazy-pages.socket", x->work_dir);
+		cfg.images_dir = x->images_dir;
+		cfg.work_dir = x->work_dir;
+		if (x->address[0]) {
+			snprintf(x->page_server, sizeof(x->page_server), "%s:%s", x->address, x->port);
+			cfg.remote = 1;
+			cfg.ps_address = x->address;
+			cfg.ps_port = x->port;
+			cfg.ps_wire = atoi(wire) == 3 ? 3 : 4;
+		}
+		x->id = (uint32_t)id;
+		if (persist_open(svc->cfg.state_dir, x->id, NULL, &x->persist, &e)) {
+			log_err("session %lu: cannot be resumed: %s", id, e.msg);
+			free(x);
+			goto next;
+		}
+		x->s = session_recover(&cfg, x->persist, recs, n, pfds, (size_t)maxp, &e);
+		if (!x->s) {
+			/* its processes cannot be served any more: they must not run on with zeros */
+			log_err("session %lu: cannot be resumed: %s", id, e.msg);
+			sess_free(x);
+			goto next;
+		}
+		if (start(svc, x, &e)) {
+			log_err("session %lu: %s", id, e.msg);
+			sess_free(x);
+			goto next;
+		}
+		log_warn("session %lu: resumed after a restart (%zu journal records)", id, n);
+next:
+		for (i = 0; i < 4096; i++)
+			if (pfds[i] >= 0)
+				close(pfds[i]);
+		free(text);
+		free(recs);
+	}
+	closedir(d);
+}
+
 int service_main(const struct service_cfg *cfg)
 {
 	struct service *svc = calloc(1, sizeof(*svc));
@@ -529,7 +656,8 @@ int service_main(const struct service_cfg *cfg)
 	struct lp_err e;
 	sigset_t mask;
 	uint64_t wd, tick_ns;
-	int ep = -1, sfd = -1, tfd = -1, lfd = -1, n, i, code = 1, activated = 0;
+	int ep = -1, sfd = -1, tfd = -1, lfd = -1, n, i, code = 1, activated = 0, nlfds = 0, *lfds = NULL;
+	char **lnames = NULL;
 	struct group *gr;
 
 	if (!svc)
@@ -561,12 +689,12 @@ int service_main(const struct service_cfg *cfg)
 		log_err("service setup: %s", strerror(errno));
 		goto out;
 	}
-	lfd = notify_listen_fd();
-	if (lfd < -1) {
-		log_err("socket activation: the socket passed is not one listening unix stream socket (%s)",
-			strerror(-lfd));
-		goto out;
-	}
+	nlfds = notify_listen_fds(&lfds, &lnames);
+	for (i = 0; i < nlfds; i++)
+		if (lfd < 0 && (!lnames || !lnames[i] || strncmp(lnames[i], "lp-", 3)) && notify_is_listener(lfds[i])) {
+			lfd = lfds[i];
+			lfds[i] = -1;
+		}
 	if (lfd >= 0) {
 		activated = 1;
 		log_info("control socket from systemd (fd %d)", lfd);
@@ -574,6 +702,19 @@ int service_main(const struct service_cfg *cfg)
 		log_err("%s", e.msg);
 		goto out;
 	}
+	svc->persist = cfg->state_dir && getenv("NOTIFY_SOCKET");
+	if (svc->persist)
+		recover(svc, lfds, lnames, nlfds);
+	for (i = 0; i < nlfds; i++)
+		if (lfds[i] >= 0) {
+			log_warn("fd %d (%s) passed by systemd is not ours: closed", lfds[i],
+				 lnames && lnames[i] ? lnames[i] : "?");
+			close(lfds[i]);
+		}
+	notify_fds_free(lfds, lnames, nlfds);
+	lfds = NULL;
+	lnames = NULL;
+	nlfds = 0;
 	wd = notify_watchdog_usec();
 	tick_ns = 1000000000ull;
 	if (wd && wd * 1000 / 2 < tick_ns)
@@ -635,6 +776,7 @@ int service_main(const struct service_cfg *cfg)
 	}
 	log_info("service stopped: %u session(s) served", svc->total);
 out:
+	notify_fds_free(lfds, lnames, nlfds);
 	close_conns(svc);
 	reap(svc);
 	while (svc->head) {

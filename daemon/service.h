@@ -18,6 +18,7 @@ struct service_cfg {
 	const char *control_path;	/* default /run/lazy-pages/control.sock */
 	const char *control_group;	/* NULL: 0600, root and this uid only */
 	struct session_cfg defaults;	/* threads, chunk sizes of new sessions */
+	const char *state_dir;		/* journals for a restart (used under systemd) */
 };
 
 /* Runs until SIGTERM/SIGINT and every live session has finished. Returns the exit code. */

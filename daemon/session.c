@@ -16,6 +16,7 @@
 #include "images.h"
 #include "log.h"
 #include "prefetch.h"
+#include "persist.h"
 #include "pidfind.h"
 #include "proc.h"
 #include "ps_wire.h"
@@ -54,6 +55,9 @@ struct session {
 	uid_t allow_uid;
 	pid_t peer_pid;			/* the restore (or hand-off) peer, for pidfind */
 	int handoff;			/* a non-CRIU hand-off: one process, no images */
+	int recovered;			/* rebuilt from the journal: no restore socket */
+	int replaying;			/* adding recovered processes: already in the journal */
+	struct persist *persist;	/* not owned */
 	struct proc *handoff_proc;
 	char fail_msg[512];
 	uint64_t t_rstf, t_done;
@@ -248,6 +252,16 @@ void session_allow_uid(struct session *s, uid_t uid)
 	s->allow_uid = uid;
 }
 
+void session_set_persist(struct session *s, struct persist *p)
+{
+	s->persist = p;
+}
+
+struct persist *session_persist(struct session *s)
+{
+	return s->persist;
+}
+
 void session_set_peer(struct session *s, pid_t pid)
 {
 	s->peer_pid = pid;
@@ -384,7 +398,15 @@ static int session_add_proc(struct session *s, struct proc *p, struct lp_err *e)
 	p->id = (unsigned)s->nprocs;
 	s->procs[s->nprocs++] = p;
 	s->live++;
+	/* journal order is the order processes are numbered in */
+	if (s->replaying)
+		;
+	else if (p->forked)
+		persist_add(s->persist, PREC_FORK, p->id, p->parent_id, 0, 0);
+	else
+		persist_add(s->persist, PREC_PROC, p->id, (uint64_t)(int64_t)p->pid, p->img_pid, 0);
 	pthread_mutex_unlock(&s->lock);
+	persist_store_fd(s->persist, p->id, p->uffd);
 
 	/* from here on the session owns P: failures end it through proc_finish */
 	pthread_rwlock_wrlock(&p->evlock);
@@ -422,6 +444,7 @@ int session_fork_child(struct session *s, struct proc *parent, int ufd, struct l
 	if (!c)
 		return lp_err_set(e, ENOMEM, "pid %d: fork: out of memory", parent->pid);
 	c->forked = 1;
+	c->parent_id = parent->id;
 	c->cursor = cursor;
 	pthread_mutex_lock(&s->lock);
 	s->forks++;
@@ -653,6 +676,160 @@ static void progress_line(struct session *s)
 		(unsigned long long)atomic_load(&st->faults), (unsigned long long)atomic_load(&st->remote_bytes));
 }
 
+struct replay {
+	int32_t pid;
+	uint32_t img_pid;
+	size_t pm_idx;
+	struct ranges *r;
+	int forked, done;
+	unsigned parent;
+};
+
+/* The images' ranges of live pid VPID (as take_live builds them). */
+static int replay_proc(struct session *s, int32_t vpid, struct replay *rp, struct lp_err *e)
+{
+	uint32_t pid = (uint32_t)vpid;
+	struct vma *v = NULL;
+	size_t nv = 0, i;
+	int ret;
+
+	for (i = 0; i < s->nr_tasks && s->pstree[i].pid != pid; i++)
+		;
+	if (i == s->nr_tasks || s->seen[i])
+		return lp_err_set(e, EINVAL, "journal: pid %d is not in pstree.img or comes twice", vpid);
+	s->seen[i] = 1;
+	ret = pagemap_open(s->dir, pid, &s->pms[i], e);
+	if (!ret)
+		ret = imgdir_read_vmas(s->dir, pid, &v, &nv, e);
+	if (!ret)
+		ret = build_ranges(s, pid, s->pms[i], v, nv, &rp->r, e);
+	free(v);
+	rp->pid = vpid;
+	rp->img_pid = pid;
+	rp->pm_idx = i;
+	return ret;
+}
+
+struct session *session_recover(const struct session_cfg *cfg, struct persist *persist,
+				const struct persist_rec_t *recs, size_t n, int *fds, size_t nfds, struct lp_err *e)
+{
+	struct replay *rp = calloc(n ? n : 1, sizeof(*rp));
+	struct session *s = NULL;
+	size_t np = 0, i;
+	int ret = 0;
+
+	if (!rp) {
+		lp_err_set(e, ENOMEM, "out of memory");
+		goto out;
+	}
+	s = session_new(cfg, e);
+	if (!s)
+		goto out;
+	s->persist = persist;
+	s->recovered = 1;
+	/* the journal, in order: what the ranges were when the daemon stopped */
+	for (i = 0; i < n && !ret; i++) {
+		const struct persist_rec_t *r = &recs[i];
+
+		if ((r->type == PREC_PROC || r->type == PREC_FORK) ? r->proc != np : r->proc >= np) {
+			ret = lp_err_set(e, EINVAL, "journal record %zu: process %u out of order", i, r->proc);
+			break;
+		}
+		switch (r->type) {
+		case PREC_PROC:
+			ret = replay_proc(s, (int32_t)r->a, &rp[np], e);
+			np++;
+			break;
+		case PREC_FORK:
+			if (r->a >= np) {
+				ret = lp_err_set(e, EINVAL, "journal record %zu: fork of unknown process", i);
+				break;
+			}
+			rp[np] = rp[r->a];
+			rp[np].forked = 1;
+			rp[np].parent = (unsigned)r->a;
+			rp[np].r = ranges_clone(rp[r->a].r);
+			if (!rp[np].r)
+				ret = lp_err_set(e, ENOMEM, "out of memory");
+			np++;
+			break;
+		case PREC_REMAP:
+			ret = ranges_move(rp[r->proc].r, r->a, r->b, r->c);
+			if (ret)
+				lp_err_set(e, -ret, "journal record %zu: remap", i);
+			break;
+		case PREC_DROP:
+			ranges_drop(rp[r->proc].r, r->a, r->b);
+			break;
+		case PREC_DONE:
+			rp[r->proc].done = 1;
+			break;
+		default:
+			ret = lp_err_set(e, EINVAL, "journal record %zu: unknown type %u", i, r->type);
+		}
+	}
+	for (i = 0; i < np && !ret; i++)
+		if (!rp[i].done && (i >= nfds || fds[i] < 0))
+			ret = lp_err_set(e, ENOENT, "pid %d%s: its userfaultfd was not kept (fd store): it cannot be resumed",
+					 rp[i].pid, rp[i].forked ? " (forked child)" : "");
+	if (ret)
+		goto out;
+	s->faults = fault_pool_new(s, s->cfg.fault_threads, s->cfg.fault_around, e);
+	if (!s->faults) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	/* the processes again, with the same numbers; finished ones stay finished */
+	s->replaying = 1;
+	for (i = 0; i < np && !ret; i++) {
+		struct proc *p = proc_new(s, rp[i].pid, rp[i].img_pid, s->pms[rp[i].pm_idx],
+					  rp[i].done ? -1 : fds[i], rp[i].r);
+
+		rp[i].r = NULL;
+		if (i < nfds && !rp[i].done)
+			fds[i] = -1;
+		if (!p) {
+			ret = lp_err_set(e, ENOMEM, "out of memory");
+			break;
+		}
+		p->forked = rp[i].forked;
+		p->parent_id = rp[i].parent;
+		if (rp[i].done) {
+			atomic_store(&p->state, PROC_DONE);
+			pthread_mutex_lock(&s->lock);
+			p->id = (unsigned)s->nprocs;
+			ret = s->nprocs < s->cap || !(s->procs = realloc(s->procs, (s->cap = s->cap * 2 + 16) * sizeof(p)))
+				      ? 0 : -ENOMEM;
+			if (!ret)
+				s->procs[s->nprocs++] = p;
+			pthread_mutex_unlock(&s->lock);
+			if (ret) {
+				proc_free(p);
+				lp_err_set(e, ENOMEM, "out of memory");
+			}
+			continue;
+		}
+		log_info("pid %d%s: resumed with %llu lazy pages", p->pid, p->forked ? " (forked child)" : "",
+			 (unsigned long long)p->total);
+		ret = session_add_proc(s, p, e);
+	}
+	s->replaying = 0;
+out:
+	for (i = 0; rp && i < np; i++)
+		ranges_free(rp[i].r);
+	free(rp);
+	for (i = 0; i < nfds; i++)
+		if (fds[i] >= 0) {
+			close(fds[i]);
+			fds[i] = -1;
+		}
+	if (ret && s) {
+		session_free(s);
+		s = NULL;
+	}
+	return s;
+}
+
 /* Starts prefetch and waits until no process is live (or a fatal failure). */
 static int session_run(struct session *s, struct lp_err *e)
 {
@@ -750,6 +927,7 @@ static int serve_criu(struct session *s, struct lp_err *e)
 			.wire = s->cfg.ps_wire,
 			.fault_around = s->cfg.fault_around,
 			.timeout_ms = s->cfg.ps_timeout_ms,
+			.tls = s->cfg.ps_tls,
 		};
 
 		ret = remote_open(s, &rc, &s->remote, e);
@@ -788,12 +966,31 @@ int session_serve(struct session *s, struct lp_err *e)
 	int ret;
 
 	/* threads start here, not in session_new, so that main may fork (--daemon) before */
-	s->faults = fault_pool_new(s, s->cfg.fault_threads, s->cfg.fault_around, e);
+	if (!s->faults)
+		s->faults = fault_pool_new(s, s->cfg.fault_threads, s->cfg.fault_around, e);
 	if (!s->faults) {
 		atomic_store(&s->phase, SESSION_FAILED);
 		return -ENOMEM;
 	}
-	if (s->handoff) {
+	if (s->recovered) {
+		atomic_store(&s->phase, SESSION_SERVING);
+		if (s->cfg.remote) {
+			struct remote_cfg rc = {
+				.address = s->cfg.ps_address,
+				.port = s->cfg.ps_port,
+				.ps_socket = -1,
+				.wire = s->cfg.ps_wire,
+				.fault_around = s->cfg.fault_around,
+				.timeout_ms = s->cfg.ps_timeout_ms,
+			};
+
+			ret = remote_open(s, &rc, &s->remote, e);
+		} else {
+			ret = 0;
+		}
+		if (!ret)
+			ret = session_run(s, e);
+	} else if (s->handoff) {
 		p = s->handoff_proc;
 		s->handoff_proc = NULL;
 		atomic_store(&s->phase, SESSION_SERVING);

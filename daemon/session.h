@@ -13,6 +13,7 @@ struct session;
 struct proc;
 struct stats;
 struct source;
+struct tls_cfg;
 
 struct session_cfg {
 	const char *images_dir;
@@ -29,6 +30,7 @@ struct session_cfg {
 	int ps_socket;			/* --ps-socket FD, or -1 */
 	int ps_wire;			/* 3 or 4 */
 	unsigned ps_timeout_ms;		/* --ps-timeout */
+	const struct tls_cfg *ps_tls;	/* --tls (loaded), or NULL */
 	FILE *progress;			/* every 10 ms: "seconds pages_copied zero_pages faults remote_bytes" */
 };
 
@@ -78,6 +80,21 @@ int session_listen(struct session *s, struct lp_err *e);
 
 /* Restore peers other than root and UID are refused (default: this process's uid). */
 void session_allow_uid(struct session *s, uid_t uid);
+
+/* Journal and fd store for a restart (the caller owns P and outlives the session). */
+struct persist;
+void session_set_persist(struct session *s, struct persist *p);
+struct persist *session_persist(struct session *s);
+
+/*
+ * A session of a daemon that was restarted: the images as session_new,
+ * then the journal RECS replayed (processes, forks, layout events) with
+ * each process's uffd from FDS (indexed by process, -1 if lost; taken).
+ * Serve it with session_serve: it starts filling at once.
+ */
+struct persist_rec_t;
+struct session *session_recover(const struct session_cfg *cfg, struct persist *persist,
+				const struct persist_rec_t *recs, size_t n, int *fds, size_t nfds, struct lp_err *e);
 
 /* The hand-off peer (whose descendants may be killed if the session fails). */
 void session_set_peer(struct session *s, pid_t pid);

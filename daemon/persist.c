@@ -1,0 +1,182 @@
+/* SPDX-License-Identifier: MIT */
+/* persist: session files and journals under the state dir; uffds in systemd's fd store. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include "io.h"
+#include "persist.h"
+
+struct persist {
+	char dir[4096];
+	uint32_t id;
+	int jfd;
+	pthread_mutex_t lock;
+};
+
+static int rm_dir(const char *dir)
+{
+	char path[4400];
+	struct dirent *de;
+	DIR *d = opendir(dir);
+
+	if (!d)
+		return errno == ENOENT ? 0 : -errno;
+	while ((de = readdir(d)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
+			snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+			unlink(path);
+		}
+	closedir(d);
+	return rmdir(dir) < 0 ? -errno : 0;
+}
+
+int persist_open(const char *state, uint32_t id, const char *text, struct persist **out, struct lp_err *e)
+{
+	struct persist *p = calloc(1, sizeof(*p));
+	char path[4400];
+	int fd, ret;
+
+	if (!p)
+		return lp_err_set(e, ENOMEM, "out of memory");
+	p->id = id;
+	p->jfd = -1;
+	pthread_mutex_init(&p->lock, NULL);
+	snprintf(p->dir, sizeof(p->dir), "%s/%u", state, id);
+	if ((mkdir(state, 0700) < 0 && errno != EEXIST)) {
+		ret = lp_err_set(e, errno, "%s: mkdir: %s", state, strerror(errno));
+		goto fail;
+	}
+	if (!text) {
+		snprintf(path, sizeof(path), "%s/journal", p->dir);
+		p->jfd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
+		if (p->jfd < 0) {
+			ret = lp_err_set(e, errno, "%s: %s", path, strerror(errno));
+			free(p);
+			return ret;
+		}
+		*out = p;
+		return 0;
+	}
+	rm_dir(p->dir);
+	if (mkdir(p->dir, 0700) < 0) {
+		ret = lp_err_set(e, errno, "%s: mkdir: %s", p->dir, strerror(errno));
+		goto fail;
+	}
+	snprintf(path, sizeof(path), "%s/session", p->dir);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0 || io_write_full(fd, text, strlen(text)) < 0) {
+		ret = lp_err_set(e, errno, "%s: %s", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		goto fail;
+	}
+	close(fd);
+	snprintf(path, sizeof(path), "%s/journal", p->dir);
+	p->jfd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
+	if (p->jfd < 0) {
+		ret = lp_err_set(e, errno, "%s: %s", path, strerror(errno));
+		goto fail;
+	}
+	*out = p;
+	return 0;
+fail:
+	persist_close(p, 1);
+	return ret;
+}
+
+void persist_add(struct persist *p, uint32_t type, uint32_t proc, uint64_t a, uint64_t b, uint64_t c)
+{
+	struct persist_rec_t r = { .type = type, .proc = proc, .a = a, .b = b, .c = c };
+
+	if (!p)
+		return;
+	/* one write of a whole record: a crash leaves the journal at a record boundary */
+	pthread_mutex_lock(&p->lock);
+	if (io_write_full(p->jfd, &r, sizeof(r)) < 0) {
+		close(p->jfd);
+		p->jfd = -1;	/* writes to -1 fail quietly: resuming then fails, serving does not */
+	}
+	pthread_mutex_unlock(&p->lock);
+}
+
+void persist_store_fd(struct persist *p, uint32_t proc, int fd)
+{
+	char msg[96];
+
+	if (!p)
+		return;
+	snprintf(msg, sizeof(msg), "FDSTORE=1\nFDNAME=lp-%u-%u", p->id, proc);
+	sd_pid_notify_with_fds(0, 0, msg, &fd, 1);
+}
+
+void persist_drop_fd(struct persist *p, uint32_t proc)
+{
+	char msg[96];
+
+	if (!p)
+		return;
+	snprintf(msg, sizeof(msg), "FDSTOREREMOVE=1\nFDNAME=lp-%u-%u", p->id, proc);
+	sd_notify(0, msg);
+}
+
+void persist_close(struct persist *p, int remove)
+{
+	if (!p)
+		return;
+	if (p->jfd >= 0)
+		close(p->jfd);
+	if (remove)
+		rm_dir(p->dir);
+	pthread_mutex_destroy(&p->lock);
+	free(p);
+}
+
+int persist_load(const char *state, uint32_t id, char **text, struct persist_rec_t **recs, size_t *n,
+		 struct lp_err *e)
+{
+	char path[4400];
+	struct stat st;
+	char *t = NULL;
+	void *r = NULL;
+	int fd = -1, ret;
+
+	snprintf(path, sizeof(path), "%s/%u/session", state, id);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st) < 0 || st.st_size > (1 << 20) || !(t = calloc(1, (size_t)st.st_size + 1)) ||
+	    io_read_full(fd, t, (size_t)st.st_size) < 0) {
+		ret = lp_err_set(e, errno ? errno : EIO, "%s: cannot be read", path);
+		goto fail;
+	}
+	close(fd);
+	snprintf(path, sizeof(path), "%s/%u/journal", state, id);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st) < 0 || st.st_size > (64 << 20)) {
+		ret = lp_err_set(e, errno ? errno : EFBIG, "%s: cannot be read", path);
+		goto fail;
+	}
+	/* a record cut short by the crash is dropped */
+	*n = (size_t)st.st_size / sizeof(struct persist_rec_t);
+	r = calloc(*n ? *n : 1, sizeof(struct persist_rec_t));
+	if (!r || io_read_full(fd, r, *n * sizeof(struct persist_rec_t)) < 0) {
+		ret = lp_err_set(e, EIO, "%s: cannot be read", path);
+		goto fail;
+	}
+	close(fd);
+	*text = t;
+	*recs = r;
+	return 0;
+fail:
+	if (fd >= 0)
+		close(fd);
+	free(t);
+	free(r);
+	return ret;
+}
