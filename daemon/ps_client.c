@@ -19,11 +19,14 @@
 #include "ps_client.h"
 #include "ps_wire.h"
 #include "stats.h"
+#include "tls.h"
 
 #define PS_CONNECT_TIMEOUT_MS 2000
 
 struct ps_client {
 	int fd;
+	struct tls *tls;		/* on fd, with --tls */
+	const struct tls_cfg *tls_cfg;
 	int wire;
 	size_t hsz;
 	uint64_t psz, max_pages;
@@ -41,6 +44,7 @@ struct ps_client {
 	int hello;
 	unsigned timeout_ms;
 	unsigned reconnects;
+	uint64_t lost_since;		/* ns; 0 once a reply came after the connection was made again */
 	int adopted;			/* --ps-socket: close with FORCE_CLOSE */
 	uint64_t replies;		/* replies taken, for messages */
 	pthread_t rx;
@@ -111,8 +115,45 @@ static int connect_to(struct ps_client *c, const char *address, const char *port
 	freeaddrinfo(res);
 	if (fd < 0)
 		return lp_err_set(e, err, "page server %s:%s: connect: %s", address, port, strerror(err));
+	if (c->tls_cfg) {
+		/* CRIU checks the server's certificate against its own --address */
+		r = tls_client_wrap(fd, c->tls_cfg, address, c->peer, &c->tls, e);
+		if (r) {
+			close(fd);
+			return r;
+		}
+	}
 	c->fd = fd;
 	return 0;
+}
+
+/* The connection's bytes, through TLS with --tls. WHY gets the reason of a failure. */
+static int link_read(struct ps_client *c, void *buf, size_t n, struct lp_err *why)
+{
+	int ret;
+
+	if (c->tls)
+		return tls_read_full(c->tls, buf, n, why);
+	ret = io_read_full(c->fd, buf, n);
+	return ret ? lp_err_set(why, -ret, "%s", strerror(-ret)) : 0;
+}
+
+static int link_write(struct ps_client *c, const void *buf, size_t n, struct lp_err *why)
+{
+	int ret;
+
+	if (c->tls)
+		return tls_write_full(c->tls, buf, n, why);
+	ret = io_write_full(c->fd, buf, n);
+	return ret ? lp_err_set(why, -ret, "%s", strerror(-ret)) : 0;
+}
+
+static void link_close(struct ps_client *c)
+{
+	tls_free(c->tls);
+	c->tls = NULL;
+	close(c->fd);
+	c->fd = -1;
 }
 
 /* lazy-pages-server answers; CRIU's servers refuse, reset or never answer a second connection. */
@@ -121,18 +162,19 @@ static int do_hello(struct ps_client *c, struct lp_err *e)
 	struct ps_iov iov = { .cmd = PS_LP_HELLO, .nr_pages = PS_LP_HELLO_VERSION, .dst_id = PS_LP_ROLE_URGENT };
 	uint8_t b[PS_IOV_MAX];
 	struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
+	struct lp_err why;
 	int r;
 
 	ps_iov_encode(c->wire, &iov, b);
-	r = io_write_full(c->fd, b, c->hsz);
+	r = link_write(c, b, c->hsz, &why);
 	if (r)
-		return lp_err_set(e, -r, "%s: hello: %s", c->peer, strerror(-r));
+		return lp_err_set(e, -r, "%s: hello: %s", c->peer, why.msg);
 	r = poll(&pfd, 1, 1000);
 	if (r <= 0)
 		return lp_err_set(e, ETIMEDOUT, "%s: no answer to hello", c->peer);
-	r = io_read_full(c->fd, b, c->hsz);
+	r = link_read(c, b, c->hsz, &why);
 	if (r)
-		return lp_err_set(e, -r, "%s: hello: %s", c->peer, strerror(-r));
+		return lp_err_set(e, -r, "%s: hello: %s", c->peer, why.msg);
 	ps_iov_decode(c->wire, b, &iov);
 	if (iov.cmd != PS_LP_HELLO_REPLY || iov.nr_pages != PS_LP_HELLO_VERSION || iov.dst_id != PS_LP_ROLE_URGENT)
 		return lp_err_set(e, EPROTO, "%s: not a lazy-pages-server hello answer", c->peer);
@@ -200,26 +242,34 @@ static void set_timeouts(struct ps_client *c)
  */
 static int reconnect(struct ps_client *c, struct lp_err *e)
 {
-	uint64_t t0 = stats_now_ns(), backoff_ms = 10, left;
+	uint64_t t0, backoff_ms = 10, left;
 	uint8_t b[PS_IOV_MAX];
-	struct lp_err e2 = *e;
+	struct lp_err e2 = *e, why;
 	struct timespec ts;
 	struct ps_req *q;
 	int ret;
 
+	/* a server that takes the connection and drops it at once (TLS at one end only) is one outage */
+	if (!c->lost_since)
+		c->lost_since = stats_now_ns();
+	t0 = c->lost_since;
 	pthread_mutex_lock(&c->lock);
 	c->down = 1;
-	close(c->fd);
-	c->fd = -1;
+	link_close(c);
 	pthread_mutex_unlock(&c->lock);
 	if (c->ops->status)
 		c->ops->status(c->arg, c, 0, e);
 	for (;;) {
 		uint64_t spent = (stats_now_ns() - t0) / 1000000;
 
-		if (spent >= c->timeout_ms)
-			return lp_err_set(e, ETIMEDOUT, "%s; not back within --ps-timeout (%u ms): %s", e2.msg,
-					  c->timeout_ms, e->msg);
+		if (spent >= c->timeout_ms) {
+			/* E is both the last attempt's reason and the output: copied first */
+			struct lp_err last = *e;
+			int same = !strcmp(last.msg, e2.msg);
+
+			return lp_err_set(e, ETIMEDOUT, "%s; not back within --ps-timeout (%u ms)%s%s", e2.msg,
+					  c->timeout_ms, same ? "" : ": ", same ? "" : last.msg);
+		}
 		left = c->timeout_ms - spent;
 		clock_gettime(CLOCK_REALTIME, &ts);
 		ts.tv_nsec += (long)((backoff_ms < left ? backoff_ms : left) * 1000000);
@@ -234,9 +284,13 @@ static int reconnect(struct ps_client *c, struct lp_err *e)
 			return lp_err_set(e, ECANCELED, "%s", e2.msg);
 		backoff_ms = backoff_ms * 2 > 1000 ? 1000 : backoff_ms * 2;
 		ret = connect_to(c, c->address, c->port, e);
-		if (!ret && c->hello && (ret = do_hello(c, e))) {
-			close(c->fd);
-			c->fd = -1;
+		if (!ret && c->hello && (ret = do_hello(c, e)))
+			link_close(c);
+		if (ret == -EACCES) {
+			/* a refused certificate does not get better by trying again */
+			struct lp_err why = *e;
+
+			return lp_err_set(e, EACCES, "%s; making it again: %s", e2.msg, why.msg);
 		}
 		if (ret)
 			continue;
@@ -247,13 +301,12 @@ static int reconnect(struct ps_client *c, struct lp_err *e)
 					      .dst_id = q->dst_id };
 
 			ps_iov_encode(c->wire, &iov, b);
-			ret = io_write_full(c->fd, b, c->hsz);
+			ret = link_write(c, b, c->hsz, &why);
 		}
 		if (ret) {
-			close(c->fd);
-			c->fd = -1;
+			link_close(c);
 			pthread_mutex_unlock(&c->lock);
-			lp_err_set(e, -ret, "%s: sending the requests again: %s", c->peer, strerror(-ret));
+			lp_err_set(e, -ret, "%s: sending the requests again: %s", c->peer, why.msg);
 			continue;
 		}
 		c->down = 0;
@@ -268,7 +321,8 @@ static int reconnect(struct ps_client *c, struct lp_err *e)
 /* A lost connection (rather than a wrong reply) can be made again. */
 static int lost(struct ps_client *c, int err)
 {
-	return c->timeout_ms && c->address[0] && err != -EPROTO && err != -ENOENT && err != -ENOMEM;
+	return c->timeout_ms && c->address[0] && err != -EPROTO && err != -ENOENT && err != -ENOMEM &&
+	       err != -EACCES;
 }
 
 static void *rx_main(void *arg)
@@ -277,7 +331,7 @@ static void *rx_main(void *arg)
 	uint8_t b[PS_IOV_MAX];
 	struct ps_iov r;
 	struct ps_req *q;
-	struct lp_err e;
+	struct lp_err e, why;
 	int ret;
 
 	for (;;) {
@@ -290,11 +344,11 @@ static void *rx_main(void *arg)
 		}
 		pthread_mutex_unlock(&c->lock);
 
-		ret = io_read_full(c->fd, b, c->hsz);
+		ret = link_read(c, b, c->hsz, &why);
 		if (ret) {
 			lp_err_set(&e, -ret, "%s: reply %llu: %s", c->peer, (unsigned long long)c->replies,
 				   ret == -EPIPE ? "connection closed before the reply header" :
-				   ret == -EAGAIN ? "no reply (stalled)" : strerror(-ret));
+				   ret == -EAGAIN ? "no reply (stalled)" : why.msg);
 			if (lost(c, ret) && !reconnect(c, &e))
 				continue;
 			goto broken;
@@ -306,12 +360,12 @@ static void *rx_main(void *arg)
 		ret = check_reply(c, &r, q, &e);
 		if (ret)
 			goto broken;
-		ret = io_read_full(c->fd, c->buf, r.nr_pages * c->psz);
+		ret = link_read(c, c->buf, r.nr_pages * c->psz, &why);
 		if (ret) {
 			lp_err_set(&e, -ret, "%s: reply %llu: %s (pid %u 0x%llx +%llu pages)", c->peer,
 				   (unsigned long long)c->replies,
 				   ret == -EPIPE ? "connection closed inside the page data" :
-				   ret == -EAGAIN ? "stalled inside the page data" : strerror(-ret), q->dst_id,
+				   ret == -EAGAIN ? "stalled inside the page data" : why.msg, q->dst_id,
 				   (unsigned long long)q->img, (unsigned long long)r.nr_pages);
 			if (lost(c, ret) && !reconnect(c, &e))
 				continue;
@@ -324,6 +378,7 @@ static void *rx_main(void *arg)
 			c->tail = NULL;
 		c->inflight--;
 		c->replies++;
+		c->lost_since = 0;
 		pthread_cond_broadcast(&c->cv);
 		pthread_mutex_unlock(&c->lock);
 		q->next = NULL;
@@ -350,6 +405,7 @@ int ps_client_open(const struct ps_client_opts *o, const struct ps_client_ops *o
 	c->psz = (uint64_t)sysconf(_SC_PAGESIZE);
 	c->max_pages = o->max_pages;
 	c->hello = o->hello;
+	c->tls_cfg = o->tls;
 	c->ops = ops;
 	c->arg = arg;
 	pthread_mutex_init(&c->lock, NULL);
@@ -392,6 +448,8 @@ int ps_client_open(const struct ps_client_opts *o, const struct ps_client_ops *o
 	*out = c;
 	return 0;
 fail:
+	tls_free(c->tls);
+	c->tls = NULL;
 	if (!c->adopted && c->fd >= 0)
 		close(c->fd);
 	c->fd = -1;
@@ -423,7 +481,7 @@ int ps_client_submit(struct ps_client *c, struct ps_req *q)
 	c->inflight++;
 	q->t_sent = stats_now_ns();
 	/* while the connection is being made again, it is sent with the others once back */
-	ret = c->down ? 0 : io_write_full(c->fd, b, c->hsz);
+	ret = c->down ? 0 : link_write(c, b, c->hsz, NULL);
 	/* on a failed send the receiver sees the broken connection (and makes it again) */
 	if (ret)
 		shutdown(c->fd, SHUT_RDWR);
@@ -482,6 +540,7 @@ int ps_client_close(struct ps_client *c, struct lp_err *e)
 	uint8_t b[PS_IOV_MAX];
 	int32_t answer = -1;
 	int ret = -EPIPE, broken;
+	struct lp_err why;
 
 	if (!c)
 		return 0;
@@ -497,15 +556,18 @@ int ps_client_close(struct ps_client *c, struct lp_err *e)
 	if (c->fd >= 0 && !broken) {
 		iov.cmd = c->adopted ? PS_IOV_FORCE_CLOSE : PS_IOV_CLOSE;
 		ps_iov_encode(c->wire, &iov, b);
-		ret = io_write_full(c->fd, b, c->hsz);
+		ret = link_write(c, b, c->hsz, &why);
 		if (!ret)
-			ret = io_read_full(c->fd, &answer, sizeof(answer));
+			ret = link_read(c, &answer, sizeof(answer), &why);
 		if (!ret && answer != 0)
-			ret = -EPROTO;
+			ret = lp_err_set(&why, EPROTO, "the server did not acknowledge");
 		if (ret)
-			lp_err_set(e, -ret, "%s: close: %s", c->peer,
-				   ret == -EPROTO ? "the server did not acknowledge" : strerror(-ret));
+			lp_err_set(e, -ret, "%s: close: %s", c->peer, why.msg);
+		/* as CRIU's client: close_notify, and the server's */
+		if (!ret && c->tls)
+			tls_bye(c->tls, 1);
 	}
+	tls_free(c->tls);
 	if (c->fd >= 0)
 		close(c->fd);
 	free(c->buf);

@@ -9,6 +9,7 @@
 #include "err.h"
 
 struct ps_client;
+struct tls_cfg;
 
 /* One GET in flight. Allocated and owned by the submitter until completed. */
 struct ps_req {
@@ -40,6 +41,7 @@ struct ps_client_opts {
 	uint64_t max_pages;		/* bound on a request */
 	int hello;			/* send lazy-pages' hello first (a second connection) */
 	unsigned timeout_ms;		/* how long a lost connection may take to come back; 0: fail at once */
+	const struct tls_cfg *tls;	/* loaded: TLS on the connections it makes (not on FD); NULL: none */
 };
 
 /*

@@ -377,12 +377,18 @@ int remote_open(struct session *s, const struct remote_cfg *cfg, struct remote *
 	o.wire = cfg->wire;
 	o.max_pages = REMOTE_MAX_PAGES;
 	o.timeout_ms = cfg->timeout_ms;
+	o.tls = cfg->tls;
 	ret = ps_client_open(&o, &rx_ops, r, &r->bulk, e);
 	if (ret)
 		goto fail;
 	if (cfg->ps_socket < 0) {
 		o.hello = 1;
 		ret = ps_client_open(&o, &rx_ops, r, &r->urgent, &e2);
+		if (ret == -EACCES) {
+			/* TLS refused on the second connection: it would be on the first too */
+			*e = e2;
+			goto fail;
+		}
 		if (ret) {
 			r->urgent = NULL;
 			log_info("%s: one connection only (%s): background requests held to a window",

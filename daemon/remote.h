@@ -11,6 +11,7 @@ struct session;
 struct proc;
 struct rrun;
 struct remote;
+struct tls_cfg;
 
 struct remote_cfg {
 	const char *address;
@@ -19,6 +20,7 @@ struct remote_cfg {
 	int wire;		/* PS_WIRE_3 or PS_WIRE_4 */
 	unsigned fault_around;	/* pages an urgent request asks for */
 	unsigned timeout_ms;	/* --ps-timeout: a lost connection may take this long to come back */
+	const struct tls_cfg *tls;	/* --tls (loaded), or NULL */
 };
 
 /*

@@ -22,10 +22,12 @@
 #include "log.h"
 #include "ps_wire.h"
 #include "server.h"
+#include "tls.h"
 
 #define SERVER_PEER_LEN 64
 #define SERVER_SENDFILE_MAX (1u << 30)	/* below sendfile's 0x7ffff000 cap */
 #define SERVER_STACK (256u << 10)	/* a connection needs a few KiB; 4096 of them stay small */
+#define SERVER_TLS_CHUNK (256u << 10)	/* with TLS, pages are read into this much and sent */
 
 /* One pstree pid; its pagemap is opened on the first GET, by whichever connection comes first. */
 struct server_task {
@@ -42,6 +44,8 @@ struct server_conn {
 	struct server_conn *next;
 	pthread_t thread;
 	int fd;				/* closed by the accept loop, after the join */
+	struct tls *tls;		/* with --tls */
+	uint8_t *buf;			/* with --tls: pages on their way */
 	atomic_bool done;
 	char peer[SERVER_PEER_LEN];
 	uint64_t gets, pages, misses;
@@ -266,18 +270,29 @@ out:
 
 /* ---- one connection ---- */
 
-/* 0: a whole header; 1: EOF before its first byte; -EPIPE: EOF inside; -errno */
-static int conn_read_header(int fd, void *buf, size_t n)
+/* read(2) on the connection, through TLS with --tls: bytes, 0 at EOF, or -errno (E says why) */
+static ssize_t conn_recv(struct server_conn *c, void *buf, size_t n, struct lp_err *e)
+{
+	ssize_t r;
+
+	if (c->tls)
+		return tls_read(c->tls, buf, n, e);
+	do
+		r = read(c->fd, buf, n);
+	while (r < 0 && errno == EINTR);
+	return r < 0 ? lp_err_set(e, errno, "%s", strerror(errno)) : r;
+}
+
+/* 0: a whole header; 1: EOF before its first byte; -EPIPE: EOF inside; -errno (E says why) */
+static int conn_read_header(struct server_conn *c, void *buf, size_t n, struct lp_err *e)
 {
 	size_t got = 0;
 
 	while (got < n) {
-		ssize_t r = read(fd, (char *)buf + got, n - got);
+		ssize_t r = conn_recv(c, (char *)buf + got, n - got, e);
 
-		if (r < 0 && errno == EINTR)
-			continue;
 		if (r < 0)
-			return -errno;
+			return (int)r;
 		if (r == 0)
 			return got ? -EPIPE : 1;
 		got += (size_t)r;
@@ -285,12 +300,14 @@ static int conn_read_header(int fd, void *buf, size_t n)
 	return 0;
 }
 
-static int conn_send(int fd, const void *buf, size_t n, int flags)
+static int conn_send(struct server_conn *c, const void *buf, size_t n, int flags)
 {
 	const char *p = buf;
 
+	if (c->tls)
+		return tls_write_full(c->tls, buf, n, NULL);
 	while (n) {
-		ssize_t r = send(fd, p, n, flags | MSG_NOSIGNAL);
+		ssize_t r = send(c->fd, p, n, flags | MSG_NOSIGNAL);
 
 		if (r < 0 && errno == EINTR)
 			continue;
@@ -310,7 +327,7 @@ static int conn_send_iov(struct server_conn *c, const struct ps_iov *iov, int fl
 	ret = ps_iov_encode(c->s->cfg.wire, iov, buf);
 	if (ret < 0)
 		return ret;
-	return conn_send(c->fd, buf, c->s->hsz, flags);
+	return conn_send(c, buf, c->s->hsz, flags);
 }
 
 static int conn_sendfile(int sk, int fd, uint64_t off, uint64_t len)
@@ -328,6 +345,38 @@ static int conn_sendfile(int sk, int fd, uint64_t off, uint64_t len)
 		if (r == 0)
 			return -EIO;	/* the pages file shrank under us */
 		len -= (uint64_t)r;
+	}
+	return 0;
+}
+
+/* With TLS the pages cannot go by sendfile: they are read and sent, the header in front. */
+static int conn_send_run_tls(struct server_conn *c, const struct ps_iov *rep, const struct pm_run *run)
+{
+	uint64_t off = run->off, len = run->nr_pages * c->s->ps;
+	size_t have = c->s->hsz;
+	int ret;
+
+	if (!c->buf && !(c->buf = malloc(SERVER_TLS_CHUNK)))
+		return -ENOMEM;
+	ret = ps_iov_encode(c->s->cfg.wire, rep, c->buf);
+	if (ret < 0)
+		return ret;
+	while (len) {
+		size_t want = SERVER_TLS_CHUNK - have < len ? SERVER_TLS_CHUNK - have : (size_t)len;
+		ssize_t r = pread(run->fd, c->buf + have, want, (off_t)off);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -errno;
+		if (r == 0)
+			return -EIO;	/* the pages file shrank under us */
+		off += (uint64_t)r;
+		len -= (uint64_t)r;
+		ret = tls_write_full(c->tls, c->buf, have + (size_t)r, NULL);
+		if (ret < 0)
+			return ret;
+		have = 0;
 	}
 	return 0;
 }
@@ -389,11 +438,15 @@ static int conn_get(struct server_conn *c, const struct ps_iov *req)
 		  " pages at offset %" PRIu64, c->peer, req->dst_id, req->vaddr, req->nr_pages,
 		  run.nr_pages, run.off);
 	rep.nr_pages = run.nr_pages;
-	/* MSG_MORE holds the header back until sendfile's last segment pushes both out */
-	ret = conn_send_iov(c, &rep, MSG_MORE);
-	if (ret < 0)
-		return ret;
-	ret = conn_sendfile(c->fd, run.fd, run.off, run.nr_pages * c->s->ps);
+	if (c->tls) {
+		ret = conn_send_run_tls(c, &rep, &run);
+	} else {
+		/* MSG_MORE holds the header back until sendfile's last segment pushes both out */
+		ret = conn_send_iov(c, &rep, MSG_MORE);
+		if (ret < 0)
+			return ret;
+		ret = conn_sendfile(c->fd, run.fd, run.off, run.nr_pages * c->s->ps);
+	}
 	if (ret == -EIO)
 		log_err("%s: GET pid %" PRIu64 " vaddr 0x%" PRIx64 ": the pages file ends before"
 			" offset %" PRIu64 " + %" PRIu64 " pages", c->peer, req->dst_id, req->vaddr,
@@ -412,9 +465,12 @@ static int conn_close_cmd(struct server_conn *c)
 	ssize_t r;
 	int ret;
 
-	ret = conn_send(c->fd, &zero, sizeof(zero), 0);
+	ret = conn_send(c, &zero, sizeof(zero), 0);
 	if (ret < 0)
 		return ret;
+	/* as CRIU's server: close_notify, and the client's, before waiting for its hang-up */
+	if (c->tls)
+		tls_bye(c->tls, 1);
 	do
 		r = read(c->fd, buf, sizeof(buf));
 	while (r < 0 && errno == EINTR);
@@ -440,17 +496,18 @@ static void conn_serve(struct server_conn *c)
 {
 	uint8_t buf[PS_IOV_MAX];
 	struct ps_iov req;
+	struct lp_err e;
 	int ret;
 
 	for (;;) {
-		ret = conn_read_header(c->fd, buf, c->s->hsz);
+		ret = conn_read_header(c, buf, c->s->hsz, &e);
 		if (ret == 1)
 			break;
 		if (ret < 0) {
 			if (ret == -EPIPE)
 				log_err("%s: connection closed inside a header", c->peer);
 			else
-				log_err("%s: read: %s", c->peer, strerror(-ret));
+				log_err("%s: read: %s", c->peer, e.msg);
 			break;
 		}
 		ps_iov_decode(c->s->cfg.wire, buf, &req);
@@ -481,12 +538,38 @@ static void conn_serve(struct server_conn *c)
 		 " not found)", c->peer, c->gets, c->pages, c->misses);
 }
 
+/* The handshake, then the client's certificate checked against our own --address, as CRIU does. */
+static int conn_start_tls(struct server_conn *c)
+{
+	struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
+	struct lp_err e;
+	char buf[512];
+	int ret, i;
+
+	ret = tls_server_wrap(c->fd, c->s->cfg.tls, c->s->cfg.address, c->peer, &c->tls, &e);
+	if (!ret) {
+		log_info("%s: TLS session, client certificate accepted", c->peer);
+		return 0;
+	}
+	log_err("%s", e.msg);
+	/* the alert must reach the client: closing with its bytes unread would send a reset instead */
+	shutdown(c->fd, SHUT_WR);
+	for (i = 0; i < 64 && poll(&pfd, 1, 1000) > 0 && read(c->fd, buf, sizeof(buf)) > 0; i++)
+		;
+	return ret;
+}
+
 static void *conn_main(void *arg)
 {
 	struct server_conn *c = arg;
 	uint64_t one = 1;
 
-	conn_serve(c);
+	if (!c->s->cfg.tls || conn_start_tls(c) == 0)
+		conn_serve(c);
+	tls_free(c->tls);
+	c->tls = NULL;
+	free(c->buf);
+	c->buf = NULL;
 	atomic_store(&c->done, true);
 	if (write(c->s->reap_fd, &one, sizeof(one)) < 0)
 		return NULL;	/* cannot fail short of EAGAIN at 2^64-1 */

@@ -7,12 +7,15 @@
 
 #define SERVER_MAX_GET_PAGES (1u << 20)	/* a larger GET is answered "not found" */
 
+struct tls_cfg;
+
 struct server_cfg {
 	const char *images_dir;
 	const char *address;		/* numeric IPv4/IPv6; NULL binds 0.0.0.0 */
 	int port;			/* 0: ephemeral */
 	int wire;			/* PS_WIRE_3 or PS_WIRE_4 */
 	int max_clients;		/* connections served at once */
+	const struct tls_cfg *tls;	/* --tls (loaded), or NULL */
 };
 
 struct server;

@@ -15,6 +15,7 @@
 #include "log.h"
 #include "ps_wire.h"
 #include "server.h"
+#include "tls.h"
 
 static void usage(FILE *f)
 {
@@ -22,10 +23,14 @@ static void usage(FILE *f)
 		"usage: lazy-pages-server -D DIR --port P [--address A] [--ps-wire 3|4]\n"
 		"                         [-d|--daemon] [--pidfile F] [--status-fd N] [--port-file F]\n"
 		"                         [--max-clients N] [-o LOG] [-v[N]]\n"
+		"                         [--tls [--tls-cacert F] [--tls-cacrl F] [--tls-cert F]\n"
+		"                                [--tls-key F] [--tls-no-cn-verify]]\n"
 		"Serves the pages of the CRIU image directory DIR to `criu lazy-pages --page-server`\n"
 		"and lazy-pagesd clients (page-server GET), to many clients at once, as often as\n"
 		"asked. --ps-wire 4 (default) is CRIU 4.2's 32-byte header, 3 the 24-byte one of\n"
-		"CRIU <= 4.1. Port 0 binds an ephemeral port (see --port-file). Stops on SIGTERM.\n");
+		"CRIU <= 4.1. Port 0 binds an ephemeral port (see --port-file). Stops on SIGTERM.\n"
+		"--tls as `criu page-server --tls`: clients must show a certificate from the CA,\n"
+		"issued to --address (if given) unless --tls-no-cn-verify.\n");
 }
 
 static int parse_num(const char *opt, const char *arg, long lo, long hi, long *out)
@@ -112,6 +117,12 @@ enum {
 	OPT_STATUS_FD,
 	OPT_PORT_FILE,
 	OPT_MAX_CLIENTS,
+	OPT_TLS,
+	OPT_TLS_CACERT,
+	OPT_TLS_CACRL,
+	OPT_TLS_CERT,
+	OPT_TLS_KEY,
+	OPT_TLS_NO_CN_VERIFY,
 };
 
 int main(int argc, char **argv)
@@ -126,13 +137,20 @@ int main(int argc, char **argv)
 		{ "status-fd", required_argument, NULL, OPT_STATUS_FD },
 		{ "port-file", required_argument, NULL, OPT_PORT_FILE },
 		{ "max-clients", required_argument, NULL, OPT_MAX_CLIENTS },
+		{ "tls", no_argument, NULL, OPT_TLS },
+		{ "tls-cacert", required_argument, NULL, OPT_TLS_CACERT },
+		{ "tls-cacrl", required_argument, NULL, OPT_TLS_CACRL },
+		{ "tls-cert", required_argument, NULL, OPT_TLS_CERT },
+		{ "tls-key", required_argument, NULL, OPT_TLS_KEY },
+		{ "tls-no-cn-verify", no_argument, NULL, OPT_TLS_NO_CN_VERIFY },
 		{ "log-file", required_argument, NULL, 'o' },
 		{ "verbose", optional_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *pidfile = NULL, *logfile = NULL, *portfile = NULL;
-	int daemon_mode = 0, status_fd = -1, sfd = -1, c, ret = 1;
+	int daemon_mode = 0, status_fd = -1, sfd = -1, c, ret = 1, use_tls = 0;
+	struct tls_cfg tls = { 0 };
 	struct server_cfg cfg;
 	struct server *s = NULL;
 	struct lp_err e = { "" };
@@ -179,6 +197,24 @@ int main(int argc, char **argv)
 			if (parse_num("--max-clients", optarg, 1, 4096, &v))
 				return 1;
 			cfg.max_clients = (int)v;
+			break;
+		case OPT_TLS:
+			use_tls = 1;
+			break;
+		case OPT_TLS_CACERT:
+			tls.cacert = optarg;
+			break;
+		case OPT_TLS_CACRL:
+			tls.cacrl = optarg;
+			break;
+		case OPT_TLS_CERT:
+			tls.cert = optarg;
+			break;
+		case OPT_TLS_KEY:
+			tls.key = optarg;
+			break;
+		case OPT_TLS_NO_CN_VERIFY:
+			tls.no_cn_verify = 1;
 			break;
 		case 'o':
 			logfile = optarg;
@@ -236,19 +272,26 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
+	if (use_tls) {
+		if (tls_cfg_load(&tls, &e) < 0) {
+			log_err("%s", e.msg);
+			return 1;
+		}
+		cfg.tls = &tls;
+	}
 	s = server_new(&cfg, &e);
 	if (!s) {
 		log_err("%s", e.msg);
-		return 1;
+		goto out;
 	}
 	if (server_listen(s, &e) < 0) {
 		log_err("%s", e.msg);
 		goto out;
 	}
-	log_info("serving %s on %s port %d, CRIU page-server wire %s, up to %d clients",
+	log_info("serving %s on %s port %d, CRIU page-server wire %s, up to %d clients%s",
 		 cfg.images_dir, cfg.address ? cfg.address : "0.0.0.0", server_port(s),
 		 cfg.wire == PS_WIRE_3 ? "3.x (24-byte header)" : "4.2 (32-byte header)",
-		 cfg.max_clients);
+		 cfg.max_clients, use_tls ? ", TLS" : "");
 	if (portfile) {
 		int r;
 
@@ -287,6 +330,7 @@ int main(int argc, char **argv)
 	ret = 0;
 out:
 	server_free(s);
+	tls_cfg_free(&tls);
 	if (sfd >= 0)
 		close(sfd);
 	return ret;
