@@ -26,13 +26,15 @@ RESTORE=${LP_RESTORE:-$ROOT/build/tests/lp-restore}
 NOTIFY=${LP_NOTIFY:-$ROOT/build/tests/lp-notify}
 HANDOFF=${LP_HANDOFF:-$ROOT/build/tests/lp-handoff}
 CTLFUZZ=${LP_CTLFUZZ:-$ROOT/build/tests/lp-ctlfuzz}
+SUPERVISE=${LP_SUPERVISE:-$ROOT/build/tests/lp-supervise}
+SERVER=${LAZY_PAGES_SERVER:-$ROOT/build/lazy-pages-server}
 SCENARIO_TIMEOUT=${LP_SCENARIO_TIMEOUT:-60}	# whole scenario, seconds
 STEP_TIMEOUT=30					# one restore or client run
 NOBODY=(setpriv --reuid=65534 --regid=65534 --clear-groups)
 
 SCENARIOS=(
 	units socket-activation watchdog two-sessions handoff ctl-json unprivileged
-	peercred sigterm-waits bad-control
+	peercred sigterm-waits bad-control restart-sigkill restart-remote
 )
 
 # ---------------------------------------------------------------------------
@@ -540,6 +542,59 @@ sc_sigterm-waits() {
 	[ $n -ne 124 ] && [ $n -ne 137 ] || fail "lazy-pagesctl watch outlived the daemon (killed by timeout)"
 	info "$(grep -m1 'RSTF\|stopping\|Terminated' "$T/daemon.log" | cut -c1-150)"
 	info "$(sed -n 's/.*all pages verified in \([0-9.]*\) s/restore \1 s/p' "$T/restore.a.out")"
+}
+
+# restart-sigkill [REMOTE]: lazy-pagesd --service under lp-supervise (socket
+# activation, NOTIFY_SOCKET and the fd store, as systemd), SIGKILLed while it
+# fills two processes; restarted, it takes the uffds back and its journal,
+# and finishes: every byte verified, nothing left stored afterwards.
+restart_common() {
+	local rpid n port=
+	dump "$T/img" --procs 2 --size 512
+	if [ -n "${1:-}" ]; then
+		"$SERVER" -D "$T/img" --port 0 --address 127.0.0.1 --port-file "$T/ps.port" 2>"$T/ps.log" &
+		KILL+=($!)
+		for n in $(seq 200); do [ -s "$T/ps.port" ] && break; sleep 0.01; done
+		port=$(cat "$T/ps.port" 2>/dev/null) || fail "lazy-pages-server did not start"
+	fi
+	"$SUPERVISE" --notify "$T/notify.sock" --listen "$SOCK" --pidfile "$T/dpid" --restarts 1 -- \
+		"$DAEMON" --service --control "$SOCK" --state-dir "$T/state" -v >"$T/sup.out" 2>"$T/daemon.log" &
+	KILL+=($!)
+	SUP=$!
+	for n in $(seq 500); do grep -q '^ready' "$T/sup.out" 2>/dev/null && break; sleep 0.01; done
+	grep -q '^ready' "$T/sup.out" || fail "no READY=1 under lp-supervise: $(tail -n 2 "$T/daemon.log" | tr '\n' ' ')"
+	if [ -n "$port" ]; then
+		add -D "$T/img" --page-server --address 127.0.0.1 --port "$port"
+	else
+		add -D "$T/img"
+	fi
+	restore a "$T/img" --scenario random &
+	rpid=$!
+	for n in $(seq 500); do [ "$(grep -c '^stored lp-' "$T/sup.out")" -ge 2 ] && break; sleep 0.01; done
+	[ "$(grep -c '^stored lp-' "$T/sup.out")" -ge 2 ] || fail "the uffds never reached the fd store: $(cat "$T/sup.out" | tr '\n' ' ')"
+	kill -KILL "$(cat "$T/dpid")"
+	wait $rpid || fail "lp-restore across the daemon's restart: $(restore_reason a)"
+	grep -q 'killed by signal 9; restart' "$T/sup.out" || fail "the daemon was not restarted: $(tr '\n' ' ' <"$T/sup.out")"
+	grep -q 'resumed after a restart' "$T/daemon.log" || fail "the session was not resumed: $(grep -m3 -E 'error|warn' "$T/daemon.log" | tr '\n' ' ')"
+	session_wait
+	ctl session list --json >"$T/list.json" || fail "session list after the restart"
+	jqe done "$T/list.json" '.sessions[0].state == "done"'
+	kill -TERM "$(cat "$T/dpid")"
+	wait $SUP
+	n=$?
+	[ $n -eq 0 ] || fail "lp-supervise (the daemon) exit $n: $(tail -n 2 "$T/daemon.log" | tr '\n' ' ')"
+	[ "$(grep -c '^stored lp-' "$T/sup.out")" -le "$(grep -c '^removed lp-' "$T/sup.out")" ] ||
+		fail "uffds left in the fd store: $(grep -E 'stored|removed' "$T/sup.out" | tr '\n' ' ')"
+	[ -z "$(ls -A "$T/state" 2>/dev/null)" ] || fail "state left behind: $(ls "$T/state")"
+	info "$(grep -c '^stored lp-' "$T/sup.out") uffds stored, $(sed -n 's/.*all pages verified in \([0-9.]*\) s/restore \1 s/p' "$T/restore.a.out")"
+}
+
+sc_restart-sigkill() {
+	restart_common
+}
+
+sc_restart-remote() {
+	restart_common remote
 }
 
 sc_bad-control() {
