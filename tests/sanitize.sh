@@ -37,5 +37,12 @@ if [ "${1:-}" = --run ]; then
 	export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 	export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 	export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}
+	if [ "$kind" = tsan ]; then
+		# TSan's shadow memory takes the fixed addresses the workloads use:
+		# the test tools come from the plain build, the daemon and server from this one
+		ninja >/dev/null
+		export LP_DUMP=$PWD/build/tests/lp-dump LP_RESTORE=$PWD/build/tests/lp-restore
+		export LP_DELAY=$PWD/build/tests/lp-delay LP_FAKEPS=$PWD/build/tests/lp-fakeps
+	fi
 	LP_BUILD=$out bash tests/run "$@"
 fi
