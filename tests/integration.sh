@@ -57,6 +57,7 @@ SCENARIOS=(
 PS_BAD_MODES=(short-header wrong-address more-pages close-mid-reply zero-pages wrong-pid garbage)
 REMOTE_ONLY=(server-probe ps-socket netns-veth delay-rtt delay-cut)
 for m in "${PS_BAD_MODES[@]}"; do REMOTE_ONLY+=("ps-$m"); done
+REMOTE_ONLY+=(ps-recover-short-header ps-recover-close-mid-reply)
 
 # Local scenarios that make no sense remotely:
 # - bad-pages-short cuts the pages file the daemon would read its bytes
@@ -68,7 +69,8 @@ REMOTE_SKIP=(bad-pages-short)
 
 # the wire-3 pass of the default run: the 3.x header on the main paths
 REMOTE3_SUBSET=(gib-random fork dontneed-race parent-chain wire3 threads16 idle server-probe ps-socket
-	delay-cut ps-short-header ps-more-pages ps-close-mid-reply ps-zero-pages ps-wrong-pid ps-garbage)
+	delay-cut ps-short-header ps-more-pages ps-close-mid-reply ps-zero-pages ps-wrong-pid ps-garbage
+	ps-recover-close-mid-reply)
 
 MODE=${LP_MODE:-local}		# of the scenario running now (set by the runner)
 WIRE=${MODE#remote}
@@ -156,14 +158,16 @@ stop_server() {
 }
 
 # start_delay TARGET MS [ARGS...]: lp-delay on 127.0.0.1 port 0 in front of
-# TARGET (A:P). Sets DLPID, DL_PORT.
+# TARGET (A:P). Sets DLPID, DL_PORT. At nice -10: netem would delay in
+# softirq context; a proxy that waits for a busy core adds jitter that is
+# not the daemon's.
 start_delay() {
 	local target=$1 ms=$2
 	shift 2
 	[ -x "$DELAY" ] || fail "not built: $DELAY"
 	rm -f "$T/delay.port"
 	mkfifo "$T/delay.port" || fail "mkfifo"
-	timeout -k 5 $SCENARIO_TIMEOUT "$DELAY" --listen 127.0.0.1:0 --connect "$target" --delay-ms "$ms" \
+	timeout -k 5 $SCENARIO_TIMEOUT nice -n -10 "$DELAY" --listen 127.0.0.1:0 --connect "$target" --delay-ms "$ms" \
 		--port-file "$T/delay.port" "$@" 2>"$T/delay.log" &
 	DLPID=$!
 	BG_PIDS+=("$DLPID")
@@ -684,24 +688,34 @@ ps_problem() {
 	esac
 }
 
-bad_server() {
-	local mode=$1 peer frc
+PS_TIMEOUT=2	# --ps-timeout for the daemon against lp-fakeps: how long it tries to reconnect
+
+# start_fakeps MODE [ARGS...]: lp-fakeps for $T/d on 127.0.0.1; sets FPID,
+# PS_ADDR, PS_PORT
+start_fakeps() {
+	local mode=$1
+	shift
 	[ -x "$FAKEPS" ] || fail "not built: $FAKEPS"
-	dump "$T/d" --procs 2 --size 8
 	rm -f "$T/fakeps.port"
 	mkfifo "$T/fakeps.port" || fail "mkfifo"
 	timeout -k 5 $STEP_TIMEOUT "$FAKEPS" --images "$T/d" --mode "$mode" --ps-wire "$WIRE" --good 3 \
-		--port-file "$T/fakeps.port" --timeout 30 2>"$T/fakeps.log" &
-	local fpid=$!
-	BG_PIDS+=("$fpid")
+		--port-file "$T/fakeps.port" --timeout 30 "$@" 2>"$T/fakeps.log" &
+	FPID=$!
+	BG_PIDS+=("$FPID")
 	PS_PORT=$(read_port "$T/fakeps.port") || fail "lp-fakeps did not start: $(tail -n 2 "$T/fakeps.log" | tr '\n' ' ')"
 	PS_ADDR=127.0.0.1
+}
+
+bad_server() {
+	local mode=$1 peer frc
+	dump "$T/d" --procs 2 --size 8
+	start_fakeps "$mode"
 	peer="127\.0\.0\.1:$PS_PORT"
-	if start_daemon "$T/d" "$T/work"; then
+	if start_daemon "$T/d" "$T/work" --ps-timeout $PS_TIMEOUT; then
 		restore "$T/d" "$T/work" --scenario idle --wait-pid "$DPID"
 	fi
 	finish_daemon
-	wait "$fpid"
+	wait "$FPID"
 	frc=$?
 	[ $DRC -ne 0 ] || fail "daemon exited 0 after a $mode reply from the page server"
 	[ $DRC -lt 128 ] || fail "daemon died by signal $((DRC - 128)) on a $mode reply"
@@ -712,6 +726,31 @@ bad_server() {
 	children_safe 2
 	info "$(grep -E -- "$peer" "$T/daemon.log" | grep -m1 -i -E -- "$(ps_problem "$mode")" | cut -c1-220)"
 }
+
+# ps-recover-MODE: the connection breaks (MODE) after 3 good replies, and
+# lp-fakeps serves the daemon's next connection correctly: the daemon must
+# make the connection again, finish, exit 0, and every byte must be right
+# (lp-restore "idle" checks them all once the daemon is gone)
+recover_server() {
+	local mode=$1 frc
+	dump "$T/d" --procs 2 --size 8
+	start_fakeps "$mode" --reconnect
+	start_daemon "$T/d" "$T/work" --ps-timeout 20 || { finish_daemon; fail "daemon exited before listening"; }
+	restore "$T/d" "$T/work" --scenario idle --wait-pid "$DPID"
+	finish_daemon
+	wait "$FPID"
+	frc=$?
+	[ $DRC -lt 128 ] || fail "daemon died by signal $((DRC - 128))"
+	[ $DRC -eq 0 ] || fail "daemon exit $DRC: it did not recover from a $mode reply (lp-fakeps serves the next connection)"
+	[ $RRC -eq 0 ] || fail "pages missing or wrong after the daemon exited: $(restore_reason)"
+	[ "$(sget processes)" = 2 ] || fail "summary: $SUMMARY"
+	remote_ok
+	[ $frc -eq 0 ] || fail "lp-fakeps exit $frc: $(tail -n 2 "$T/fakeps.log" | tr '\n' ' ')"
+	grep -q 'misbehaved; serving the next' "$T/fakeps.log" || fail "lp-fakeps never misbehaved"
+	info "$(grep -m1 -E "127\.0\.0\.1:$PS_PORT" "$T/daemon.log" | cut -c1-200)"
+}
+sc_ps-recover-short-header() { recover_server short-header; }
+sc_ps-recover-close-mid-reply() { recover_server close-mid-reply; }
 
 sc_ps-short-header() { bad_server short-header; }
 sc_ps-wrong-address() { bad_server wrong-address; }

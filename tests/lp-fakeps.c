@@ -3,7 +3,8 @@
  * lp-fakeps: a page-server peer for tests. With --mode it is a page server
  * that misbehaves on purpose: it serves GETs from an image dir like CRIU's
  * page server (one client, strictly FIFO) and answers request number
- * --good+1 wrongly, using the real page bytes where it answers at all.
+ * --good+1 wrongly, using the real page bytes where it answers at all;
+ * with --reconnect it then serves the client's next connection correctly.
  * With --probe it is a client that fetches random lazy pages from a page
  * server and checks every header field and byte against the images, timing
  * each round trip.
@@ -402,18 +403,44 @@ static int listen_on(const char *address, int *port)
 	return fd;
 }
 
+/* what one connection did */
+struct conn_st {
+	uint64_t gets;
+	bool misbehaved;		/* the MODE reply went out on it */
+	bool hello;			/* it began with lazy-pages' hello */
+};
+
+/*
+ * Ends a connection with a FIN after exactly what was sent: close() with
+ * unread requests in the receive queue would send a reset instead, and the
+ * client could lose the bytes it has not read yet.
+ */
+static void close_gently(int fd)
+{
+	struct timeval tv = { .tv_sec = 5 };
+	char buf[4096];
+
+	shutdown(fd, SHUT_WR);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	while (read(fd, buf, sizeof(buf)) > 0)
+		;
+	close(fd);
+}
+
 /*
  * Exit codes: 0 misbehaved as asked (or, for "good", served until the
  * client left); 3 the client left before the misbehaviour; 4 timeout;
  * 5 the client broke the protocol; 1 anything else.
  */
-static int fps_serve(struct fps *f, int cfd, enum mode mode, uint64_t good)
+static int fps_serve(struct fps *f, int cfd, enum mode mode, uint64_t good, struct conn_st *st)
 {
 	uint8_t hb[PS_IOV_MAX];
 	struct ps_iov rq;
 	uint64_t k = 0;
 	bool done = false;
 	int r;
+
+	memset(st, 0, sizeof(*st));
 
 	for (;;) {
 		r = io_read_full(cfd, hb, f->hsz);
@@ -446,7 +473,9 @@ static int fps_serve(struct fps *f, int cfd, enum mode mode, uint64_t good)
 			return done || mode == M_GOOD ? 0 : 3;
 		}
 		if ((rq.cmd & PS_CMD_MASK) == PS_LP_HELLO) {
-			say("lazy-pages hello on the first connection: a CRIU page server does not know it; closing");
+			/* CRIU's page servers take one connection and never answer this */
+			say("lazy-pages hello (a second connection): not answered, closing");
+			st->hello = true;
 			return 5;
 		}
 		if (rq.cmd != PS_IOV_GET) {
@@ -454,6 +483,7 @@ static int fps_serve(struct fps *f, int cfd, enum mode mode, uint64_t good)
 			return 5;
 		}
 		k++;
+		st->gets = k;
 		if (!rq.nr_pages || rq.nr_pages > MAX_GET_PAGES || rq.vaddr % PAGE) {
 			say("GET #%" PRIu64 ": pid %" PRIu64 " vaddr 0x%" PRIx64 " nr_pages %" PRIu64
 			    ": not a request a client should send",
@@ -467,6 +497,7 @@ static int fps_serve(struct fps *f, int cfd, enum mode mode, uint64_t good)
 			    rq.vaddr, rq.nr_pages);
 			r = fps_answer(f, cfd, &rq, mode, k);
 			done = true;
+			st->misbehaved = true;
 			if (r == 1) {
 				say("closed the connection on purpose");
 				return 0;
@@ -671,13 +702,16 @@ static void usage(void)
 {
 	fprintf(stderr,
 		"usage: lp-fakeps --images DIR --mode MODE [--port-file F] [--address A] [--ps-wire 3|4]\n"
-		"                 [--good N] [--seed S] [--timeout SEC]\n"
+		"                 [--good N] [--reconnect] [--seed S] [--timeout SEC]\n"
 		"       lp-fakeps --images DIR --probe A:P [--ps-wire 3|4] [--count N] [--pages K] [--seed S]\n"
 		"modes: short-header wrong-address more-pages close-mid-reply zero-pages wrong-pid garbage good\n"
 		"The server listens on A (default 127.0.0.1) port 0, writes the port to F (a FIFO\n"
 		"there is written in place), accepts one client, answers --good GETs correctly\n"
-		"(default 0), then the next one as MODE. Exit 0: misbehaved as asked; 3: the\n"
-		"client left first; 4: timeout; 5: the client broke the protocol.\n");
+		"(default 0), then the next one as MODE. --reconnect: keep listening, and serve\n"
+		"the connection after the bad one correctly (connections that start with the\n"
+		"lazy-pages hello are closed unanswered, as CRIU's servers do); the exit code is\n"
+		"then that connection's. Exit 0: misbehaved as asked (or served the client to\n"
+		"its end); 3: the client left first; 4: timeout; 5: the client broke the protocol.\n");
 }
 
 int main(int argc, char **argv)
@@ -692,6 +726,7 @@ int main(int argc, char **argv)
 		{ "good", required_argument, NULL, 'g' },
 		{ "seed", required_argument, NULL, 'S' },
 		{ "timeout", required_argument, NULL, 'T' },
+		{ "reconnect", no_argument, NULL, 'R' },
 		{ "probe", required_argument, NULL, 'P' },
 		{ "count", required_argument, NULL, 'n' },
 		{ "pages", required_argument, NULL, 'k' },
@@ -700,7 +735,7 @@ int main(int argc, char **argv)
 	};
 	struct fps f = { .wire = PS_WIRE_4, .rng = 1 };
 	const char *dir = NULL, *port_file = NULL, *address = "127.0.0.1", *target = NULL;
-	int mode = -1, c, timeout = 60, lfd, cfd, port = 0, ret = 1;
+	int mode = -1, c, timeout = 60, lfd, cfd, port = 0, ret = 1, reconnect = 0;
 	unsigned long long good = 0;
 	unsigned int count = 1000, pages = 1;
 	struct lp_err e;
@@ -726,6 +761,7 @@ int main(int argc, char **argv)
 		case 'S': f.rng = strtoull(optarg, NULL, 0); break;
 		case 'T': timeout = atoi(optarg); break;
 		case 'P': target = optarg; break;
+		case 'R': reconnect = 1; break;
 		case 'n': count = (unsigned int)strtoul(optarg, NULL, 0); break;
 		case 'k': pages = (unsigned int)strtoul(optarg, NULL, 0); break;
 		case 'h': usage(); return 0;
@@ -760,18 +796,37 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	set_timeouts(lfd, timeout);
-	cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-	/* one client, as CRIU's page servers: a second connect is refused */
-	close(lfd);
-	if (cfd < 0) {
-		say("accept: %s", errno == EAGAIN ? "no client came" : strerror(errno));
-		ret = errno == EAGAIN ? 4 : 1;
-		goto out;
+	for (bool misbehaved = false;;) {
+		struct conn_st st;
+
+		cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		if (cfd < 0) {
+			say("accept: %s", errno == EAGAIN ? "no client came" : strerror(errno));
+			ret = errno == EAGAIN ? 4 : 1;
+			break;
+		}
+		/* one client, as CRIU's page servers: a second connect is refused */
+		if (!reconnect) {
+			close(lfd);
+			lfd = -1;
+		}
+		set_nodelay(cfd);
+		set_timeouts(cfd, timeout);
+		ret = fps_serve(&f, cfd, misbehaved ? M_GOOD : (enum mode)mode, good, &st);
+		close_gently(cfd);
+		if (!reconnect)
+			break;
+		if (st.misbehaved) {
+			misbehaved = true;
+			say("misbehaved; serving the next connection correctly");
+			continue;
+		}
+		if (st.hello || !st.gets)
+			continue;	/* the client's extra connection, or one it gave up */
+		break;			/* the connection after the misbehaviour ended: ret says how */
 	}
-	set_nodelay(cfd);
-	set_timeouts(cfd, timeout);
-	ret = fps_serve(&f, cfd, (enum mode)mode, good);
-	close(cfd);
+	if (lfd >= 0)
+		close(lfd);
 out:
 	for (size_t i = 0; i < f.npms; i++)
 		pagemap_close(f.pms[i].pm);
