@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "fault.h"
+#include "io.h"
 #include "log.h"
 #include "proc.h"
 #include "ranges.h"
@@ -202,7 +203,7 @@ struct fault_pool *fault_pool_new(struct session *s, int nthreads, unsigned wind
 		errno = 0;
 		t->epfd = epoll_create1(EPOLL_CLOEXEC);
 		t->stopfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-		t->buf = malloc(fp->window * session_page_size(s));
+		t->buf = io_page_alloc(fp->window * session_page_size(s));
 		if (t->epfd < 0 || t->stopfd < 0 || !t->buf ||
 		    epoll_ctl(t->epfd, EPOLL_CTL_ADD, t->stopfd, &ev) < 0) {
 			lp_err_set(e, errno ? errno : ENOMEM, "fault thread setup: %s", strerror(errno));

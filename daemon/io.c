@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* io: loops over read()/write() until the whole buffer has moved. */
 #include <errno.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include "io.h"
@@ -37,4 +38,11 @@ int io_write_full(int fd, const void *buf, size_t n)
 		n -= (size_t)r;
 	}
 	return 0;
+}
+
+void *io_page_alloc(size_t n)
+{
+	void *p;
+
+	return posix_memalign(&p, 4096, n ? n : 1) ? NULL : p;
 }

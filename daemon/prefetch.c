@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io.h"
 #include "log.h"
 #include "prefetch.h"
 #include "proc.h"
@@ -104,7 +105,7 @@ struct prefetch_pool *prefetch_pool_new(struct session *s, int nthreads, uint64_
 	for (i = 0; i < nthreads; i++) {
 		pp->t[i].pool = pp;
 		pp->t[i].cursor = (unsigned)i;
-		pp->t[i].buf = malloc(chunk * session_page_size(s));
+		pp->t[i].buf = io_page_alloc(chunk * session_page_size(s));
 		if (!pp->t[i].buf) {
 			lp_err_set(e, ENOMEM, "prefetch buffer of %llu pages", (unsigned long long)chunk);
 			goto fail;

@@ -429,7 +429,7 @@ int ps_client_open(const struct ps_client_opts *o, const struct ps_client_ops *o
 			goto fail;
 	}
 	set_timeouts(c);
-	c->buf = malloc(o->max_pages * c->psz);
+	c->buf = io_page_alloc(o->max_pages * c->psz);
 	if (!c->buf) {
 		ret = lp_err_set(e, ENOMEM, "out of memory");
 		goto fail;

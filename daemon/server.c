@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "images.h"
+#include "io.h"
 #include "log.h"
 #include "ps_wire.h"
 #include "server.h"
@@ -356,7 +357,7 @@ static int conn_send_run_tls(struct server_conn *c, const struct ps_iov *rep, co
 	size_t have = c->s->hsz;
 	int ret;
 
-	if (!c->buf && !(c->buf = malloc(SERVER_TLS_CHUNK)))
+	if (!c->buf && !(c->buf = io_page_alloc(SERVER_TLS_CHUNK)))
 		return -ENOMEM;
 	ret = ps_iov_encode(c->s->cfg.wire, rep, c->buf);
 	if (ret < 0)
