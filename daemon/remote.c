@@ -29,6 +29,7 @@ struct rreq {
 	struct proc *p;
 	uint64_t addr;			/* run-time address asked for */
 	int urgent;
+	int tracked;			/* in p->infl, so background requests leave it alone */
 	uint64_t fault_addr;		/* urgent: the page a thread waits for */
 	uint64_t t0;			/* urgent: when the fault was read */
 };
@@ -99,10 +100,27 @@ static int submit(struct remote *r, struct proc *p, uint64_t addr, uint64_t img,
 	q->urgent = urgent;
 	q->fault_addr = fault_addr;
 	q->t0 = t0;
+	q->tracked = !urgent;	/* pick_run recorded background ones */
+	if (urgent) {
+		/* a hint for pick_run: not to ask for these pages a second time */
+		pthread_mutex_lock(&p->lock);
+		if (p->ninfl < PROC_MAX_INFLIGHT) {
+			p->infl[p->ninfl].start = addr;
+			p->infl[p->ninfl].end = addr + n * r->psz;
+			p->ninfl++;
+			q->tracked = 1;
+		}
+		pthread_mutex_unlock(&p->lock);
+	}
 	atomic_fetch_add(&session_stats(r->s)->inflight, 1);
 	ret = ps_client_submit(c, &q->ps);
 	if (ret) {
 		atomic_fetch_sub(&session_stats(r->s)->inflight, 1);
+		if (urgent && q->tracked) {
+			pthread_mutex_lock(&p->lock);
+			infl_remove(p, addr);
+			pthread_mutex_unlock(&p->lock);
+		}
 		free(q);
 	}
 	return ret;
@@ -189,10 +207,10 @@ static void rx_complete(void *arg, struct ps_req *pq, const void *data, uint64_t
 		pthread_cond_broadcast(&r->cv);
 	}
 	pthread_mutex_unlock(&r->lock);
-	if (!q->urgent) {
+	if (q->tracked) {
 		pthread_mutex_lock(&p->lock);
 		infl_remove(p, q->addr);
-		if (ret == -EAGAIN || (data && n < q->ps.nr_pages))
+		if (!q->urgent && (ret == -EAGAIN || (data && n < q->ps.nr_pages)))
 			p->cursor = ret == -EAGAIN ? stop : q->addr + n * r->psz;
 		pthread_mutex_unlock(&p->lock);
 	}

@@ -73,7 +73,7 @@ void session_cfg_defaults(struct session_cfg *cfg)
 	cfg->prefetch_threads = n > 2 ? (int)(n - 1 < 8 ? n - 1 : 8) : 1;
 	cfg->fault_around = 16;
 	cfg->chunk_pages = 256;
-	cfg->sub_pages = 64;
+	cfg->sub_pages = 16;	/* 64 KiB: a fault waits behind one such COPY at most */
 	cfg->max_procs = 65536;
 	cfg->ps_socket = -1;
 	cfg->ps_wire = PS_WIRE_4;
