@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "log.h"
 #include "service.h"
 #include "session.h"
@@ -37,76 +38,6 @@ static void usage(FILE *f)
 		"systemd passes with socket activation).\n");
 }
 
-static int parse_num(const char *opt, const char *arg, long lo, long hi, long *out)
-{
-	char *end;
-	long v;
-
-	errno = 0;
-	v = strtol(arg, &end, 10);
-	if (errno || end == arg || *end || v < lo || v > hi) {
-		fprintf(stderr, "lazy-pagesd: %s: '%s' is not a number from %ld to %ld\n", opt, arg, lo, hi);
-		return -1;
-	}
-	*out = v;
-	return 0;
-}
-
-static int write_pidfile(const char *path, pid_t pid)
-{
-	char buf[32];
-	int fd, n, ret = 0;
-
-	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0)
-		return -errno;
-	n = snprintf(buf, sizeof(buf), "%d\n", (int)pid);
-	if (write(fd, buf, (size_t)n) != n)
-		ret = -EIO;
-	close(fd);
-	return ret;
-}
-
-/* criu lazy-pages --daemon: the child carries on with the socket listening. */
-static int daemonize(const char *pidfile)
-{
-	pid_t pid = fork();
-	int fd;
-
-	if (pid < 0)
-		return -errno;
-	if (pid > 0) {
-		if (pidfile && write_pidfile(pidfile, pid) < 0) {
-			fprintf(stderr, "lazy-pagesd: %s: cannot write the pid file\n", pidfile);
-			kill(pid, SIGTERM);
-			exit(1);
-		}
-		exit(0);
-	}
-	setsid();
-	fd = open("/dev/null", O_RDWR);
-	if (fd >= 0) {
-		dup2(fd, STDIN_FILENO);
-		dup2(fd, STDOUT_FILENO);
-		if (log_get_level() >= 0 && !getenv("LP_KEEP_STDERR"))
-			dup2(fd, STDERR_FILENO);
-		if (fd > STDERR_FILENO)
-			close(fd);
-	}
-	return 0;
-}
-
-/* Each process costs a uffd and a pages file: 1,000 processes need more than the soft 1024. */
-static void raise_fd_limit(void)
-{
-	struct rlimit rl;
-
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
-	}
-}
-
 enum {
 	OPT_PIDFILE = 256,
 	OPT_STATUS_FD,
@@ -125,12 +56,6 @@ enum {
 	OPT_PROGRESS,
 	OPT_PS_TIMEOUT,
 	OPT_STATE_DIR,
-	OPT_TLS,
-	OPT_TLS_CACERT,
-	OPT_TLS_CACRL,
-	OPT_TLS_CERT,
-	OPT_TLS_KEY,
-	OPT_TLS_NO_CN_VERIFY,
 };
 
 int main(int argc, char **argv)
@@ -156,12 +81,7 @@ int main(int argc, char **argv)
 		{ "progress-file", required_argument, NULL, OPT_PROGRESS },
 		{ "ps-timeout", required_argument, NULL, OPT_PS_TIMEOUT },
 		{ "state-dir", required_argument, NULL, OPT_STATE_DIR },
-		{ "tls", no_argument, NULL, OPT_TLS },
-		{ "tls-cacert", required_argument, NULL, OPT_TLS_CACERT },
-		{ "tls-cacrl", required_argument, NULL, OPT_TLS_CACRL },
-		{ "tls-cert", required_argument, NULL, OPT_TLS_CERT },
-		{ "tls-key", required_argument, NULL, OPT_TLS_KEY },
-		{ "tls-no-cn-verify", no_argument, NULL, OPT_TLS_NO_CN_VERIFY },
+		CLI_TLS_OPTIONS,
 		{ "log-file", required_argument, NULL, 'o' },
 		{ "verbose", optional_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
@@ -199,7 +119,7 @@ int main(int argc, char **argv)
 				log_set_level(log_get_level() < LOG_INFO ? LOG_INFO : LOG_DEBUG);
 				break;
 			}
-			if (parse_num("-v", optarg, 0, 9, &v))
+			if (cli_num("lazy-pagesd", "-v", optarg, 0, 9, &v))
 				return 1;
 			/* criu's levels: 1 error, 2 warning, 3 info, 4 debug */
 			log_set_level(v <= 1 ? LOG_ERR : v >= 4 ? LOG_DEBUG : (int)v - 1);
@@ -208,27 +128,27 @@ int main(int argc, char **argv)
 			pidfile = optarg;
 			break;
 		case OPT_STATUS_FD:
-			if (parse_num("--status-fd", optarg, 0, INT_MAX, &v))
+			if (cli_num("lazy-pagesd", "--status-fd", optarg, 0, INT_MAX, &v))
 				return 1;
 			status_fd = (int)v;
 			break;
 		case OPT_PREFETCH:
-			if (parse_num("--prefetch-threads", optarg, 1, 64, &v))
+			if (cli_num("lazy-pagesd", "--prefetch-threads", optarg, 1, 64, &v))
 				return 1;
 			cfg.prefetch_threads = (int)v;
 			break;
 		case OPT_FAULTS:
-			if (parse_num("--fault-threads", optarg, 1, 64, &v))
+			if (cli_num("lazy-pagesd", "--fault-threads", optarg, 1, 64, &v))
 				return 1;
 			cfg.fault_threads = (int)v;
 			break;
 		case OPT_AROUND:
-			if (parse_num("--fault-around", optarg, 1, 512, &v))
+			if (cli_num("lazy-pagesd", "--fault-around", optarg, 1, 512, &v))
 				return 1;
 			cfg.fault_around = (unsigned)v;
 			break;
 		case OPT_CHUNK:
-			if (parse_num("--chunk", optarg, 1, 65536, &v))
+			if (cli_num("lazy-pagesd", "--chunk", optarg, 1, 65536, &v))
 				return 1;
 			cfg.chunk_pages = (uint64_t)v;
 			if (cfg.sub_pages > cfg.chunk_pages)
@@ -241,17 +161,17 @@ int main(int argc, char **argv)
 			cfg.ps_address = optarg;
 			break;
 		case OPT_PORT:
-			if (parse_num("--port", optarg, 1, 65535, &v))
+			if (cli_num("lazy-pagesd", "--port", optarg, 1, 65535, &v))
 				return 1;
 			cfg.ps_port = optarg;
 			break;
 		case OPT_PS_WIRE:
-			if (parse_num("--ps-wire", optarg, 3, 4, &v))
+			if (cli_num("lazy-pagesd", "--ps-wire", optarg, 3, 4, &v))
 				return 1;
 			cfg.ps_wire = (int)v;
 			break;
 		case OPT_PS_SOCKET:
-			if (parse_num("--ps-socket", optarg, 0, INT_MAX, &v))
+			if (cli_num("lazy-pagesd", "--ps-socket", optarg, 0, INT_MAX, &v))
 				return 1;
 			cfg.ps_socket = (int)v;
 			cfg.remote = 1;
@@ -270,24 +190,6 @@ int main(int argc, char **argv)
 			cfg.ps_timeout_ms = (unsigned)(sec * 1000);
 			break;
 		}
-		case OPT_TLS:
-			use_tls = 1;
-			break;
-		case OPT_TLS_CACERT:
-			tls.cacert = optarg;
-			break;
-		case OPT_TLS_CACRL:
-			tls.cacrl = optarg;
-			break;
-		case OPT_TLS_CERT:
-			tls.cert = optarg;
-			break;
-		case OPT_TLS_KEY:
-			tls.key = optarg;
-			break;
-		case OPT_TLS_NO_CN_VERIFY:
-			tls.no_cn_verify = 1;
-			break;
 		case OPT_STATE_DIR:
 			scfg.state_dir = optarg;
 			break;
@@ -311,6 +213,8 @@ int main(int argc, char **argv)
 			usage(stdout);
 			return 0;
 		default:
+			if (cli_tls_opt(c, optarg, &tls, &use_tls))
+				break;
 			usage(stderr);
 			return 1;
 		}
@@ -336,8 +240,8 @@ int main(int argc, char **argv)
 			close(fd);
 		}
 		signal(SIGPIPE, SIG_IGN);
-		raise_fd_limit();
-		if (pidfile && write_pidfile(pidfile, getpid()) < 0)
+		cli_raise_fd_limit();
+		if (pidfile && cli_write_pid(pidfile, getpid()) < 0)
 			log_warn("%s: cannot write the pid file", pidfile);
 		scfg.defaults = cfg;
 		return service_main(&scfg);
@@ -377,7 +281,7 @@ int main(int argc, char **argv)
 	}
 	/* a restored process's uffd must never take the daemon down through SIGPIPE */
 	signal(SIGPIPE, SIG_IGN);
-	raise_fd_limit();
+	cli_raise_fd_limit();
 	if (use_tls) {
 		if (tls_cfg_load(&tls, &e)) {
 			log_err("%s", e.msg);
@@ -397,12 +301,12 @@ int main(int argc, char **argv)
 		session_free(s);
 		return 1;
 	}
-	if (daemon_mode && daemonize(pidfile) < 0) {
+	if (daemon_mode && cli_daemonize("lazy-pagesd", pidfile, getenv("LP_KEEP_STDERR") != NULL) < 0) {
 		log_err("--daemon: fork: %s", strerror(errno));
 		session_free(s);
 		return 1;
 	}
-	if (!daemon_mode && pidfile && write_pidfile(pidfile, getpid()) < 0)
+	if (!daemon_mode && pidfile && cli_write_pid(pidfile, getpid()) < 0)
 		log_warn("%s: cannot write the pid file", pidfile);
 	if (status_fd >= 0) {
 		char zero = 0;

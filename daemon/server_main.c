@@ -12,6 +12,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "log.h"
 #include "ps_wire.h"
 #include "server.h"
@@ -33,82 +34,6 @@ static void usage(FILE *f)
 		"issued to --address (if given) unless --tls-no-cn-verify.\n");
 }
 
-static int parse_num(const char *opt, const char *arg, long lo, long hi, long *out)
-{
-	char *end;
-	long v;
-
-	errno = 0;
-	v = strtol(arg, &end, 10);
-	if (errno || end == arg || *end || v < lo || v > hi) {
-		fprintf(stderr, "lazy-pages-server: %s: '%s' is not a number from %ld to %ld\n", opt,
-			arg, lo, hi);
-		return -1;
-	}
-	*out = v;
-	return 0;
-}
-
-/* Writes TEXT to PATH through a temporary file, so a reader never sees half of it. */
-static int write_file(const char *path, const char *text)
-{
-	size_t n = strlen(text);
-	char tmp[PATH_MAX];
-	int fd, ret = 0;
-
-	if (snprintf(tmp, sizeof(tmp), "%s.%d.tmp", path, (int)getpid()) >= (int)sizeof(tmp))
-		return -ENAMETOOLONG;
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0)
-		return -errno;
-	if (write(fd, text, n) != (ssize_t)n)
-		ret = -EIO;
-	if (close(fd) < 0 && !ret)
-		ret = -errno;
-	if (!ret && rename(tmp, path) < 0)
-		ret = -errno;
-	if (ret)
-		unlink(tmp);
-	return ret;
-}
-
-static int write_pid(const char *path, pid_t pid)
-{
-	char buf[32];
-
-	snprintf(buf, sizeof(buf), "%d\n", (int)pid);
-	return write_file(path, buf);
-}
-
-/* The child carries on with the socket listening; the parent reports its pid and exits. */
-static int daemonize(const char *pidfile, bool keep_stderr)
-{
-	pid_t pid = fork();
-	int fd;
-
-	if (pid < 0)
-		return -errno;
-	if (pid > 0) {
-		if (pidfile && write_pid(pidfile, pid) < 0) {
-			fprintf(stderr, "lazy-pages-server: %s: cannot write the pid file\n", pidfile);
-			kill(pid, SIGTERM);
-			_exit(1);
-		}
-		_exit(0);
-	}
-	setsid();
-	fd = open("/dev/null", O_RDWR);
-	if (fd >= 0) {
-		dup2(fd, STDIN_FILENO);
-		dup2(fd, STDOUT_FILENO);
-		if (!keep_stderr)
-			dup2(fd, STDERR_FILENO);
-		if (fd > STDERR_FILENO)
-			close(fd);
-	}
-	return 0;
-}
-
 enum {
 	OPT_PORT = 256,
 	OPT_ADDRESS,
@@ -117,12 +42,6 @@ enum {
 	OPT_STATUS_FD,
 	OPT_PORT_FILE,
 	OPT_MAX_CLIENTS,
-	OPT_TLS,
-	OPT_TLS_CACERT,
-	OPT_TLS_CACRL,
-	OPT_TLS_CERT,
-	OPT_TLS_KEY,
-	OPT_TLS_NO_CN_VERIFY,
 };
 
 int main(int argc, char **argv)
@@ -137,12 +56,7 @@ int main(int argc, char **argv)
 		{ "status-fd", required_argument, NULL, OPT_STATUS_FD },
 		{ "port-file", required_argument, NULL, OPT_PORT_FILE },
 		{ "max-clients", required_argument, NULL, OPT_MAX_CLIENTS },
-		{ "tls", no_argument, NULL, OPT_TLS },
-		{ "tls-cacert", required_argument, NULL, OPT_TLS_CACERT },
-		{ "tls-cacrl", required_argument, NULL, OPT_TLS_CACRL },
-		{ "tls-cert", required_argument, NULL, OPT_TLS_CERT },
-		{ "tls-key", required_argument, NULL, OPT_TLS_KEY },
-		{ "tls-no-cn-verify", no_argument, NULL, OPT_TLS_NO_CN_VERIFY },
+		CLI_TLS_OPTIONS,
 		{ "log-file", required_argument, NULL, 'o' },
 		{ "verbose", optional_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
@@ -167,7 +81,7 @@ int main(int argc, char **argv)
 			cfg.images_dir = optarg;
 			break;
 		case OPT_PORT:
-			if (parse_num("--port", optarg, 0, 65535, &v))
+			if (cli_num("lazy-pages-server", "--port", optarg, 0, 65535, &v))
 				return 1;
 			cfg.port = (int)v;
 			break;
@@ -175,7 +89,7 @@ int main(int argc, char **argv)
 			cfg.address = optarg;
 			break;
 		case OPT_WIRE:
-			if (parse_num("--ps-wire", optarg, PS_WIRE_3, PS_WIRE_4, &v))
+			if (cli_num("lazy-pages-server", "--ps-wire", optarg, PS_WIRE_3, PS_WIRE_4, &v))
 				return 1;
 			cfg.wire = (int)v;
 			break;
@@ -186,7 +100,7 @@ int main(int argc, char **argv)
 			pidfile = optarg;
 			break;
 		case OPT_STATUS_FD:
-			if (parse_num("--status-fd", optarg, 0, INT_MAX, &v))
+			if (cli_num("lazy-pages-server", "--status-fd", optarg, 0, INT_MAX, &v))
 				return 1;
 			status_fd = (int)v;
 			break;
@@ -194,27 +108,9 @@ int main(int argc, char **argv)
 			portfile = optarg;
 			break;
 		case OPT_MAX_CLIENTS:
-			if (parse_num("--max-clients", optarg, 1, 4096, &v))
+			if (cli_num("lazy-pages-server", "--max-clients", optarg, 1, 4096, &v))
 				return 1;
 			cfg.max_clients = (int)v;
-			break;
-		case OPT_TLS:
-			use_tls = 1;
-			break;
-		case OPT_TLS_CACERT:
-			tls.cacert = optarg;
-			break;
-		case OPT_TLS_CACRL:
-			tls.cacrl = optarg;
-			break;
-		case OPT_TLS_CERT:
-			tls.cert = optarg;
-			break;
-		case OPT_TLS_KEY:
-			tls.key = optarg;
-			break;
-		case OPT_TLS_NO_CN_VERIFY:
-			tls.no_cn_verify = 1;
 			break;
 		case 'o':
 			logfile = optarg;
@@ -224,7 +120,7 @@ int main(int argc, char **argv)
 				log_set_level(log_get_level() < LOG_INFO ? LOG_INFO : LOG_DEBUG);
 				break;
 			}
-			if (parse_num("-v", optarg, 0, 9, &v))
+			if (cli_num("lazy-pages-server", "-v", optarg, 0, 9, &v))
 				return 1;
 			/* criu's levels: 1 error, 2 warning, 3 info, 4 debug */
 			log_set_level(v <= 1 ? LOG_ERR : v >= 4 ? LOG_DEBUG : (int)v - 1);
@@ -233,6 +129,8 @@ int main(int argc, char **argv)
 			usage(stdout);
 			return 0;
 		default:
+			if (cli_tls_opt(c, optarg, &tls, &use_tls))
+				break;
 			usage(stderr);
 			return 1;
 		}
@@ -296,17 +194,17 @@ int main(int argc, char **argv)
 		int r;
 
 		snprintf(buf, sizeof(buf), "%d\n", server_port(s));
-		r = write_file(portfile, buf);
+		r = cli_write_file(portfile, buf);
 		if (r < 0) {
 			log_err("%s: cannot write the port file: %s", portfile, strerror(-r));
 			goto out;
 		}
 	}
-	if (daemon_mode && daemonize(pidfile, logfile != NULL) < 0) {
+	if (daemon_mode && cli_daemonize("lazy-pages-server", pidfile, logfile != NULL) < 0) {
 		log_err("--daemon: fork: %s", strerror(errno));
 		goto out;
 	}
-	if (!daemon_mode && pidfile && write_pid(pidfile, getpid()) < 0)
+	if (!daemon_mode && pidfile && cli_write_pid(pidfile, getpid()) < 0)
 		log_warn("%s: cannot write the pid file", pidfile);
 	/* SIGTERM/SIGINT end server_run through this fd; the mask above keeps them pending */
 	sfd = signalfd(-1, &mask, SFD_CLOEXEC);

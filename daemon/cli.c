@@ -1,0 +1,123 @@
+/* SPDX-License-Identifier: MIT */
+/* cli: number parsing, pid files, --daemon and the TLS options, once for both programs. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "tls.h"
+
+int cli_num(const char *prog, const char *opt, const char *arg, long lo, long hi, long *out)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(arg, &end, 10);
+	if (errno || end == arg || *end || v < lo || v > hi) {
+		fprintf(stderr, "%s: %s: '%s' is not a number from %ld to %ld\n", prog, opt, arg, lo, hi);
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+int cli_write_file(const char *path, const char *text)
+{
+	size_t n = strlen(text);
+	char tmp[PATH_MAX];
+	int fd, ret = 0;
+
+	if (snprintf(tmp, sizeof(tmp), "%s.%d.tmp", path, (int)getpid()) >= (int)sizeof(tmp))
+		return -ENAMETOOLONG;
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	if (write(fd, text, n) != (ssize_t)n)
+		ret = -EIO;
+	if (close(fd) < 0 && !ret)
+		ret = -errno;
+	if (!ret && rename(tmp, path) < 0)
+		ret = -errno;
+	if (ret)
+		unlink(tmp);
+	return ret;
+}
+
+int cli_write_pid(const char *path, pid_t pid)
+{
+	char buf[32];
+
+	snprintf(buf, sizeof(buf), "%d\n", (int)pid);
+	return cli_write_file(path, buf);
+}
+
+int cli_daemonize(const char *prog, const char *pidfile, bool keep_stderr)
+{
+	pid_t pid = fork();
+	int fd;
+
+	if (pid < 0)
+		return -errno;
+	if (pid > 0) {
+		if (pidfile && cli_write_pid(pidfile, pid) < 0) {
+			fprintf(stderr, "%s: %s: cannot write the pid file\n", prog, pidfile);
+			kill(pid, SIGTERM);
+			_exit(1);
+		}
+		_exit(0);
+	}
+	setsid();
+	fd = open("/dev/null", O_RDWR);
+	if (fd >= 0) {
+		dup2(fd, STDIN_FILENO);
+		dup2(fd, STDOUT_FILENO);
+		if (!keep_stderr)
+			dup2(fd, STDERR_FILENO);
+		if (fd > STDERR_FILENO)
+			close(fd);
+	}
+	return 0;
+}
+
+void cli_raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+int cli_tls_opt(int c, const char *arg, struct tls_cfg *t, int *use)
+{
+	switch (c) {
+	case CLI_OPT_TLS:
+		*use = 1;
+		return 1;
+	case CLI_OPT_TLS_CACERT:
+		t->cacert = arg;
+		return 1;
+	case CLI_OPT_TLS_CACRL:
+		t->cacrl = arg;
+		return 1;
+	case CLI_OPT_TLS_CERT:
+		t->cert = arg;
+		return 1;
+	case CLI_OPT_TLS_KEY:
+		t->key = arg;
+		return 1;
+	case CLI_OPT_TLS_NO_CN_VERIFY:
+		t->no_cn_verify = 1;
+		return 1;
+	default:
+		return 0;
+	}
+}

@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: MIT */
+/* cli: what the lazy-pagesd and lazy-pages-server command lines share. */
+#ifndef LP_CLI_H
+#define LP_CLI_H
+
+#include <getopt.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+struct tls_cfg;
+
+/* Parses ARG as a whole number in [LO, HI]; on error says so, naming PROG and OPT, and returns -1. */
+int cli_num(const char *prog, const char *opt, const char *arg, long lo, long hi, long *out);
+
+/* Writes TEXT to PATH through a temporary file, so a reader never sees half of it. 0 or -errno. */
+int cli_write_file(const char *path, const char *text);
+int cli_write_pid(const char *path, pid_t pid);
+
+/*
+ * Forks: the parent writes PIDFILE (if any) with the child's pid and
+ * exits 0; the child starts a new session with stdio on /dev/null
+ * (stderr kept if KEEP_STDERR) and returns 0.
+ */
+int cli_daemonize(const char *prog, const char *pidfile, bool keep_stderr);
+
+/* Raises RLIMIT_NOFILE to its hard limit: each restored process costs fds. */
+void cli_raise_fd_limit(void);
+
+/* CRIU's TLS options, for both programs' option tables. */
+enum {
+	CLI_OPT_TLS = 1000,
+	CLI_OPT_TLS_CACERT,
+	CLI_OPT_TLS_CACRL,
+	CLI_OPT_TLS_CERT,
+	CLI_OPT_TLS_KEY,
+	CLI_OPT_TLS_NO_CN_VERIFY,
+};
+
+#define CLI_TLS_OPTIONS                                                       \
+	{ "tls", no_argument, NULL, CLI_OPT_TLS },                            \
+	{ "tls-cacert", required_argument, NULL, CLI_OPT_TLS_CACERT },        \
+	{ "tls-cacrl", required_argument, NULL, CLI_OPT_TLS_CACRL },          \
+	{ "tls-cert", required_argument, NULL, CLI_OPT_TLS_CERT },            \
+	{ "tls-key", required_argument, NULL, CLI_OPT_TLS_KEY },              \
+	{ "tls-no-cn-verify", no_argument, NULL, CLI_OPT_TLS_NO_CN_VERIFY }
+
+/* Takes option C if it is a TLS one (returns 1), into T and *USE. */
+int cli_tls_opt(int c, const char *arg, struct tls_cfg *t, int *use);
+
+#endif
