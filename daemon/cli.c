@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "log.h"
 #include "tls.h"
 
 int cli_num(const char *prog, const char *opt, const char *arg, long lo, long hi, long *out)
@@ -83,6 +84,20 @@ int cli_daemonize(const char *prog, const char *pidfile, bool keep_stderr)
 		if (fd > STDERR_FILENO)
 			close(fd);
 	}
+	return 0;
+}
+
+int cli_verbose(const char *prog, const char *arg)
+{
+	long v;
+
+	if (!arg) {
+		log_set_level(log_get_level() < LOG_INFO ? LOG_INFO : LOG_DEBUG);
+		return 0;
+	}
+	if (cli_num(prog, "-v", arg, 0, 9, &v))
+		return -1;
+	log_set_level(v <= 1 ? LOG_ERR : v >= 4 ? LOG_DEBUG : (int)v - 1);
 	return 0;
 }
 

@@ -23,6 +23,9 @@ int cli_write_pid(const char *path, pid_t pid);
  */
 int cli_daemonize(const char *prog, const char *pidfile, bool keep_stderr);
 
+/* -v (one level more) or -vN (CRIU's levels: 1 error, 2 warning, 3 info, 4 debug). 0 or -1. */
+int cli_verbose(const char *prog, const char *arg);
+
 /* Raises RLIMIT_NOFILE to its hard limit: each restored process costs fds. */
 void cli_raise_fd_limit(void);
 

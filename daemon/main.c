@@ -115,14 +115,8 @@ int main(int argc, char **argv)
 			logfile = optarg;
 			break;
 		case 'v':
-			if (!optarg) {
-				log_set_level(log_get_level() < LOG_INFO ? LOG_INFO : LOG_DEBUG);
-				break;
-			}
-			if (cli_num("lazy-pagesd", "-v", optarg, 0, 9, &v))
+			if (cli_verbose("lazy-pagesd", optarg))
 				return 1;
-			/* criu's levels: 1 error, 2 warning, 3 info, 4 debug */
-			log_set_level(v <= 1 ? LOG_ERR : v >= 4 ? LOG_DEBUG : (int)v - 1);
 			break;
 		case OPT_PIDFILE:
 			pidfile = optarg;
