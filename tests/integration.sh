@@ -57,7 +57,7 @@ SCENARIOS=(
 PS_BAD_MODES=(short-header wrong-address more-pages close-mid-reply zero-pages wrong-pid garbage)
 REMOTE_ONLY=(server-probe ps-socket netns-veth delay-rtt delay-cut)
 for m in "${PS_BAD_MODES[@]}"; do REMOTE_ONLY+=("ps-$m"); done
-REMOTE_ONLY+=(ps-recover-short-header ps-recover-close-mid-reply)
+REMOTE_ONLY+=(ps-recover-short-header ps-recover-close-mid-reply link-down server-restart timeout-kill)
 
 # Local scenarios that make no sense remotely:
 # - bad-pages-short cuts the pages file the daemon would read its bytes
@@ -599,6 +599,95 @@ sc_netns-veth() {
 	[ "$rx" -ge "$(sget remote_bytes)" ] ||
 		fail "lpv1 received $rx bytes, less than remote_bytes=$(sget remote_bytes): not over the veth link?"
 	info "restore (random, over veth 10.231.0.1 -> 10.231.0.2) ${RTIME} s wall; veth rx $rx bytes; $SUMMARY"
+}
+
+# link-down: as netns-veth, but the daemon's side of the link goes down for
+# 2 s while it fills; netmon sees it, the connection is made again once the
+# link is back, and every byte is verified.
+sc_link-down() {
+	local a=${NS_PREFIX}a b=${NS_PREFIX}b flap
+	ip netns add "$a" || fail "ip netns add $a"
+	NETNS+=("$a")
+	ip netns add "$b" || fail "ip netns add $b"
+	NETNS+=("$b")
+	ip -n "$a" link add lpv0 type veth peer name lpv1 netns "$b" || fail "ip link add veth"
+	ip -n "$a" addr add 10.231.1.1/24 dev lpv0 && ip -n "$b" addr add 10.231.1.2/24 dev lpv1 || fail "ip addr add"
+	ip -n "$a" link set lo up && ip -n "$b" link set lo up &&
+		ip -n "$a" link set lpv0 up && ip -n "$b" link set lpv1 up || fail "ip link set up"
+	dump "$T/d" --size 256
+	NS_SERVER=(ip netns exec "$a")
+	start_server "$T/d" 10.231.1.1
+	NS_CLIENT=(ip netns exec "$b")
+	# down once the daemon is serving (its log says so), up 2 s later
+	( for i in $(seq 500); do grep -q 'prefetch starts' "$T/daemon.log" 2>/dev/null && break; sleep 0.01; done
+	  ip -n "$b" link set lpv1 down; sleep 2; ip -n "$b" link set lpv1 up ) &
+	flap=$!
+	BG_PIDS+=("$flap")
+	start_daemon "$T/d" "$T/work" -v || fail "daemon exited before listening"
+	restore "$T/d" "$T/work" --scenario random
+	finish_daemon
+	wait $flap
+	[ $RRC -eq 0 ] || fail "lp-restore exit $RRC: $(restore_reason)"
+	[ $DRC -eq 0 ] || fail "daemon exit $DRC: $(grep -m2 error "$T/daemon.log" | tr '\n' ' ')"
+	remote_ok
+	RTIME=$(sed -n 's/.* in \([0-9.]*\) s$/\1/p' "$T/restore.out")
+	grep -q 'link or route to it changed' "$T/daemon.log" ||
+		fail "netmon did not report the link going down: $(grep -m2 -E 'warn|error' "$T/daemon.log" | tr '\n' ' ')"
+	grep -q 'connection made again' "$T/daemon.log" || fail "the connection was not made again"
+	info "link down 2 s mid-restore: $(grep -c 'changed' "$T/daemon.log") link events, restore ${RTIME} s; $SUMMARY"
+}
+
+# server-restart: lazy-pages-server is SIGKILLed while it serves and started
+# again on the same port 1 s later; the daemon makes its connections again,
+# sends what was in flight again, and every byte is verified.
+sc_server-restart() {
+	local port old
+	dump "$T/d" --procs 2 --size 256
+	start_server "$T/d" 127.0.0.1
+	port=$PS_PORT
+	old=$SPID
+	( for i in $(seq 500); do grep -q 'prefetch starts' "$T/daemon.log" 2>/dev/null && break; sleep 0.01; done
+	  sleep 0.1; pkill -KILL -P "$old"; kill -KILL "$old" ) &	# the server, and the timeout(1) above it
+	BG_PIDS+=($!)
+	start_daemon "$T/d" "$T/work" --ps-timeout 15 -v || fail "daemon exited before listening"
+	( while kill -0 "$old" 2>/dev/null; do sleep 0.02; done; sleep 1
+	  exec "$SERVER" -D "$T/d" --address 127.0.0.1 --port "$port" --ps-wire "$WIRE" 2>"$T/server2.log" ) &
+	SPID=$!
+	BG_PIDS+=("$SPID")
+	restore "$T/d" "$T/work" --scenario random
+	finish_daemon
+	[ $RRC -eq 0 ] || fail "lp-restore exit $RRC: $(restore_reason)"
+	[ $DRC -eq 0 ] || fail "daemon exit $DRC: $(grep -m2 error "$T/daemon.log" | tr '\n' ' ')"
+	grep -q 'connection made again' "$T/daemon.log" || fail "the daemon never lost the server (killed too late?)"
+	remote_ok
+	info "server killed and restarted: $SUMMARY"
+}
+
+# timeout-kill: the server is killed and does not come back within
+# --ps-timeout 1: the session fails, its processes are killed before their
+# uffds close (lp-restore sees them die by SIGKILL, none reads a wrong or
+# zero page), and the daemon exits non-zero saying which and why.
+sc_timeout-kill() {
+	local old
+	dump "$T/d" --procs 2 --size 512
+	start_server "$T/d" 127.0.0.1
+	old=$SPID
+	SPID=
+	( for i in $(seq 500); do grep -q 'prefetch starts' "$T/daemon.log" 2>/dev/null && break; sleep 0.01; done
+	  sleep 0.1; pkill -KILL -P "$old"; kill -KILL "$old" ) &	# the server, and the timeout(1) above it
+	BG_PIDS+=($!)
+	start_daemon "$T/d" "$T/work" --ps-timeout 1 -v || fail "daemon exited before listening"
+	restore "$T/d" "$T/work" --scenario seq
+	finish_daemon
+	[ $DRC -ne 0 ] && [ $DRC -lt 128 ] || fail "daemon exit $DRC: expected a clean failure"
+	grep -q 'not back within --ps-timeout' "$T/daemon.log" || fail "no timeout message: $(grep -m2 error "$T/daemon.log" | tr '\n' ' ')"
+	[ "$(grep -c 'killed with' "$T/daemon.log")" -eq 2 ] ||
+		fail "expected both processes killed: $(grep -E 'killed|cannot find' "$T/daemon.log" | tr '\n' ' ')"
+	[ $RRC -ne 0 ] || fail "lp-restore passed, yet its processes should have been killed"
+	grep -q 'mismatch' "$T/restore.err" && fail "a process read a wrong page: $(restore_reason)"
+	[ "$(grep -c 'killed by signal 9' "$T/restore.err")" -eq 2 ] ||
+		fail "lp-restore did not see both children killed: $(restore_reason)"
+	info "$(grep -m1 'killed with' "$T/daemon.log" | cut -c1-200)"
 }
 
 # fault_rtt_p50_us/p99_us from the summary, or fail saying they are missing
