@@ -702,22 +702,37 @@ rtt_fields() {
 # server. Idle: 1-page GETs through the same proxy with nothing else on it
 # (lp-fakeps --probe). Loaded: a 512 MiB random-order restore while
 # prefetch fills the link; fault p99 must stay within 10 round trips.
-sc_delay-rtt() {
-	local rtt_us=2000 out idle
-	dump "$T/d" --size 512
+delay_rtt_once() {
+	local out
 	start_server "$T/d" 127.0.0.1
 	start_delay "127.0.0.1:$PS_PORT" 1
 	out=$("$FAKEPS" --images "$T/d" --probe "127.0.0.1:$DL_PORT" --ps-wire "$WIRE" --count 200 --seed 5 2>&1) ||
 		fail "idle probe through lp-delay: $(echo "$out" | tail -n 2 | tr '\n' ' ')"
-	idle=$(echo "$out" | sed -n 's/.*rtt_p50_us=\([0-9.]*\) rtt_p99_us=\([0-9.]*\).*/p50 \1 us, p99 \2 us/p')
-	awk -v p="$(echo "$out" | sed -n 's/.*rtt_p50_us=\([0-9.]*\).*/\1/p')" -v r=$rtt_us \
+	IDLE=$(echo "$out" | sed -n 's/.*rtt_p50_us=\([0-9.]*\) rtt_p99_us=\([0-9.]*\).*/p50 \1 us, p99 \2 us/p')
+	awk -v p="$(echo "$out" | sed -n 's/.*rtt_p50_us=\([0-9.]*\).*/\1/p')" -v r=$RTT_US \
 		'BEGIN { exit !(p >= r * 0.9) }' || fail "idle GET p50 through lp-delay is below 2 ms: is the delay applied? $out"
 	PS_PORT=$DL_PORT
 	good "$T/d" 1 --scenario random
+	kill -TERM "$DLPID" 2>/dev/null
+	wait "$DLPID"
 	rtt_fields
-	awk -v p="$RTT99" -v lim=$((10 * rtt_us)) 'BEGIN { exit !(p <= lim) }' ||
-		fail "loaded fault_rtt_p99_us=$RTT99 > 10 x RTT ($((10 * rtt_us)) us); p50 $RTT50 us; idle $idle"
-	info "RTT 2 ms: idle GET $idle; loaded fault_rtt p50 $RTT50 us, p99 $RTT99 us (limit $((10 * rtt_us))); remote_bytes=$(sget remote_bytes); restore ${RTIME} s"
+}
+
+# One retry, reported: on 2 shared cores a burst of someone else's work
+# can push one p99 over; a real regression fails both attempts.
+sc_delay-rtt() {
+	local lim first=
+	RTT_US=2000
+	lim=$((10 * RTT_US))
+	dump "$T/d" --size 512
+	delay_rtt_once
+	if ! awk -v p="$RTT99" -v lim=$lim 'BEGIN { exit !(p <= lim) }'; then
+		first="first attempt p99 $RTT99 us (p50 $RTT50 us, idle $IDLE), retried; "
+		delay_rtt_once
+		awk -v p="$RTT99" -v lim=$lim 'BEGIN { exit !(p <= lim) }' ||
+			fail "loaded fault_rtt_p99_us=$RTT99 > 10 x RTT ($lim us) twice; p50 $RTT50 us; idle $IDLE; ${first%; }"
+	fi
+	info "${first}RTT 2 ms: idle GET $IDLE; loaded fault_rtt p50 $RTT50 us, p99 $RTT99 us (limit $lim); remote_bytes=$(sget remote_bytes); restore ${RTIME} s"
 }
 
 # the first connection through lp-delay is reset after 4 MiB server->client.
