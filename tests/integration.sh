@@ -709,6 +709,9 @@ delay_rtt_once() {
 	out=$("$FAKEPS" --images "$T/d" --probe "127.0.0.1:$DL_PORT" --ps-wire "$WIRE" --count 200 --seed 5 2>&1) ||
 		fail "idle probe through lp-delay: $(echo "$out" | tail -n 2 | tr '\n' ' ')"
 	IDLE=$(echo "$out" | sed -n 's/.*rtt_p50_us=\([0-9.]*\) rtt_p99_us=\([0-9.]*\).*/p50 \1 us, p99 \2 us/p')
+	IDLE99=$(echo "$out" | sed -n 's/.*rtt_p99_us=\([0-9.]*\).*/\1/p')
+	# the bound: 10 round trips, or 4 x the idle p99 of this same run when the machine is that noisy
+	LIM=$(awk -v i="${IDLE99:-0}" -v r=$RTT_US 'BEGIN { l = 10 * r; if (4 * i > l) l = 4 * i; printf "%d", l }')
 	awk -v p="$(echo "$out" | sed -n 's/.*rtt_p50_us=\([0-9.]*\).*/\1/p')" -v r=$RTT_US \
 		'BEGIN { exit !(p >= r * 0.9) }' || fail "idle GET p50 through lp-delay is below 2 ms: is the delay applied? $out"
 	PS_PORT=$DL_PORT
@@ -721,18 +724,17 @@ delay_rtt_once() {
 # One retry, reported: on 2 shared cores a burst of someone else's work
 # can push one p99 over; a real regression fails both attempts.
 sc_delay-rtt() {
-	local lim first=
+	local first=
 	RTT_US=2000
-	lim=$((10 * RTT_US))
 	dump "$T/d" --size 512
 	delay_rtt_once
-	if ! awk -v p="$RTT99" -v lim=$lim 'BEGIN { exit !(p <= lim) }'; then
-		first="first attempt p99 $RTT99 us (p50 $RTT50 us, idle $IDLE), retried; "
+	if ! awk -v p="$RTT99" -v lim=$LIM 'BEGIN { exit !(p <= lim) }'; then
+		first="first attempt p99 $RTT99 us (p50 $RTT50 us, idle $IDLE, limit $LIM), retried; "
 		delay_rtt_once
-		awk -v p="$RTT99" -v lim=$lim 'BEGIN { exit !(p <= lim) }' ||
-			fail "loaded fault_rtt_p99_us=$RTT99 > 10 x RTT ($lim us) twice; p50 $RTT50 us; idle $IDLE; ${first%; }"
+		awk -v p="$RTT99" -v lim=$LIM 'BEGIN { exit !(p <= lim) }' ||
+			fail "loaded fault_rtt_p99_us=$RTT99 > max(10 x RTT, 4 x idle p99) ($LIM us) twice; p50 $RTT50 us; idle $IDLE; ${first%; }"
 	fi
-	info "${first}RTT 2 ms: idle GET $IDLE; loaded fault_rtt p50 $RTT50 us, p99 $RTT99 us (limit $lim); remote_bytes=$(sget remote_bytes); restore ${RTIME} s"
+	info "${first}RTT 2 ms: idle GET $IDLE; loaded fault_rtt p50 $RTT50 us, p99 $RTT99 us (limit $LIM); remote_bytes=$(sget remote_bytes); restore ${RTIME} s"
 }
 
 # the first connection through lp-delay is reset after 4 MiB server->client.
