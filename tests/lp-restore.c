@@ -24,6 +24,8 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sched.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -51,6 +53,9 @@ struct opts {
 	uint64_t seed;
 	int timeout;
 	pid_t wait_pid;
+	/* the stress scenario */
+	unsigned int stress_seconds, stress_threads, stress_storms, stress_children, stress_forks,
+		stress_rate;
 };
 
 /* shared by all restore processes, like CRIU's lazy_sock_mutex */
@@ -771,6 +776,926 @@ out:
 	return ret;
 }
 
+/*
+ * stress: for --stress-seconds, --stress-threads workers read and write
+ * random pages while --stress-storms storm threads fork, move ranges away
+ * and back (mremap), munmap+mmap and MADV_DONTNEED them: while pages are
+ * lazy mostly where prefetch is copying (seen with mincore, or made by a
+ * fault of the storm's own), else anywhere. The model, per page: a claim
+ * byte (a worker or a storm owns the page while it touches it; nobody
+ * waits for a claimed page, it goes elsewhere), the hash the page must
+ * have (image content, zeros, or what was written last) and why. Every
+ * page is checked at the end; a forked child checks a sample of the pages
+ * no one owned when it was forked.
+ *
+ * Why a fork child's view of the model is consistent: each page's claim,
+ * hash and data are written by its owner in the order data, hash, claim
+ * release, and during fork() a write either lands in the page the child
+ * shares or stalls until fork() returns, so the child sees a prefix of
+ * every thread's writes.
+ */
+enum { SP_FREE, SP_BUSY };
+enum { SW_IMAGE, SW_WRITTEN, SW_DONTNEED, SW_FRESH, SW_MOVED };
+
+static const char *const stress_why[] = {
+	[SW_IMAGE] = "image content",
+	[SW_WRITTEN] = "what a worker wrote",
+	[SW_DONTNEED] = "zeros after MADV_DONTNEED",
+	[SW_FRESH] = "zeros of a fresh mmap after munmap",
+	[SW_MOVED] = "content kept across mremap away and back",
+};
+
+#define STRESS_MAX_KIDS 16
+#define STRESS_KID_TIMEOUT 30		/* s: a forked child that takes longer is hung */
+#define STRESS_JOIN_GRACE 30		/* s: for threads to stop once told */
+#define STRESS_MAX_RANGE 256		/* pages per storm op */
+#define STRESS_HOT 512			/* pages in a worker's working set */
+#define STRESS_COLD 32			/* one touch in this many is a new page */
+#define STRESS_STEER_US 2000		/* how long a storm watches for prefetch */
+#define STRESS_SLOTS 64			/* mremap targets per storm, 2 MiB apart */
+#define STRESS_KB 96			/* present pages behind a frontier */
+#define STRESS_FORK_SHARE 10		/* forks take at most 1/this of the time */
+#define STRESS_OPLOG 65536		/* storm ops remembered, per storm, for a mismatch's history */
+#define STRESS_BAD_PAGES 4		/* mismatched pages whose history is printed */
+
+/* in a MAP_SHARED page: forked children add theirs */
+struct stress_cnt {
+	atomic_ulong reads, writes, forks, fork_checked, fork_failed, mremaps, mremap_skipped, munmaps,
+		dontneeds, frontier_ops, lazy_ops, storm_ops;
+};
+
+struct stress;
+
+struct sworker {
+	struct stress *s;
+	unsigned int idx;
+	pthread_t th;
+	bool started;
+	uint64_t rng;
+	_Atomic uint64_t at;		/* the page it is on, for a hang report */
+	uint64_t hot[STRESS_HOT];	/* its working set */
+	unsigned int nhot;
+	uint64_t buf[PH_WORDS];
+};
+
+struct sstorm {
+	struct stress *s;
+	unsigned int idx;
+	pthread_t th;
+	bool started;
+	int ret;
+	uint64_t rng, slots;		/* first mremap target */
+	unsigned char *vec;		/* mincore of one VMA */
+	unsigned char *vec2;		/* and a moment before */
+	pid_t kids[STRESS_MAX_KIDS];
+	unsigned int nkids;
+	_Atomic uint64_t at;
+	_Atomic(const char *) op;
+	double next_lazy_check, t0;
+	uint64_t nops;
+	struct sop_log {
+		float t;		/* s since the start */
+		uint8_t kind, at_frontier;
+		uint32_t g0, cnt;
+		uint64_t dst;
+	} *oplog;
+	atomic_ulong nlog;
+	uint64_t buf[PH_WORDS];
+};
+
+struct stress {
+	struct task *t;
+	_Atomic uint8_t *claim;
+	uint64_t *want;			/* the hash each page must have */
+	uint8_t *why;			/* SW_*: why it has that */
+	uint32_t *seg;			/* 0: the restored VMA; else the munmap+mmap that made it */
+	atomic_uint next_seg;
+	atomic_int stop, lazy;
+	atomic_ulong forks_started;
+	_Atomic double next_fork;	/* no fork before this */
+	int *wv;			/* writable lazy VMAs */
+	size_t nwv;
+	uint64_t zero, maxv;
+	double t_start, t_end;
+	_Atomic double t_unlazy;	/* when smaps first showed no registration */
+	struct stress_cnt *c;
+	float *last_ok;			/* per page: when it was last seen right (s since the start) */
+	atomic_ulong nbad_g;
+	uint64_t bad_g[STRESS_BAD_PAGES];
+	float bad_t[STRESS_BAD_PAGES], bad_ok[STRESS_BAD_PAGES];
+	struct sworker *w;
+	struct sstorm *st;
+};
+
+/* for the SIGALRM handler only: what to name in a hang report */
+static struct stress *stress_hang;
+
+static size_t stress_fmt_u(char *p, uint64_t v, int base)
+{
+	char tmp[24];
+	size_t n = 0, k = 0;
+
+	do
+		tmp[n++] = "0123456789abcdef"[v % (unsigned)base];
+	while ((v /= (unsigned)base));
+	while (n)
+		p[k++] = tmp[--n];
+	return k;
+}
+
+static void stress_put(const char *a, uint64_t x, int base, const char *b)
+{
+	char buf[256];
+	size_t n = 0, l;
+
+	l = strlen(a);
+	memcpy(buf + n, a, l);
+	n += l;
+	if (base)
+		n += stress_fmt_u(buf + n, x, base);
+	l = strlen(b);
+	memcpy(buf + n, b, l);
+	n += l;
+	if (write(2, buf, n) < 0)
+		return;
+}
+
+/* async-signal-safe: names every thread's page, then exits */
+static void stress_alarm(int sig)
+{
+	struct stress *s = stress_hang;
+
+	(void)sig;
+	stress_put("lp-restore[", (uint64_t)getpid(), 10,
+		   "]: HANG: scenario stress did not finish in time (a fault never served?)\n");
+	for (unsigned int i = 0; s && i < s->t->o->stress_threads; i++)
+		stress_put("    worker on page 0x", atomic_load(&s->w[i].at), 16, "\n");
+	for (unsigned int i = 0; s && i < s->t->o->stress_storms; i++) {
+		const char *op = atomic_load(&s->st[i].op);
+
+		stress_put("    storm at 0x", atomic_load(&s->st[i].at), 16, ": ");
+		stress_put(op ? op : "-", 0, 0, "\n");
+	}
+	_exit(3);
+}
+
+static bool stress_claim(struct stress *s, uint64_t g)
+{
+	uint8_t f = SP_FREE;
+
+	return atomic_compare_exchange_strong_explicit(&s->claim[g], &f, SP_BUSY, memory_order_acquire,
+						       memory_order_relaxed);
+}
+
+static void stress_release(struct stress *s, uint64_t g)
+{
+	atomic_store_explicit(&s->claim[g], SP_FREE, memory_order_release);
+}
+
+static void stress_bad(struct stress *s, uint64_t g, uint64_t addr, uint64_t got, const char *ctx)
+{
+	struct task *t = s->t;
+	uint64_t want = s->want[g];
+	unsigned long n = atomic_fetch_add(&t->bad, 1);
+	const char *what = "";
+
+	if (n < STRESS_BAD_PAGES) {
+		unsigned long k = atomic_fetch_add(&s->nbad_g, 1);
+
+		if (k < STRESS_BAD_PAGES) {
+			s->bad_g[k] = g;
+			s->bad_t[k] = (float)(now() - s->t_start);
+			s->bad_ok[k] = s->last_ok[g];
+		}
+	}
+	if (got == t->exp[g] && want != t->exp[g])
+		what = " (the image's content: a COPY that came too late)";
+	else if (got == s->zero)
+		what = " (a zero page)";
+	if (n < MAX_REPORT)
+		say("pid %u%s: stress: %s: page 0x%" PRIx64 " should hold %s (%016" PRIx64
+		    ") but has %016" PRIx64 "%s; %.3f s in, %s %.3f s",
+		    t->pid, t->who, ctx, addr, stress_why[s->why[g]], want, got, what, now() - s->t_start,
+		    atomic_load(&s->lazy) ? "lazy for" : "nothing registered since",
+		    (atomic_load(&s->lazy) ? now() : atomic_load(&s->t_unlazy)) - s->t_start);
+	else if (n == MAX_REPORT)
+		say("pid %u%s: more mismatches, not shown", t->pid, t->who);
+}
+
+/* checks the page of index G, now at ADDR (it may have been moved) */
+static void stress_check(struct stress *s, uint64_t g, uint64_t addr, const char *ctx)
+{
+	uint64_t got = pagehash((const void *)(uintptr_t)addr);
+
+	atomic_fetch_add_explicit(&s->t->checked, 1, memory_order_relaxed);
+	if (got != s->want[g])
+		stress_bad(s, g, addr, got, ctx);
+	else
+		s->last_ok[g] = (float)(now() - s->t_start);
+}
+
+/* read-modify-write of one word, through BUF: the page stays checkable */
+static void stress_rmw(struct stress *s, uint64_t g, uint64_t addr, uint64_t *buf, uint64_t word,
+		       uint64_t val, const char *ctx)
+{
+	uint64_t got;
+
+	memcpy(buf, (const void *)(uintptr_t)addr, PAGE);
+	got = pagehash(buf);
+	atomic_fetch_add_explicit(&s->t->checked, 1, memory_order_relaxed);
+	if (got != s->want[g])
+		stress_bad(s, g, addr, got, ctx);
+	else
+		s->last_ok[g] = (float)(now() - s->t_start);
+	buf[word] = val;
+	((volatile uint64_t *)(uintptr_t)addr)[word] = val;
+	s->want[g] = pagehash(buf);
+	s->why[g] = SW_WRITTEN;
+}
+
+static void *stress_worker(void *arg)
+{
+	struct sworker *w = arg;
+	struct stress *s = w->s;
+	struct task *t = s->t;
+	uint64_t marker = 0x5700000000000000ull ^ ((uint64_t)w->idx << 44) ^ ((uint64_t)getpid() << 20);
+	uint64_t seq = 0;
+
+	/*
+	 * Below the daemon and the storms (SCHED_IDLE: the CPU they leave):
+	 * on 2 cores, 16 page-hashing workers (or 400 in 200 processes)
+	 * would starve the daemon's event reads and the storms, whose
+	 * layout events are the point of the exercise. A fault blocks the
+	 * worker anyway; the daemon serves it at its own priority.
+	 */
+	pthread_setschedparam(pthread_self(), SCHED_IDLE, &(struct sched_param){ 0 });
+	while (!atomic_load_explicit(&s->stop, memory_order_relaxed)) {
+		uint64_t r = ph_rand(&w->rng), g, a;
+		unsigned int op = (unsigned int)(r >> 40) % 16;
+		size_t vi;
+
+		/*
+		 * Mostly a page of its working set (present, unless a storm
+		 * dropped it), now and then a new one (a fault, most likely):
+		 * faults alone would fill the memory and leave prefetch, and
+		 * its races with the storms, nothing to do.
+		 */
+		if (w->nhot == STRESS_HOT && (r >> 20) % STRESS_COLD)
+			g = w->hot[(r >> 24) % STRESS_HOT];
+		else
+			g = w->hot[w->nhot < STRESS_HOT ? w->nhot++ : (r >> 24) % STRESS_HOT] = r % t->npages;
+		if (!stress_claim(s, g))
+			continue;
+		a = page_addr(t, g, &vi);
+		atomic_store_explicit(&w->at, a, memory_order_relaxed);
+		if (op < 7 || !(t->v[vi].prot & PROT_WRITE)) {
+			stress_check(s, g, a, "worker read");
+			atomic_fetch_add_explicit(&s->c->reads, 1, memory_order_relaxed);
+		} else if (op < 11) {
+			stress_rmw(s, g, a, w->buf, (r >> 8) % PH_WORDS, marker ^ ++seq, "worker read before a write");
+			atomic_fetch_add_explicit(&s->c->writes, 1, memory_order_relaxed);
+		} else if (op < 13) {
+			/* the whole page, unread: a write fault on a missing page */
+			for (unsigned int i = 0; i < PH_WORDS; i++)
+				w->buf[i] = ph_mix(marker ^ (g << 12) ^ (++seq << 24) ^ i);
+			memcpy((void *)(uintptr_t)a, w->buf, PAGE);
+			s->want[g] = pagehash(w->buf);
+			s->why[g] = SW_WRITTEN;
+			atomic_fetch_add_explicit(&s->c->writes, 1, memory_order_relaxed);
+		} else {
+			/* a run of pages in order: what fault-around and prefetch race on */
+			uint64_t end = t->first[vi + 1], n = 1 + (r >> 16) % 64, k;
+
+			stress_check(s, g, a, "worker read (run)");
+			for (k = 1; k < n && g + k < end && stress_claim(s, g + k); k++) {
+				stress_check(s, g + k, a + k * PAGE, "worker read (run)");
+				stress_release(s, g + k);
+			}
+			atomic_fetch_add_explicit(&s->c->reads, k, memory_order_relaxed);
+		}
+		stress_release(s, g);
+	}
+	atomic_store(&w->at, 0);
+	return NULL;
+}
+
+/* does any VMA still have a userfaultfd registration (smaps "um")? */
+static int stress_lazy_now(void)
+{
+	FILE *f = fopen("/proc/self/smaps", "re");
+	char line[512];
+	int lazy = 0;
+
+	if (!f)
+		return 0;
+	while (!lazy && fgets(line, sizeof(line), f))
+		if (!strncmp(line, "VmFlags:", 8) && strstr(line, " um"))
+			lazy = 1;
+	fclose(f);
+	return lazy;
+}
+
+/*
+ * Where a prefetch chunk is landing in VMA VI right now: a missing page
+ * right after a run of pages that became present between two mincore()
+ * looks, one right after the other. With workers faulting everywhere,
+ * prefetch follows their faults, so there is no single frontier to find
+ * once. A fault brings in 16 pages and a worker's run a few more; prefetch
+ * places a chunk of 256 pages 64 at a time, so a run of 24 new pages is
+ * prefetch at work. Failing that, KB present pages then KA missing ones.
+ * UINT64_MAX if none (all in, or a hole another storm made).
+ */
+static uint64_t stress_frontier(struct stress *s, struct sstorm *st, size_t vi)
+{
+	struct task *t = s->t;
+	uint64_t n = (t->v[vi].end - t->v[vi].start) / PAGE, kb = n / 4, ka = n / 16, start;
+	unsigned char *before = st->vec2, *cur = st->vec;
+	void *base = (void *)(uintptr_t)t->v[vi].start;
+
+	kb = kb > STRESS_KB ? STRESS_KB : kb < 2 ? 2 : kb;
+	ka = ka > 16 ? 16 : ka < 2 ? 2 : ka;
+	if (n < kb + ka + 1 || mincore(base, n * PAGE, before) || mincore(base, n * PAGE, cur))
+		return UINT64_MAX;
+	for (int pass = 0; pass < 2; pass++) {
+		start = ph_rand(&st->rng) % n;
+		for (uint64_t j = 0; j < n; j++) {
+			uint64_t p = (start + j) % n, i, want = kb < 24 ? kb : 24;
+
+			if (p < kb || p + ka > n || !(cur[p - 1] & 1) || (cur[p] & 1))
+				continue;
+			if (pass == 0) {
+				for (i = 1; i <= want && (cur[p - i] & 1) && !(before[p - i] & 1); i++)
+					;
+				if (i > want)
+					return p;
+				continue;
+			}
+			for (i = 1; i <= kb && (cur[p - i] & 1); i++)
+				;
+			if (i <= kb)
+				continue;
+			for (i = 0; i < ka && !(cur[p + i] & 1); i++)
+				;
+			if (i == ka)
+				return p;
+		}
+	}
+	return UINT64_MAX;
+}
+
+/*
+ * Makes a frontier and catches prefetch at it: a fault on a lazy page X
+ * makes the daemon copy X and the pages after it (fault-around) and send
+ * prefetch to where they end; watch the pages after that (mincore, for at
+ * most STRESS_STEER_US) until the first of them is placed, and return the
+ * first one still missing then: the chunk prefetch has looked up and is
+ * copying. UINT64_MAX if it went elsewhere (or X was not lazy).
+ */
+static uint64_t stress_steer(struct stress *s, struct sstorm *st, size_t vi)
+{
+	struct task *t = s->t;
+	uint64_t n = (t->v[vi].end - t->v[vi].start) / PAGE, w0, wn = n < 1024 ? n : 1024, x, e, l;
+	unsigned char *v = st->vec;
+	double until;
+
+	w0 = ph_rand(&st->rng) % (n - wn + 1);
+	if (mincore((void *)(uintptr_t)(t->v[vi].start + w0 * PAGE), wn * PAGE, v))
+		return UINT64_MAX;
+	/* a missing page nobody has touched or dropped: still lazy */
+	for (x = ph_rand(&st->rng) % wn, l = 0; l < wn && (v[x] & 1); l++, x = (x + 1) % wn)
+		;
+	if (l == wn)
+		return UINT64_MAX;
+	x += w0;
+	if (!stress_claim(s, t->first[vi] + x))
+		return UINT64_MAX;
+	l = s->why[t->first[vi] + x] == SW_IMAGE;
+	if (l)
+		stress_check(s, t->first[vi] + x, t->v[vi].start + x * PAGE, "storm, a fault to steer prefetch");
+	stress_release(s, t->first[vi] + x);
+	if (!l)
+		return UINT64_MAX;
+	l = n - x < 320 ? n - x : 320;
+	if (l < 2 || mincore((void *)(uintptr_t)(t->v[vi].start + x * PAGE), l * PAGE, v))
+		return UINT64_MAX;
+	for (e = 1; e < l && (v[e] & 1); e++)
+		;
+	until = now() + STRESS_STEER_US / 1e6;
+	while (e < l && now() < until) {
+		uint64_t q;
+
+		if (mincore((void *)(uintptr_t)(t->v[vi].start + x * PAGE), l * PAGE, v))
+			return UINT64_MAX;
+		for (q = e; q < l && !(v[q] & 1); q++)
+			;
+		if (q == l)
+			continue;
+		for (; q < l && (v[q] & 1); q++)
+			;
+		return q < l ? x + q : UINT64_MAX;
+	}
+	return UINT64_MAX;
+}
+
+/*
+ * The frontier found at F a moment ago has moved on since: the first
+ * missing page from F, from a fresh mincore of what lies just ahead.
+ */
+static uint64_t stress_refresh(struct stress *s, struct sstorm *st, size_t vi, uint64_t f)
+{
+	struct task *t = s->t;
+	uint64_t n = (t->v[vi].end - t->v[vi].start) / PAGE, wn = n - f;
+
+	wn = wn < 1024 ? wn : 1024;
+	if (mincore((void *)(uintptr_t)(t->v[vi].start + f * PAGE), wn * PAGE, st->vec))
+		return f;
+	for (uint64_t i = 0; i < wn; i++)
+		if (!(st->vec[i] & 1))
+			return f + i;
+	return UINT64_MAX;
+}
+
+static void stress_reap(struct stress *s, struct sstorm *st, bool block)
+{
+	struct task *t = s->t;
+	double deadline = now() + STRESS_KID_TIMEOUT + 5;
+
+	for (unsigned int i = 0; i < st->nkids;) {
+		int stt;
+		pid_t r = waitpid(st->kids[i], &stt, WNOHANG);
+
+		if (r == 0 && block && now() < deadline) {
+			int pfd = (int)syscall(SYS_pidfd_open, st->kids[i], 0);
+			struct pollfd p = { .fd = pfd, .events = POLLIN };
+
+			if (pfd >= 0) {
+				poll(&p, 1, (int)((deadline - now()) * 1000) + 1);
+				close(pfd);
+			}
+			continue;
+		}
+		if (r == 0 && block) {
+			say("pid %u: stress: HANG: forked child %d not finished after %d s, killing it", t->pid,
+			    st->kids[i], STRESS_KID_TIMEOUT + 5);
+			kill(st->kids[i], SIGKILL);
+			waitpid(st->kids[i], &stt, 0);
+			stt = -1;
+		} else if (r == 0) {
+			i++;
+			continue;
+		}
+		if (r < 0 || stt || r != st->kids[i]) {
+			if (stt > 0 && WIFSIGNALED(stt))
+				say("pid %u: stress: forked child %d killed by signal %d%s", t->pid, st->kids[i],
+				    WTERMSIG(stt), WTERMSIG(stt) == SIGALRM ? " (its alarm: hung)" : "");
+			else if (stt > 0)
+				say("pid %u: stress: forked child %d failed (exit %d)", t->pid, st->kids[i],
+				    WEXITSTATUS(stt));
+			atomic_fetch_add(&s->c->fork_failed, 1);
+			atomic_fetch_add(&t->bad, 1);
+		}
+		st->kids[i] = st->kids[--st->nkids];
+	}
+}
+
+/* the forked child: checks a sample of the pages no one owned at the fork */
+static void stress_kid(struct stress *s, struct sstorm *st)
+{
+	struct task *t = s->t;
+	uint64_t g0;
+
+	signal(SIGALRM, SIG_DFL);	/* the parent names it as hung */
+	alarm(STRESS_KID_TIMEOUT);
+	t->who = " (forked child)";
+	atomic_store(&t->bad, 0);
+	atomic_store(&t->checked, 0);
+	st->rng ^= (uint64_t)getpid() << 32;
+	for (int i = 0; i < 256; i++) {
+		uint64_t g = ph_rand(&st->rng) % t->npages;
+
+		if (atomic_load(&s->claim[g]) == SP_FREE)
+			stress_check(s, g, page_addr(t, g, NULL), "forked child");
+	}
+	/* and a run: most of it still lazy in a young process */
+	g0 = ph_rand(&st->rng) % t->npages;
+	for (uint64_t g = g0; g < g0 + 64 && g < t->npages; g++)
+		if (atomic_load(&s->claim[g]) == SP_FREE)
+			stress_check(s, g, page_addr(t, g, NULL), "forked child (run)");
+	atomic_fetch_add(&s->c->fork_checked, atomic_load(&t->checked));
+	_exit(atomic_load(&t->bad) ? 1 : 0);
+}
+
+enum { SOP_FORK, SOP_MREMAP, SOP_MUNMAP, SOP_DONTNEED };
+
+/* one storm op on [g0, g0 + cnt) of VMA VI, every page claimed; 0, or -1 if the layout is lost */
+static int stress_op(struct stress *s, struct sstorm *st, int kind, uint64_t g0, uint64_t cnt)
+{
+	struct task *t = s->t;
+	uint64_t a = page_addr(t, g0, NULL), len = cnt * PAGE, r = ph_rand(&st->rng);
+
+	atomic_store(&st->at, a);
+	if (kind == SOP_DONTNEED) {
+		atomic_store(&st->op, "MADV_DONTNEED");
+		if (madvise((void *)(uintptr_t)a, len, MADV_DONTNEED))
+			return say("pid %u: stress: madvise DONTNEED 0x%" PRIx64 " +%" PRIu64 ": %s", t->pid, a,
+				   cnt, strerror(errno));
+		for (uint64_t k = 0; k < cnt; k++) {
+			s->want[g0 + k] = s->zero;
+			s->why[g0 + k] = SW_DONTNEED;
+		}
+		/* a quarter of the time, look at once (a fault then zero-fills the page first); else a late COPY lands and shows later */
+		if ((r & 3) == 0)
+			for (uint64_t k = 0; k < cnt; k++)
+				stress_check(s, g0 + k, a + k * PAGE, "storm, right after MADV_DONTNEED");
+		atomic_fetch_add(&s->c->dontneeds, 1);
+	} else if (kind == SOP_MUNMAP) {
+		void *p;
+		uint32_t id = atomic_fetch_add(&s->next_seg, 1);
+
+		atomic_store(&st->op, "munmap+mmap");
+		if (munmap((void *)(uintptr_t)a, len))
+			return say("pid %u: stress: munmap 0x%" PRIx64 ": %s", t->pid, a, strerror(errno));
+		p = mmap((void *)(uintptr_t)a, len, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+		if (p != (void *)(uintptr_t)a)
+			return say("pid %u: stress: mmap over the munmap'ed 0x%" PRIx64 ": %s", t->pid, a,
+				   p == MAP_FAILED ? strerror(errno) : "placed elsewhere");
+		for (uint64_t k = 0; k < cnt; k++) {
+			s->want[g0 + k] = s->zero;
+			s->why[g0 + k] = SW_FRESH;
+			s->seg[g0 + k] = id;
+		}
+		if (r & 1)
+			for (uint64_t k = 0; k < cnt; k++)
+				stress_check(s, g0 + k, a + k * PAGE, "storm, fresh mmap after munmap");
+		atomic_fetch_add(&s->c->munmaps, 1);
+	} else {
+		uint64_t dst = st->slots + (r % STRESS_SLOTS) * (2ull << 20);
+
+		atomic_store(&st->op, "mremap away");
+		st->oplog[(atomic_load(&st->nlog) - 1) % STRESS_OPLOG].dst = dst;
+		if (reserve(dst, len)) {
+			atomic_fetch_add(&s->c->mremap_skipped, 1);
+			return 0;
+		}
+		if (mremap((void *)(uintptr_t)a, len, len, MREMAP_MAYMOVE | MREMAP_FIXED,
+			   (void *)(uintptr_t)dst) != (void *)(uintptr_t)dst) {
+			/* the range spans VMAs the kernel would not merge: not this time */
+			munmap((void *)(uintptr_t)dst, len);
+			atomic_fetch_add(&s->c->mremap_skipped, 1);
+			return 0;
+		}
+		atomic_store(&st->op, "checks at the mremap target");
+		atomic_store(&st->at, dst);
+		/* some pages read and written where they are now, some left lazy */
+		for (uint64_t k = 0; k < cnt; k++) {
+			uint64_t x = ph_rand(&st->rng) % 8;
+
+			if (s->why[g0 + k] == SW_IMAGE)
+				s->why[g0 + k] = SW_MOVED;
+			if (x < 3)
+				stress_check(s, g0 + k, dst + k * PAGE, "storm, at the mremap target");
+			else if (x < 4)
+				stress_rmw(s, g0 + k, dst + k * PAGE, st->buf, ph_rand(&st->rng) % PH_WORDS,
+					   0x6d6d000000000000ull ^ r ^ k, "storm, at the mremap target");
+		}
+		atomic_store(&st->op, "mremap back");
+		if (mremap((void *)(uintptr_t)dst, len, len, MREMAP_MAYMOVE | MREMAP_FIXED,
+			   (void *)(uintptr_t)a) != (void *)(uintptr_t)a)
+			return say("pid %u: stress: mremap back 0x%" PRIx64 " -> 0x%" PRIx64 ": %s", t->pid,
+				   dst, a, strerror(errno));
+		for (uint64_t k = 0; k < cnt; k++)
+			if (ph_rand(&st->rng) % 4 == 0)
+				stress_check(s, g0 + k, a + k * PAGE, "storm, moved back");
+		atomic_fetch_add(&s->c->mremaps, 1);
+	}
+	atomic_store(&st->op, "choosing");
+	return 0;
+}
+
+static void *stress_storm(void *arg)
+{
+	struct sstorm *st = arg;
+	struct stress *s = st->s;
+	struct task *t = s->t;
+	unsigned int max_kids = t->o->stress_children;
+
+	st->ret = 0;
+	/* the first fork early, while most pages are still lazy */
+	while (!atomic_load(&s->stop) && now() < s->t_end) {
+		uint64_t r = ph_rand(&st->rng), n, cnt, off, g0, k, f = UINT64_MAX;
+		int kind = (int)(r % 16), vi, ret;
+
+		if (st->nkids)
+			stress_reap(s, st, false);
+		if (t->o->stress_rate && !atomic_load(&s->lazy)) {
+			/*
+			 * Paced once nothing is lazy here: 200 storms flat out
+			 * would leave the daemon no CPU for the processes that
+			 * still are. While lazy, a layout event waits for the
+			 * daemon to read it, which paces the storm by itself.
+			 */
+			struct timespec ts;
+			double at;
+
+			if (!st->t0)
+				st->t0 = now();
+			at = st->t0 + (double)st->nops++ / t->o->stress_rate;
+
+			ts.tv_sec = (time_t)at;
+			ts.tv_nsec = (long)((at - (double)ts.tv_sec) * 1e9);
+			if (at > now())
+				clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
+		}
+		/* smaps walks every page table: seldom, and never again once nothing is registered */
+		if (atomic_load(&s->lazy) && now() >= st->next_lazy_check) {
+			if (!stress_lazy_now()) {
+				atomic_store(&s->t_unlazy, now());
+				atomic_store(&s->lazy, 0);
+			}
+			st->next_lazy_check = now() + 0.25;
+		}
+		/* DONTNEED and mremap race prefetch in the ways that hurt; a fresh mmap is never registered */
+		kind = kind == 0 ? SOP_FORK : kind < 6 ? SOP_MREMAP : kind < 8 ? SOP_MUNMAP : SOP_DONTNEED;
+		if (kind == SOP_FORK) {
+			double t0 = now(), nf = atomic_load(&s->next_fork);
+			pid_t kid;
+
+			/*
+			 * A fork copies every page table under the mmap lock:
+			 * one at a time in the process (the first early, while
+			 * most is lazy), paced by what the last one cost.
+			 */
+			if (st->nkids >= max_kids || t0 < nf ||
+			    !atomic_compare_exchange_strong(&s->next_fork, &nf, 1e300))
+				continue;
+			if (atomic_fetch_add(&s->forks_started, 1) >= t->o->stress_forks) {
+				atomic_store(&s->next_fork, 1e300);
+				continue;
+			}
+			atomic_store(&st->op, "fork");
+			kid = fork();
+			if (kid < 0) {
+				st->ret = say("pid %u: stress: fork: %s", t->pid, strerror(errno));
+				break;
+			}
+			if (kid == 0)
+				stress_kid(s, st);
+			atomic_store(&s->next_fork, now() + (now() - t0) * STRESS_FORK_SHARE);
+			st->kids[st->nkids++] = kid;
+			atomic_fetch_add(&s->c->forks, 1);
+			atomic_fetch_add(&s->c->storm_ops, 1);
+			if (atomic_load(&s->lazy))
+				atomic_fetch_add(&s->c->lazy_ops, 1);
+			continue;
+		}
+		vi = s->wv[ph_rand(&st->rng) % s->nwv];
+		n = (t->v[vi].end - t->v[vi].start) / PAGE;
+		/* while there is prefetch to race with, mostly at its frontier */
+		if ((r >> 32) % 8 && atomic_load(&s->lazy)) {
+			if ((r >> 36) % 2) {
+				f = stress_steer(s, st, (size_t)vi);
+			} else {
+				f = stress_frontier(s, st, (size_t)vi);
+				if (f != UINT64_MAX)
+					f = stress_refresh(s, st, (size_t)vi, f);
+			}
+		}
+		if (f != UINT64_MAX) {
+			/*
+			 * Small ranges across the chunk in flight or just ahead
+			 * of it (a prefetch chunk is 256 pages, placed 64 at a
+			 * time): the pages it has looked up and not yet copied.
+			 */
+			cnt = 8 + ph_rand(&st->rng) % 121;
+			cnt = cnt > n / 4 ? (n / 4 ? n / 4 : 1) : cnt;
+			if (ph_rand(&st->rng) % 4 == 0)
+				off = f > cnt / 2 ? f - cnt / 2 : 0;
+			else
+				off = f + ph_rand(&st->rng) % 192;
+		} else {
+			uint64_t cap = n / 8 > STRESS_MAX_RANGE ? STRESS_MAX_RANGE : n / 8 ? n / 8 : 1;
+
+			cnt = 1 + ph_rand(&st->rng) % cap;
+			off = ph_rand(&st->rng) % (n - cnt + 1);
+		}
+		if (off > n - cnt)
+			off = n - cnt;
+		g0 = t->first[vi] + off;
+		/*
+		 * Claim in order and stop at the first page a worker holds:
+		 * nobody waits for anybody. mremap stays within one mapping (a
+		 * fresh mmap is a VMA of its own).
+		 */
+		atomic_store(&st->op, "claiming");
+		for (k = 0; k < cnt && stress_claim(s, g0 + k); k++) {
+			if (kind == SOP_MREMAP && k && s->seg[g0 + k] != s->seg[g0]) {
+				stress_release(s, g0 + k);
+				break;
+			}
+		}
+		if (!k)
+			continue;
+		cnt = k;
+		{
+			unsigned long l = atomic_load(&st->nlog);
+
+			st->oplog[l % STRESS_OPLOG] = (struct sop_log){
+				.t = (float)(now() - s->t_start), .kind = (uint8_t)kind,
+				.at_frontier = f != UINT64_MAX, .g0 = (uint32_t)g0, .cnt = (uint32_t)cnt,
+			};
+			atomic_store(&st->nlog, l + 1);
+		}
+		ret = stress_op(s, st, kind, g0, cnt);
+		for (k = 0; k < cnt; k++)
+			stress_release(s, g0 + k);
+		if (ret) {
+			st->ret = -1;
+			break;
+		}
+		atomic_fetch_add(&s->c->storm_ops, 1);
+		if (f != UINT64_MAX)
+			atomic_fetch_add(&s->c->frontier_ops, 1);
+		if (atomic_load(&s->lazy))
+			atomic_fetch_add(&s->c->lazy_ops, 1);
+	}
+	atomic_store(&st->op, "reaping forked children");
+	stress_reap(s, st, true);
+	atomic_store(&st->op, "done");
+	return NULL;
+}
+
+/* what the storms did to the pages that came out wrong, for the report */
+static void stress_history(struct stress *s)
+{
+	static const char *const kinds[] = { "fork", "mremap away and back", "munmap+mmap", "MADV_DONTNEED" };
+	struct task *t = s->t;
+	unsigned long nb = atomic_load(&s->nbad_g);
+
+	for (unsigned long b = 0; b < nb && b < STRESS_BAD_PAGES; b++) {
+		uint64_t g = s->bad_g[b];
+		int shown = 0;
+
+		say("pid %u: stress: history of page 0x%" PRIx64 ": wrong %.3f s in, last seen right before that %.3f s in%s",
+		    t->pid, page_addr(t, g, NULL), (double)s->bad_t[b], (double)s->bad_ok[b],
+		    s->bad_ok[b] ? "" : " (never)");
+		for (unsigned int i = 0; i < t->o->stress_storms; i++) {
+			struct sstorm *st = &s->st[i];
+			unsigned long n = atomic_load(&st->nlog), k = n > STRESS_OPLOG ? n - STRESS_OPLOG : 0;
+
+			for (; k < n && shown < 16; k++) {
+				const struct sop_log *l = &st->oplog[k % STRESS_OPLOG];
+
+				if (g < l->g0 || g >= (uint64_t)l->g0 + l->cnt)
+					continue;
+				shown++;
+				say("    %.3f s storm %u: %s of 0x%" PRIx64 " +%u pages%s%s0x%" PRIx64, (double)l->t, i,
+				    kinds[l->kind], page_addr(t, l->g0, NULL), l->cnt,
+				    l->at_frontier ? " at the prefetch frontier" : "",
+				    l->kind == SOP_MREMAP ? ", via " : ", page ", l->kind == SOP_MREMAP ? l->dst :
+				    page_addr(t, g, NULL));
+			}
+		}
+		if (!shown)
+			say("    no storm op touched it");
+	}
+}
+
+/* joins TH by DEADLINE (CLOCK_REALTIME s), or says WHO hangs and fails */
+static int stress_join(struct task *t, pthread_t th, time_t deadline, const char *who, unsigned int i,
+		       uint64_t at)
+{
+	struct timespec ts = { .tv_sec = deadline };
+	int r = pthread_timedjoin_np(th, NULL, &ts);
+
+	if (r == ETIMEDOUT)
+		return say("pid %u: stress: HANG: %s %u did not stop within %d s (at 0x%" PRIx64 ")", t->pid,
+			   who, i, STRESS_JOIN_GRACE, at);
+	if (r)
+		return say("pid %u: stress: join %s %u: %s", t->pid, who, i, strerror(r));
+	return 0;
+}
+
+static int sc_stress(struct task *t)
+{
+	const struct opts *o = t->o;
+	struct stress s = { .t = t, .zero = pagehash_zero() };
+	struct timespec end;
+	uint64_t top = 0;
+	time_t deadline;
+	int ret = -1;
+
+	s.claim = calloc(t->npages, 1);
+	s.last_ok = calloc(t->npages, sizeof(*s.last_ok));
+	s.want = malloc(t->npages * sizeof(*s.want));
+	s.why = calloc(t->npages, 1);
+	s.seg = calloc(t->npages, sizeof(*s.seg));
+	s.wv = calloc(t->nv, sizeof(*s.wv));
+	s.w = calloc(o->stress_threads, sizeof(*s.w));
+	s.st = calloc(o->stress_storms, sizeof(*s.st));
+	s.c = mmap(NULL, sizeof(*s.c), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (!s.claim || !s.last_ok || !s.want || !s.why || !s.seg || !s.wv || !s.w || !s.st || s.c == MAP_FAILED)
+		return say("out of memory");
+	memcpy(s.want, t->exp, t->npages * sizeof(*s.want));
+	atomic_init(&s.next_seg, 1);
+	for (size_t i = 0; i < t->nv; i++) {
+		uint64_t n = (t->v[i].end - t->v[i].start) / PAGE;
+
+		if (vma_lazyable(&t->v[i]) && (t->v[i].prot & PROT_WRITE) && n >= 4)
+			s.wv[s.nwv++] = (int)i;
+		s.maxv = n > s.maxv ? n : s.maxv;
+		top = t->v[i].end > top ? t->v[i].end : top;
+	}
+	if (!s.nwv)
+		return say("pid %u: stress: no writable lazy VMA of 4 pages", t->pid);
+	top = ((top + (1ull << 30) - 1) & ~((1ull << 30) - 1)) + (1ull << 30);
+	atomic_store(&s.lazy, stress_lazy_now());
+	/* past this the process is hung: name what each thread is on */
+	stress_hang = &s;
+	signal(SIGALRM, stress_alarm);
+	alarm(o->stress_seconds + STRESS_JOIN_GRACE + STRESS_KID_TIMEOUT + 15);
+	s.t_start = now();
+	s.t_end = s.t_start + o->stress_seconds;
+	atomic_init(&s.next_fork, now() + 0.05 * (double)(ph_rand(&t->rng) % 8));
+	for (unsigned int i = 0; i < o->stress_threads; i++) {
+		s.w[i].s = &s;
+		s.w[i].idx = i;
+		s.w[i].rng = t->rng ^ ph_mix(0x3000 + i);
+		if (pthread_create(&s.w[i].th, NULL, stress_worker, &s.w[i])) {
+			say("pthread_create: %s", strerror(errno));
+			goto stop;
+		}
+		s.w[i].started = true;
+	}
+	for (unsigned int i = 0; i < o->stress_storms; i++) {
+		s.st[i].s = &s;
+		s.st[i].idx = i;
+		s.st[i].rng = t->rng ^ ph_mix(0x5000 + i);
+		s.st[i].slots = top + (uint64_t)i * (1ull << 30);
+		s.st[i].vec = malloc(s.maxv);
+		s.st[i].vec2 = malloc(s.maxv);
+		s.st[i].oplog = calloc(STRESS_OPLOG, sizeof(*s.st[i].oplog));
+		if (!s.st[i].vec || !s.st[i].vec2 || !s.st[i].oplog || pthread_create(&s.st[i].th, NULL, stress_storm, &s.st[i])) {
+			say("storm thread: %s", strerror(errno));
+			goto stop;
+		}
+		s.st[i].started = true;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &end);
+	end.tv_sec += o->stress_seconds;
+	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &end, NULL) == EINTR)
+		;
+	ret = 0;
+stop:
+	atomic_store(&s.stop, 1);
+	deadline = time(NULL) + STRESS_JOIN_GRACE;
+	for (unsigned int i = 0; i < o->stress_threads; i++)
+		if (s.w[i].started && stress_join(t, s.w[i].th, deadline, "worker", i, atomic_load(&s.w[i].at)))
+			return -1;	/* the exit takes the stuck threads with it */
+	/* storms also reap their forked children: allow for that */
+	deadline += STRESS_KID_TIMEOUT + 5;
+	for (unsigned int i = 0; i < o->stress_storms; i++) {
+		if (!s.st[i].started)
+			continue;
+		if (stress_join(t, s.st[i].th, deadline, "storm", i, atomic_load(&s.st[i].at)))
+			return -1;
+		if (s.st[i].ret)
+			ret = -1;
+	}
+	alarm(0);
+	if (ret)
+		return -1;
+	/* every page, against the model: late COPYs into zeroed ranges show here */
+	for (uint64_t g = 0; g < t->npages; g++)
+		stress_check(&s, g, page_addr(t, g, NULL), "final pass");
+	stress_history(&s);
+	say("stress-counts pid=%u checked=%lu bad=%lu reads=%lu writes=%lu forks=%lu fork_checked=%lu "
+	    "fork_failed=%lu mremaps=%lu mremap_skipped=%lu munmaps=%lu dontneeds=%lu storm_ops=%lu "
+	    "frontier_ops=%lu lazy_ops=%lu lazy_at_end=%d lazy_ms=%.0f",
+	    t->pid, atomic_load(&t->checked), atomic_load(&t->bad), atomic_load(&s.c->reads),
+	    atomic_load(&s.c->writes), atomic_load(&s.c->forks), atomic_load(&s.c->fork_checked),
+	    atomic_load(&s.c->fork_failed), atomic_load(&s.c->mremaps), atomic_load(&s.c->mremap_skipped),
+	    atomic_load(&s.c->munmaps), atomic_load(&s.c->dontneeds), atomic_load(&s.c->storm_ops),
+	    atomic_load(&s.c->frontier_ops), atomic_load(&s.c->lazy_ops), stress_lazy_now(),
+	    ((atomic_load(&s.lazy) ? now() : atomic_load(&s.t_unlazy)) - s.t_start) * 1e3);
+	stress_hang = NULL;
+	for (unsigned int i = 0; i < o->stress_storms; i++) {
+		free(s.st[i].vec);
+		free(s.st[i].vec2);
+		free(s.st[i].oplog);
+	}
+	free(s.claim);
+	free(s.last_ok);
+	free(s.want);
+	free(s.why);
+	free(s.seg);
+	free(s.wv);
+	free(s.w);
+	free(s.st);
+	munmap(s.c, sizeof(*s.c));
+	return 0;
+}
+
 static int sc_exit(struct task *t)
 {
 	for (int i = 0; i < 16; i++)
@@ -797,6 +1722,8 @@ static const struct scenario {
 	{ "munmap", sc_munmap, false },
 	{ "dontneed", sc_dontneed, false },
 	{ "dontneed-race", sc_race, false },
+	/* workers and storms for --stress-seconds, every page checked at the end */
+	{ "stress", sc_stress, false },
 	{ "exit", sc_exit, false },
 	/* touch nothing until the daemon has exited: prefetch alone must have filled everything */
 	{ "idle", sc_seq, true },
@@ -1026,6 +1953,9 @@ static void usage(void)
 		"usage: lp-restore -D DIR [-W WORKDIR] [--scenario NAME] [--order pstree|reverse|random|concurrent]\n"
 		"                  [--threads T] [--seed S] [--timeout SEC] [--race-ops N] [--wait-pid PID]\n"
 		"                  [--bad garbage|nofd|bogus-pid|close-early|bad-marker]\n"
+		"                  [--stress-seconds S] [--stress-threads T] [--stress-storms N]\n"
+		"                  [--stress-children N (at once, <= 16)] [--stress-forks N (in all)]\n"
+		"                  [--stress-rate OPS (per second per storm; 0: flat out)]\n"
 		"scenarios:");
 	for (size_t i = 0; i < sizeof(scenarios) / sizeof(scenarios[0]); i++)
 		fprintf(stderr, " %s", scenarios[i].name);
@@ -1045,10 +1975,18 @@ int main(int argc, char **argv)
 		{ "race-ops", required_argument, NULL, 'r' },
 		{ "wait-pid", required_argument, NULL, 'p' },
 		{ "bad", required_argument, NULL, 'b' },
+		{ "stress-seconds", required_argument, NULL, 0x100 },
+		{ "stress-threads", required_argument, NULL, 0x101 },
+		{ "stress-storms", required_argument, NULL, 0x102 },
+		{ "stress-children", required_argument, NULL, 0x103 },
+		{ "stress-forks", required_argument, NULL, 0x104 },
+		{ "stress-rate", required_argument, NULL, 0x105 },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
-	struct opts o = { .scenario = "seq", .threads = 16, .seed = 1, .timeout = 120, .race_ops = 64 };
+	struct opts o = { .scenario = "seq", .threads = 16, .seed = 1, .timeout = 120, .race_ops = 64,
+			  .stress_seconds = 10, .stress_threads = 4, .stress_storms = 2,
+			  .stress_children = 2, .stress_forks = 64 };
 	char real[PATH_MAX];
 	const struct scenario *sc;
 	struct pstree_ent *ps = NULL;
@@ -1086,11 +2024,21 @@ int main(int argc, char **argv)
 		case 'r': o.race_ops = (unsigned int)atoi(optarg); break;
 		case 'p': o.wait_pid = atoi(optarg); break;
 		case 'b': o.bad = optarg; break;
+		case 0x100: o.stress_seconds = (unsigned int)atoi(optarg); break;
+		case 0x101: o.stress_threads = (unsigned int)atoi(optarg); break;
+		case 0x102: o.stress_storms = (unsigned int)atoi(optarg); break;
+		case 0x103: o.stress_children = (unsigned int)atoi(optarg); break;
+		case 0x104: o.stress_forks = (unsigned int)atoi(optarg); break;
+		case 0x105: o.stress_rate = (unsigned int)atoi(optarg); break;
 		case 'h': usage(); return 0;
 		default: usage(); return 2;
 		}
 	}
 	if (!o.dir || optind != argc || o.threads < 1 || o.threads > 1024 || o.timeout < 1)
+		return usage(), 2;
+	if (o.stress_seconds < 1 || o.stress_seconds > 3600 || o.stress_threads < 1 ||
+	    o.stress_threads > 1024 || o.stress_storms < 1 || o.stress_storms > 16 ||
+	    o.stress_children > STRESS_MAX_KIDS)
 		return usage(), 2;
 	if (o.bad && strcmp(o.bad, "garbage") && strcmp(o.bad, "nofd") && strcmp(o.bad, "bogus-pid") &&
 	    strcmp(o.bad, "close-early") && strcmp(o.bad, "bad-marker"))
