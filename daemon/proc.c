@@ -127,6 +127,17 @@ static int place(struct proc *p, uint64_t addr, const uint8_t *src, uint64_t nr_
 				step = psz;
 				break;
 			}
+			/*
+			 * The kernel looks the VMA up before it checks for a queued
+			 * event: a range mremap has just moved answers ENOENT, not
+			 * EAGAIN, until its REMAP is read. Keep the page lazy and
+			 * retry after the event; only a long streak with no event
+			 * at all means the VMA is really not registered.
+			 */
+			if (atomic_fetch_add(&p->noent_streak, 1) < PROC_NOENT_LIMIT) {
+				atomic_fetch_add_explicit(&st->retries, 1, memory_order_relaxed);
+				return -EAGAIN;
+			}
 			mark_present(p, addr + off + done, 1);
 			off += done + psz;
 			break;
@@ -222,6 +233,8 @@ static void update_remaining(struct proc *p)
 static int apply_event(struct proc *p, const struct uffd_msg *m, struct lp_err *e)
 {
 	int ret = 0;
+
+	atomic_store(&p->noent_streak, 0);
 
 	switch (m->event) {
 	case UFFD_EVENT_REMAP:

@@ -18,6 +18,7 @@ struct ranges;
 enum proc_state { PROC_LIVE, PROC_DONE, PROC_GONE };
 
 #define PROC_MAX_INFLIGHT 64
+#define PROC_NOENT_LIMIT 4096	/* ENOENTs with no event between: the VMA is really not registered */
 
 /*
  * Locking (design.md, "What the kernel does not resolve"):
@@ -49,6 +50,9 @@ struct proc {
 	/* remote: background requests on the wire, to ask no page twice (a hint) */
 	struct { uint64_t start, end; } infl[PROC_MAX_INFLIGHT];	/* under lock */
 	int ninfl;
+
+	/* single-page ENOENTs since the last event: a moved VMA answers ENOENT until its REMAP is read */
+	atomic_uint noent_streak;
 
 	atomic_int state;
 	atomic_uint_fast64_t remaining;	/* lazy pages left (mirrors ranges) */
