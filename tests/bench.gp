@@ -41,7 +41,7 @@ if (strlen(big)) {
 } else {
 	set origin 0.5, 0
 }
-set title "fault latency (daemon: read to page in; ceilings: round trip)"
+set title "fault latency as the faulting thread sees it (p50, p99, p99.9; ceilings: round trip)"
 unset xlabel
 set ylabel "µs (log scale)"
 set logscale y

@@ -47,11 +47,13 @@ DELAY_MS=1		# lp-delay, each way
 
 if [ "$MODE" = quick ]; then
 	REPEAT=1	# runs per scenario; the median run is reported
+	RESUME_REPEAT=5	# resume runs are short and their figure small: more of them
 	BIG=256		# MiB of the "large" image
 	COPY_MIB=256
 	PROCS_LIST="1 16 256"
 else
 	REPEAT=3
+	RESUME_REPEAT=9
 	BIG=1024
 	COPY_MIB=1024
 	PROCS_LIST="1 16 256 1000"
@@ -192,6 +194,8 @@ run_once() {
 	mkfifo "$S/ready"
 	[ -n "$port" ] && ddir=$(view "$img")
 	dargs=(-D "$ddir" -W "$S/work" --status-fd 3 --progress-file "$S/progress" -v)
+	# shellcheck disable=SC2206 # BENCH_DAEMON_ARGS: words, for trying daemon options
+	dargs+=(${BENCH_DAEMON_ARGS:-})
 	[ -n "$port" ] && dargs+=(--page-server --address 127.0.0.1 --port "$port")
 	"$BENCH" run --stats "$S/daemon.stats" --sample-ms 5 --timeout $STEP_TIMEOUT -- "$DAEMON" "${dargs[@]}" \
 		3>"$S/ready" >"$S/daemon.out" 2>"$S/daemon.log" &
@@ -207,6 +211,8 @@ run_once() {
 		return 1
 	fi
 	rargs=(-D "$T/img/$img" -W "$S/work" --timeout $((STEP_TIMEOUT - 10)) --scenario "$scen")
+	# faults timed by the faulting thread itself (mincore, then the read)
+	case $scen in seq | random | threads | exit) rargs+=(--time-faults) ;; esac
 	# idle: nothing is touched until the daemon is gone (its runner exits right after it)
 	[ "$scen" = idle ] && rargs+=(--wait-pid "$dpid")
 	"$BENCH" run --stats "$S/restore.stats" --timeout $STEP_TIMEOUT -- "$RESTORE" "${rargs[@]}" \
@@ -228,13 +234,11 @@ run_once() {
 		[ -f "$S/daemon.stats" ] && sed 's/^/dstat_/' "$S/daemon.stats"
 		[ -f "$S/restore.stats" ] && sed 's/^/rstat_/' "$S/restore.stats"
 		echo "restore_s=$(sed -n 's/.* in \([0-9.]*\) s$/\1/p' "$S/restore.out")"
-		# the restore-finished marker, on the daemon's clock (CLOCK_MONOTONIC, ms)
-		ln=$(grep -m1 'restore finished' "$S/daemon.log")
-		marker=$(echo "$ln" | awk '{ print $2 }')
-		t0=$(sed -n 's/^start_mono=//p' "$S/restore.stats" 2>/dev/null)
-		if [[ "$marker" =~ ^[0-9]+\.[0-9]+$ ]] && [ -n "$t0" ]; then
-			echo "resume_ms=$(calc "($marker - $t0) * 1000")"
-		fi
+		# faults as the restored process saw them: "faults timed: N (K more served by the kernel) p50_us=..."
+		sed -n 's/^lp-restore: faults timed: \([0-9]*\) (\([0-9]*\) .*)\(.*\)/r_faults=\1 r_kernel_faults=\2\3/p' \
+			"$S/restore.out" | tr ' ' '\n' | grep = | sed 's/^p/r_fault_p/'
+		# from the RSTF marker to the first page a restored process read (lp-restore's clock)
+		sed -n 's/^lp-restore: resume: first page read \([0-9.]*\) ms.*/resume_ms=\1/p' "$S/restore.out"
 	} >"$T/res/$name.kv"
 	[ -s "$S/progress" ] && cp "$S/progress" "$T/res/$name.progress"
 	rm -rf "$S"
@@ -245,7 +249,7 @@ run_once() {
 # runs (run_once); the one with the median fill time stands for all, its
 # figures in $T/res/NAME.kv and R[], its progress in $OUT/progress-NAME.dat.
 scenario() {
-	local name=$1 img=$3 n=${REPEAT_ONE:-$REPEAT} i med all=
+	local name=$1 img=$3 n=${REPEAT_ONE:-$REPEAT} i med all= res
 	[ -d "$T/img/$img" ] || return 1
 	for ((i = 1; i <= n; i++)); do
 		note "run $name ($i/$n)"
@@ -260,9 +264,13 @@ scenario() {
 	all=${med#* }
 	med=${med%% *}
 	[ -n "$med" ] || { med=1; all=; }
-	cp "$T/res/$name.$med.kv" "$T/res/$name.kv"
+	# resume latency: the median over the runs that measured it
+	res=$(for ((i = 1; i <= n; i++)); do sed -n 's/^resume_ms=//p' "$T/res/$name.$i.kv"; done |
+		sort -n | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }')
+	grep -v '^resume_ms=' "$T/res/$name.$med.kv" >"$T/res/$name.kv"
 	echo "runs=$n" >>"$T/res/$name.kv"
 	[ -n "$all" ] && echo "fill_s_all=$all" >>"$T/res/$name.kv"
+	[ -n "$res" ] && echo "resume_ms=$res" >>"$T/res/$name.kv"
 	if [ -s "$T/res/$name.$med.progress" ]; then
 		awk '{ printf "%s %.3f %s\n", $1, ($2 + $3) * 4096 / 1048576, $4 }' "$T/res/$name.$med.progress" \
 			>"$OUT/progress-$name.dat"
@@ -322,9 +330,12 @@ if [ -d "$T/img/big" ]; then
 	scenario "local-seq-$BIG_NAME" local big "$BIG" 1 seq
 	scenario "local-random-$BIG_NAME" local big "$BIG" 1 random
 	scenario "local-idle-$BIG_NAME" local big "$BIG" 1 idle
+	# resume: a process that reads 16 pages and exits, timed from the marker to its first page
+	REPEAT_ONE=$RESUME_REPEAT scenario "local-resume-$BIG_NAME" local big "$BIG" 1 exit
 fi
 if dump small "$SMALL" 1; then
 	scenario "local-idle-${SMALL}m" local small "$SMALL" 1 idle
+	REPEAT_ONE=$RESUME_REPEAT scenario "local-resume-${SMALL}m" local small "$SMALL" 1 exit
 fi
 
 # remote: lazy-pages-server on 127.0.0.1, then through lp-delay
@@ -367,6 +378,7 @@ if [ "$MODE" = full ]; then
 	if dump huge 8192 1; then
 		REPEAT_ONE=1 scenario local-idle-8g local huge 8192 1 idle
 		REPEAT_ONE=1 scenario local-seq-8g local huge 8192 1 seq
+		REPEAT_ONE=$RESUME_REPEAT scenario local-resume-8g local huge 8192 1 exit
 	fi
 	drop_images huge
 fi
@@ -390,7 +402,7 @@ get() {	# SCENARIO KEY
 	echo "${R[$1.$2]:-}"
 }
 
-for k in copy_64k_gbps copy_2m_gbps pread_copy_2m_gbps; do
+for k in copy_64k_gbps copy_2m_gbps copy_2m_all_gbps pread_copy_2m_gbps mmap_copy_2m_gbps; do
 	row ceiling "$k" "${C[$k]:-}" GB/s
 done
 for k in fault_touch fault_handler rtt delay_rtt; do
@@ -417,9 +429,11 @@ for s in "${SCENARIOS[@]}"; do
 	row "$s" restore_s "$(get "$s" restore_s)" s
 	row "$s" fill_s "$secs" s
 	[ -n "$(get "$s" fill_s_all)" ] && [ "$(get "$s" runs)" -gt 1 ] && row "$s" fill_s_runs "$(get "$s" fill_s_all)" s
-	# fill throughput against one thread's UFFDIO_COPY in 2 MiB chunks
+	# fill throughput against one thread's UFFDIO_COPY in 2 MiB chunks (the issue's ceiling)
 	if [ "$(calc "$secs > 0")" = 1 ] && [ "$(get "$s" size_mib)" -ge 256 ]; then
 		row "$s" fill_gbps "$(calc "$copied * 4096 / $secs / 1e9")" GB/s "${C[copy_2m_gbps]:-}" copy_2m ge:0.75
+		# and against every core copying at once (the daemon's prefetch uses them all when idle)
+		row "$s" fill_gbps/all_cores "$(calc "$copied * 4096 / $secs / 1e9")" GB/s "${C[copy_2m_all_gbps]:-}" copy_2m_all
 	fi
 	# random against sequential, same image, same source
 	if [ "$scen" = random ]; then
@@ -427,9 +441,10 @@ for s in "${SCENARIOS[@]}"; do
 		row "$s" restore_s/seq "$(get "$s" restore_s)" s "$(get "$sq" restore_s)" "$sq" le:2
 		row "$s" fill_s/seq "$secs" s "$(get "$sq" d_seconds)" "$sq" le:2
 	fi
-	# faults: the daemon's own figure (read to page in) against the trivial
-	# handler's round trip as the faulting thread saw it; remote: against a
-	# 64 KiB TCP round trip on the same path
+	# faults as the faulting thread saw them (lp-restore --time-faults)
+	# against the trivial handler's round trip seen the same way; remote:
+	# against a 64 KiB TCP round trip on the same path. The daemon's own
+	# figure (read to page in) follows, for comparison.
 	if [ -n "$faults" ] && [ "$faults" -gt 0 ] && [ "$scen" != idle ]; then
 		busy=
 		[ "$(get "$s" size_mib)" -ge 256 ] && [ "$procs" = 1 ] && busy=1
@@ -439,9 +454,14 @@ for s in "${SCENARIOS[@]}"; do
 		delay) cp=delay_rtt cof=tcp_rtt_64k+delay ;;
 		esac
 		row "$s" faults "$faults" ""
-		row "$s" fault_p50_us "$(get "$s" d_fault_p50_us)" us "${C[${cp}_p50_us]:-}" "$cof" ${busy:+le:1.5}
-		row "$s" fault_p99_us "$(get "$s" d_fault_p99_us)" us "${C[${cp}_p99_us]:-}" "$cof" ${busy:+le:3}
-		row "$s" fault_p999_us "$(get "$s" d_fault_p999_us)" us "${C[${cp}_p999_us]:-}" "$cof"
+		if [ -n "$(get "$s" r_faults)" ]; then
+			row "$s" faults_timed "$(get "$s" r_faults)" ""
+			row "$s" fault_p50_us "$(get "$s" r_fault_p50_us)" us "${C[${cp}_p50_us]:-}" "$cof" ${busy:+le:1.5}
+			row "$s" fault_p99_us "$(get "$s" r_fault_p99_us)" us "${C[${cp}_p99_us]:-}" "$cof" ${busy:+le:3}
+			row "$s" fault_p999_us "$(get "$s" r_fault_p999_us)" us "${C[${cp}_p999_us]:-}" "$cof"
+		fi
+		row "$s" daemon_fault_p50_us "$(get "$s" d_fault_p50_us)" us
+		row "$s" daemon_fault_p99_us "$(get "$s" d_fault_p99_us)" us
 		if [ "$kind" != local ]; then
 			row "$s" fault_rtt_p50_us "$(get "$s" d_fault_rtt_p50_us)" us "${C[${cp}_p50_us]:-}" "$cof" ${busy:+le:1.5}
 			row "$s" fault_rtt_p99_us "$(get "$s" d_fault_rtt_p99_us)" us "${C[${cp}_p99_us]:-}" "$cof" ${busy:+le:3}
@@ -470,11 +490,12 @@ for s in "${SCENARIOS[@]}"; do
 		row "$s" resume_ms "$(get "$s" resume_ms)" ms
 	fi
 done
-# resume latency independent of size: the 8 GiB restore against the 16 MiB one
-if [ -n "$(get local-idle-8g resume_ms)" ]; then
-	row local-idle-8g resume_ms/16m "$(get local-idle-8g resume_ms)" ms \
-		"$(get "local-idle-${SMALL}m" resume_ms)" "local-idle-${SMALL}m"
-fi
+# resume latency independent of size: the large restores against the 16 MiB one
+for s in "local-resume-$BIG_NAME" local-resume-8g; do
+	[ -n "$(get "$s" resume_ms)" ] || continue
+	row "$s" resume_ms/${SMALL}m "$(get "$s" resume_ms)" ms \
+		"$(get "local-resume-${SMALL}m" resume_ms)" "local-resume-${SMALL}m" le:1.2
+done
 
 # ---------------------------------------------------------------------------
 # table, JSON, plot
@@ -579,9 +600,9 @@ json_val() {
 	[ -n "${C[rtt_p50_us]:-}" ] && echo "tcp-rtt-64k ${C[rtt_p50_us]} ${C[rtt_p99_us]} ${C[rtt_p999_us]}"
 	[ -n "${C[delay_rtt_p50_us]:-}" ] && echo "tcp-rtt-64k+delay ${C[delay_rtt_p50_us]} ${C[delay_rtt_p99_us]} ${C[delay_rtt_p999_us]}"
 	for s in "${SCENARIOS[@]}"; do
-		f=$(get "$s" d_faults)
+		f=$(get "$s" r_faults)
 		[ -n "$f" ] && [ "$f" -gt 0 ] && [ "$(get "$s" scenario)" != idle ] || continue
-		echo "$s $(get "$s" d_fault_p50_us) $(get "$s" d_fault_p99_us) $(get "$s" d_fault_p999_us)"
+		echo "$s $(get "$s" r_fault_p50_us) $(get "$s" r_fault_p99_us) $(get "$s" r_fault_p999_us)"
 		# remote: the urgent requests' network round trips (no p99.9 in the summary)
 		[ -n "$(get "$s" d_fault_rtt_p50_us)" ] &&
 			echo "$s(rtt) $(get "$s" d_fault_rtt_p50_us) $(get "$s" d_fault_rtt_p99_us) NaN"
