@@ -42,6 +42,22 @@ struct fault_pool {
 	struct fault_thread *t;
 };
 
+/*
+ * Fault-around pays when the process reads on from where it faulted, and
+ * costs when it does not: a random reader faults again within microseconds
+ * and waits behind the window's COPY. So the window follows the faults:
+ * the whole window when this fault is near the last one, else one page.
+ */
+static unsigned fault_window(struct fault_thread *t, struct proc *p, uint64_t addr, uint64_t psz)
+{
+	uint64_t w = t->pool->window, last = p->last_fault;
+
+	p->last_fault = addr;
+	if (w > 1 && last && addr + w * psz >= last && addr <= last + 2 * w * psz)
+		return (unsigned)w;
+	return 1;
+}
+
 /* Serves one fault: its page first, then the window after it. */
 static int fault_one(struct fault_thread *t, struct proc *p, uint64_t addr, uint64_t t0)
 {
@@ -57,7 +73,7 @@ static int fault_one(struct fault_thread *t, struct proc *p, uint64_t addr, uint
 		return 0;
 	}
 	pthread_mutex_lock(&p->lock);
-	in = ranges_run(p->ranges, addr, t->pool->window, &run);
+	in = ranges_run(p->ranges, addr, fault_window(t, p, addr, psz), &run);
 	pthread_mutex_unlock(&p->lock);
 	if (!in) {
 		ret = proc_zero_fault(p, addr);
@@ -112,13 +128,13 @@ static void fault_serve(struct fault_thread *t, struct proc *p)
 	uint64_t now;
 
 	for (;;) {
-		pthread_rwlock_wrlock(&p->evlock);
+		proc_lock_reader(p);
 		if (!proc_live(p)) {
-			pthread_rwlock_unlock(&p->evlock);
+			proc_unlock_reader(p);
 			return;
 		}
 		n = proc_drain(p, t->addr + np, FAULT_BATCH - np, &more, &e);
-		pthread_rwlock_unlock(&p->evlock);
+		proc_unlock_reader(p);
 		if (n == -EPIPE) {
 			proc_finish(p, PROC_GONE);
 			return;
@@ -128,6 +144,10 @@ static void fault_serve(struct fault_thread *t, struct proc *p)
 			return;
 		}
 		now = stats_now_ns();
+		if (n > 0) {
+			atomic_store_explicit(&p->fault_ns, now, memory_order_relaxed);
+			atomic_store_explicit(&session_stats(s)->fault_ns, now, memory_order_relaxed);
+		}
 		for (i = np; i < np + n; i++)
 			t->t0[i] = now;
 		np += n;

@@ -23,7 +23,8 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: lazy-pagesd -D DIR [-W DIR] [-d|--daemon] [--pidfile F] [--status-fd N]\n"
 		"                   [--prefetch-threads N] [--fault-threads N] [--fault-around PAGES]\n"
-		"                   [--chunk PAGES] [--progress-file F] [-o LOG] [-v[N]]\n"
+		"                   [--chunk PAGES] [--sub-chunk PAGES] [--progress-file F]\n"
+		"                   [-o LOG] [-v[N]]\n"
 		"                   [--page-server --address A --port P | --ps-socket FD] [--ps-wire 3|4]\n"
 		"                   [--ps-timeout SECONDS] [--tls [--tls-cacert F] [--tls-cacrl F]\n"
 		"                   [--tls-cert F] [--tls-key F] [--tls-no-cn-verify]]\n"
@@ -56,6 +57,7 @@ enum {
 	OPT_PROGRESS,
 	OPT_PS_TIMEOUT,
 	OPT_STATE_DIR,
+	OPT_SUB,
 };
 
 int main(int argc, char **argv)
@@ -70,6 +72,7 @@ int main(int argc, char **argv)
 		{ "fault-threads", required_argument, NULL, OPT_FAULTS },
 		{ "fault-around", required_argument, NULL, OPT_AROUND },
 		{ "chunk", required_argument, NULL, OPT_CHUNK },
+		{ "sub-chunk", required_argument, NULL, OPT_SUB },
 		{ "page-server", no_argument, NULL, OPT_PAGE_SERVER },
 		{ "address", required_argument, NULL, OPT_ADDRESS },
 		{ "port", required_argument, NULL, OPT_PORT },
@@ -145,8 +148,11 @@ int main(int argc, char **argv)
 			if (cli_num("lazy-pagesd", "--chunk", optarg, 1, 65536, &v))
 				return 1;
 			cfg.chunk_pages = (uint64_t)v;
-			if (cfg.sub_pages > cfg.chunk_pages)
-				cfg.sub_pages = cfg.chunk_pages;
+			break;
+		case OPT_SUB:
+			if (cli_num("lazy-pagesd", "--sub-chunk", optarg, 1, 65536, &v))
+				return 1;
+			cfg.sub_pages = (uint64_t)v;
 			break;
 		case OPT_PAGE_SERVER:
 			cfg.remote = 1;
@@ -213,6 +219,8 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
+	if (cfg.sub_pages > cfg.chunk_pages)
+		cfg.sub_pages = cfg.chunk_pages;
 	if (optind < argc) {
 		fprintf(stderr, "lazy-pagesd: unexpected argument '%s'\n", argv[optind]);
 		usage(stderr);

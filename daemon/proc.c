@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* proc: placing pages into one restored process and applying its uffd events. */
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -45,8 +46,81 @@ struct proc *proc_new(struct session *s, int32_t pid, uint32_t img_pid, struct p
 	pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
 	pthread_rwlock_init(&p->evlock, &ra);
 	pthread_rwlockattr_destroy(&ra);
-	pthread_mutex_init(&p->lock, NULL);
+	atomic_init(&p->reader_waiting, 0);
+	{
+		pthread_mutexattr_t ma;
+
+		/* short sections taken by fault and prefetch threads at once: spin before sleeping */
+		pthread_mutexattr_init(&ma);
+		pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ADAPTIVE_NP);
+		pthread_mutex_init(&p->lock, &ma);
+		pthread_mutexattr_destroy(&ma);
+	}
 	return p;
+}
+
+/*
+ * A background section is one COPY of at most a sub-chunk, tens of
+ * microseconds: the reader spins about that long, then sleeps. Spinning
+ * longer costs more than it saves: a holder preempted inside its section
+ * (prefetch runs niced) needs the very CPU the spinner is burning.
+ */
+#define PROC_SPIN_NS 40000ull
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield");
+#endif
+}
+
+void proc_lock_reader(struct proc *p)
+{
+	uint64_t t0 = 0;
+	unsigned i;
+
+	atomic_fetch_add(&p->reader_waiting, 1);
+	for (i = 0;; i++) {
+		if (pthread_rwlock_trywrlock(&p->evlock) == 0)
+			return;
+		cpu_relax();
+		if (i % 64 == 0) {
+			uint64_t now = stats_now_ns();
+
+			if (!t0)
+				t0 = now;
+			else if (now - t0 > PROC_SPIN_NS)
+				break;
+		}
+	}
+	pthread_rwlock_wrlock(&p->evlock);
+}
+
+void proc_unlock_reader(struct proc *p)
+{
+	pthread_rwlock_unlock(&p->evlock);
+	atomic_fetch_sub(&p->reader_waiting, 1);
+}
+
+void proc_lock_bg(struct proc *p)
+{
+	uint64_t t0 = 0;
+	unsigned i;
+
+	for (i = 0; atomic_load_explicit(&p->reader_waiting, memory_order_relaxed); i++) {
+		cpu_relax();
+		if (i % 64 == 0) {
+			uint64_t now = stats_now_ns();
+
+			if (!t0)
+				t0 = now;
+			else if (now - t0 > PROC_SPIN_NS)
+				break;
+		}
+	}
+	pthread_rwlock_rdlock(&p->evlock);
 }
 
 void proc_free(struct proc *p)
@@ -172,6 +246,27 @@ int proc_fill(struct proc *p, uint64_t addr, uint64_t nr_pages, const void *buf)
 	return 0;
 }
 
+/*
+ * The scheduler lets a running thread use up its slice (milliseconds)
+ * before a thread just woken on the same CPU runs, and does not always
+ * move that one to an idle CPU at once (measured: a restored thread whose
+ * page was in waited 1-3 ms behind a prefetch thread while the other CPU
+ * idled). Background placement gives way every PROC_YIELD_NS instead.
+ */
+#define PROC_YIELD_NS 100000ull
+
+void proc_bg_yield(void)
+{
+	static __thread uint64_t last;
+	uint64_t now = stats_now_ns();
+
+	if (now - last >= PROC_YIELD_NS) {
+		if (last)
+			sched_yield();
+		last = now;
+	}
+}
+
 int proc_place_run(struct proc *p, uint64_t addr, uint64_t img, uint64_t nr_pages, const void *buf,
 		   uint64_t sub, uint64_t *stop)
 {
@@ -182,15 +277,23 @@ int proc_place_run(struct proc *p, uint64_t addr, uint64_t img, uint64_t nr_page
 	int ret = 0, in;
 
 	while (a < end && !ret) {
-		sub_end = a + sub * psz;
+		uint64_t n = sub;
+
+		if (n > PROC_BUSY_SUB &&
+		    stats_now_ns() - atomic_load_explicit(&p->fault_ns, memory_order_relaxed) < PROC_BUSY_NS)
+			n = PROC_BUSY_SUB;
+		sub_end = a + n * psz;
 		if (sub_end > end)
 			sub_end = end;
-		pthread_rwlock_rdlock(&p->evlock);
+		proc_lock_bg(p);
 		if (!proc_live(p)) {
 			pthread_rwlock_unlock(&p->evlock);
 			break;
 		}
 		while (a < sub_end) {
+			/* the uffd reader waits: let it in now, go on after it */
+			if (atomic_load_explicit(&p->reader_waiting, memory_order_relaxed))
+				break;
 			pthread_mutex_lock(&p->lock);
 			in = ranges_run(p->ranges, a, (sub_end - a) / psz, &now);
 			pthread_mutex_unlock(&p->lock);
@@ -204,6 +307,7 @@ int proc_place_run(struct proc *p, uint64_t addr, uint64_t img, uint64_t nr_page
 			a += now.nr_pages * psz;
 		}
 		pthread_rwlock_unlock(&p->evlock);
+		proc_bg_yield();
 	}
 	*stop = a;
 	return ret;

@@ -21,6 +21,7 @@ struct stats {
 	atomic_uint_fast64_t exists;		/* pages found present by a COPY/ZEROPAGE */
 	atomic_uint_fast64_t retries;		/* EAGAIN: an event had to be read first */
 	struct hist fault;			/* fault service time, read to page in */
+	atomic_uint_fast64_t fault_ns;		/* when any process's fault was last read */
 	/* remote sessions */
 	atomic_uint_fast64_t remote_bytes;	/* page bytes received */
 	atomic_uint_fast64_t remote_requests;
