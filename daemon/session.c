@@ -28,6 +28,12 @@
 #include "stats.h"
 #include "uffd.h"
 
+struct prep {
+	struct ranges *r;		/* until take_live takes it */
+	int ret;
+	struct lp_err e;
+};
+
 struct session {
 	struct session_cfg cfg;
 	uint64_t psz;
@@ -35,7 +41,12 @@ struct session {
 	struct pstree_ent *pstree;
 	size_t nr_tasks;
 	unsigned char *seen;		/* per pstree entry: its record arrived */
-	struct pagemap **pms;		/* per pstree entry, owned */
+	struct pagemap **pms;		/* per pstree entry, owned (written by the prep thread under lock) */
+	struct prep *prep;		/* per pstree entry: what prep_main built, under lock */
+	size_t prep_done;		/* entries prep_main is done with, under lock */
+	pthread_cond_t prep_cv;
+	pthread_t prep_tid;
+	int prep_started;
 	struct source *src;
 	struct stats stats;
 	struct fault_pool *faults;
@@ -69,8 +80,13 @@ void session_cfg_defaults(struct session_cfg *cfg)
 
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->fault_threads = 1;
-	/* COPY is a kernel memcpy: one prefetch thread per spare core */
-	cfg->prefetch_threads = n > 2 ? (int)(n - 1 < 8 ? n - 1 : 8) : 1;
+	/*
+	 * COPY is a kernel memcpy: a prefetch thread per core, the last of
+	 * them (prefetch.c: spare) working only while no process faults, so
+	 * an idle restore fills with every core and a busy one keeps a core
+	 * for its own threads and the fault thread.
+	 */
+	cfg->prefetch_threads = n > 1 ? (int)(n < 8 ? n : 8) : 1;
 	cfg->fault_around = 16;
 	cfg->chunk_pages = 256;
 	cfg->sub_pages = 16;	/* 64 KiB: a fault waits behind one such COPY at most */
@@ -135,6 +151,7 @@ static struct session *session_alloc(const struct session_cfg *cfg, struct lp_er
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->work_cv, NULL);
 	pthread_cond_init(&s->done_cv, NULL);
+	pthread_cond_init(&s->prep_cv, NULL);
 	stats_init(&s->stats);
 	return s;
 }
@@ -342,6 +359,11 @@ void session_free(struct session *s)
 	s->stopping = 1;
 	pthread_cond_broadcast(&s->work_cv);
 	pthread_mutex_unlock(&s->lock);
+	if (s->prep_started)
+		pthread_join(s->prep_tid, NULL);
+	for (i = 0; s->prep && i < s->nr_tasks; i++)
+		ranges_free(s->prep[i].r);
+	free(s->prep);
 	remote_close(s->remote, 0, NULL);
 	prefetch_pool_free(s->prefetch);
 	fault_pool_free(s->faults);
@@ -362,6 +384,7 @@ void session_free(struct session *s)
 		close(s->cfd);
 	pthread_cond_destroy(&s->work_cv);
 	pthread_cond_destroy(&s->done_cv);
+	pthread_cond_destroy(&s->prep_cv);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
 }
@@ -568,26 +591,113 @@ static int build_ranges(struct session *s, uint32_t pid, struct pagemap *pm, con
 	return 0;
 }
 
+/* Reads pstree entry IDX's pagemap (into s->pms[IDX]) and VMAs, and builds its lazy ranges. */
+static int prep_one(struct session *s, size_t idx, struct pagemap **pm, struct ranges **r, struct lp_err *e)
+{
+	uint32_t pid = s->pstree[idx].pid;
+	struct vma *v = NULL;
+	size_t nv = 0;
+	int ret;
+
+	ret = pagemap_open(s->dir, pid, pm, e);
+	if (!ret)
+		ret = imgdir_read_vmas(s->dir, pid, &v, &nv, e);
+	if (!ret)
+		ret = build_ranges(s, pid, *pm, v, nv, r, e);
+	free(v);
+	return ret;
+}
+
+/*
+ * The per-process work (pagemap, VMAs, ranges: linear in the pagemap's
+ * entries, milliseconds for gigabytes of fragmented memory) is done
+ * here, for every process of pstree.img in order, from the moment the
+ * session serves, not when its record arrives: the record is followed
+ * by the restore-finished marker and the process's first instructions,
+ * which must not wait for it (resume latency independent of size).
+ */
+static void *prep_main(void *arg)
+{
+	struct session *s = arg;
+	size_t i;
+
+	for (i = 0; i < s->nr_tasks; i++) {
+		struct prep *pp = &s->prep[i];
+		struct pagemap *pm = NULL;
+		struct ranges *r = NULL;
+		int ret, stop;
+
+		pthread_mutex_lock(&s->lock);
+		stop = s->stopping;
+		pthread_mutex_unlock(&s->lock);
+		if (stop)
+			break;
+		ret = prep_one(s, i, &pm, &r, &pp->e);
+		pthread_mutex_lock(&s->lock);
+		s->pms[i] = pm;
+		pp->r = r;
+		pp->ret = ret;
+		s->prep_done = i + 1;
+		pthread_cond_broadcast(&s->prep_cv);
+		pthread_mutex_unlock(&s->lock);
+	}
+	pthread_mutex_lock(&s->lock);
+	s->prep_done = s->nr_tasks;	/* also when stopped early: nobody waits for the rest */
+	pthread_cond_broadcast(&s->prep_cv);
+	pthread_mutex_unlock(&s->lock);
+	return NULL;
+}
+
+static void prep_start(struct session *s)
+{
+	s->prep = calloc(s->nr_tasks, sizeof(*s->prep));
+	if (!s->prep)
+		return;		/* take_live builds them itself */
+	if (pthread_create(&s->prep_tid, NULL, prep_main, s)) {
+		free(s->prep);
+		s->prep = NULL;
+		return;
+	}
+	s->prep_started = 1;
+}
+
+/* Pstree entry IDX's ranges, from the prep thread (waiting for it) or built now. */
+static int prep_take(struct session *s, size_t idx, struct ranges **r, struct lp_err *e)
+{
+	struct prep *pp;
+	int ret;
+
+	if (!s->prep_started)
+		return prep_one(s, idx, &s->pms[idx], r, e);
+	pthread_mutex_lock(&s->lock);
+	while (s->prep_done <= idx)
+		pthread_cond_wait(&s->prep_cv, &s->lock);
+	pp = &s->prep[idx];
+	if (!pp->r && !pp->ret)
+		pp->ret = lp_err_set(&pp->e, ECANCELED, "the session is stopping");
+	*r = pp->r;
+	pp->r = NULL;
+	ret = pp->ret;
+	if (ret)
+		*e = pp->e;
+	pthread_mutex_unlock(&s->lock);
+	return ret;
+}
+
 static int take_live(struct session *s, size_t idx, int32_t vpid, int uffd, struct lp_err *e)
 {
 	uint32_t pid = (uint32_t)vpid;
 	struct ranges *r = NULL;
-	struct vma *v = NULL;
-	size_t nv = 0;
 	struct proc *p;
 	int ret;
 
-	ret = pagemap_open(s->dir, pid, &s->pms[idx], e);
-	if (!ret)
-		ret = imgdir_read_vmas(s->dir, pid, &v, &nv, e);
-	if (!ret)
-		ret = build_ranges(s, pid, s->pms[idx], v, nv, &r, e);
-	free(v);
+	ret = prep_take(s, idx, &r, e);
 	if (ret) {
 		lp_err_prefix(e, "pid %d cannot be served", vpid);
 		close(uffd);
 		return ret;
 	}
+	(void)pid;
 	p = proc_new(s, vpid, pid, s->pms[idx], uffd, r);
 	if (!p)
 		return lp_err_set(e, ENOMEM, "out of memory");
@@ -1000,6 +1110,7 @@ int session_serve(struct session *s, struct lp_err *e)
 		if (!ret)
 			ret = session_run(s, e);
 	} else {
+		prep_start(s);
 		ret = serve_criu(s, e);
 	}
 	atomic_store(&s->phase, ret ? SESSION_FAILED : SESSION_DONE);
