@@ -47,13 +47,13 @@ DELAY_MS=1		# lp-delay, each way
 
 if [ "$MODE" = quick ]; then
 	REPEAT=1	# runs per scenario; the median run is reported
-	RESUME_REPEAT=5	# resume runs are short and their figure small: more of them
+	RESUME_REPEAT=7	# resume runs are short and their figure small: more of them
 	BIG=256		# MiB of the "large" image
 	COPY_MIB=256
 	PROCS_LIST="1 16 256"
 else
 	REPEAT=3
-	RESUME_REPEAT=9
+	RESUME_REPEAT=15
 	BIG=1024
 	COPY_MIB=1024
 	PROCS_LIST="1 16 256 1000"
@@ -245,16 +245,20 @@ run_once() {
 	return 0
 }
 
-# scenario NAME KIND IMG SIZE_MIB PROCS LP_RESTORE_SCENARIO [PORT]: REPEAT
-# runs (run_once); the one with the median fill time stands for all, its
-# figures in $T/res/NAME.kv and R[], its progress in $OUT/progress-NAME.dat.
-scenario() {
-	local name=$1 img=$3 n=${REPEAT_ONE:-$REPEAT} i med all= res
-	[ -d "$T/img/$img" ] || return 1
-	for ((i = 1; i <= n; i++)); do
-		note "run $name ($i/$n)"
-		run_once "$name.$i" "${@:2}"
-	done
+# scenario_run NAME I KIND IMG SIZE_MIB PROCS LP_RESTORE_SCENARIO [PORT]: the
+# I-th run of NAME (run_once)
+scenario_run() {
+	local name=$1 i=$2
+	shift 2
+	note "run $name ($i)"
+	run_once "$name.$i" "$@"
+}
+
+# scenario_collect NAME N: of runs 1..N, the one with the median fill time
+# stands for all, its figures in $T/res/NAME.kv and R[], its progress in
+# $OUT/progress-NAME.dat; the resume figure is the median of all runs.
+scenario_collect() {
+	local name=$1 n=$2 i s med all= res
 	# runs that finished, by fill time; a failed run stands if none did
 	med=$(for ((i = 1; i <= n; i++)); do
 		s=$(sed -n 's/^d_seconds=//p' "$T/res/$name.$i.kv")
@@ -278,6 +282,30 @@ scenario() {
 	rm -f "$T/res/$name".[0-9]*.*
 	load_kv "$name" "$T/res/$name.kv"
 	SCENARIOS+=("$name")
+}
+
+# scenario NAME KIND IMG SIZE_MIB PROCS LP_RESTORE_SCENARIO [PORT]: REPEAT runs
+scenario() {
+	local name=$1 img=$3 n=${REPEAT_ONE:-$REPEAT} i
+	[ -d "$T/img/$img" ] || return 1
+	for ((i = 1; i <= n; i++)); do
+		scenario_run "$name" "$i" "${@:2}"
+	done
+	scenario_collect "$name" "$n"
+}
+
+# resume_pair SMALL_NAME BIG_NAME BIG_IMG BIG_MIB: resume runs (lp-restore's
+# exit scenario: 16 pages read, then exit) of the small image and of BIG_IMG,
+# taken in turns so that the machine's mood changes both alike
+resume_pair() {
+	local i
+	[ -d "$T/img/small" ] && [ -d "$T/img/$3" ] || return 1
+	for ((i = 1; i <= RESUME_REPEAT; i++)); do
+		scenario_run "$1" "$i" local small "$SMALL" 1 exit
+		scenario_run "$2" "$i" local "$3" "$4" 1 exit
+	done
+	scenario_collect "$1" "$RESUME_REPEAT"
+	scenario_collect "$2" "$RESUME_REPEAT"
 }
 
 # ---------------------------------------------------------------------------
@@ -330,13 +358,12 @@ if [ -d "$T/img/big" ]; then
 	scenario "local-seq-$BIG_NAME" local big "$BIG" 1 seq
 	scenario "local-random-$BIG_NAME" local big "$BIG" 1 random
 	scenario "local-idle-$BIG_NAME" local big "$BIG" 1 idle
-	# resume: a process that reads 16 pages and exits, timed from the marker to its first page
-	REPEAT_ONE=$RESUME_REPEAT scenario "local-resume-$BIG_NAME" local big "$BIG" 1 exit
 fi
 if dump small "$SMALL" 1; then
 	scenario "local-idle-${SMALL}m" local small "$SMALL" 1 idle
-	REPEAT_ONE=$RESUME_REPEAT scenario "local-resume-${SMALL}m" local small "$SMALL" 1 exit
 fi
+# resume: from the marker to the first page a restored process read, small against large
+resume_pair "local-resume-${SMALL}m" "local-resume-$BIG_NAME" big "$BIG"
 
 # remote: lazy-pages-server on 127.0.0.1, then through lp-delay
 HAVE_DELAY=0
@@ -364,7 +391,6 @@ for img in big small; do
 	stop_pid "$sp"
 done
 drop_images big
-drop_images small
 
 # many processes in one session, 1 MiB each
 for n in $PROCS_LIST; do
@@ -378,10 +404,11 @@ if [ "$MODE" = full ]; then
 	if dump huge 8192 1; then
 		REPEAT_ONE=1 scenario local-idle-8g local huge 8192 1 idle
 		REPEAT_ONE=1 scenario local-seq-8g local huge 8192 1 seq
-		REPEAT_ONE=$RESUME_REPEAT scenario local-resume-8g local huge 8192 1 exit
+		resume_pair "local-resume-${SMALL}m-vs-8g" local-resume-8g huge 8192
 	fi
 	drop_images huge
 fi
+drop_images small
 ELAPSED=$(calc "$(date +%s.%N) - $t_start")
 
 # ---------------------------------------------------------------------------
@@ -429,9 +456,10 @@ for s in "${SCENARIOS[@]}"; do
 	row "$s" restore_s "$(get "$s" restore_s)" s
 	row "$s" fill_s "$secs" s
 	[ -n "$(get "$s" fill_s_all)" ] && [ "$(get "$s" runs)" -gt 1 ] && row "$s" fill_s_runs "$(get "$s" fill_s_all)" s
-	# fill throughput against one thread's UFFDIO_COPY in 2 MiB chunks (the issue's ceiling)
-	if [ "$(calc "$secs > 0")" = 1 ] && [ "$(get "$s" size_mib)" -ge 256 ]; then
-		row "$s" fill_gbps "$(calc "$copied * 4096 / $secs / 1e9")" GB/s "${C[copy_2m_gbps]:-}" copy_2m ge:0.75
+	# fill throughput against one thread's UFFDIO_COPY in 2 MiB chunks (target for idle only: background fill)
+	if [ "$(calc "$secs > 0")" = 1 ] && [ "$(get "$s" size_mib)" -ge 256 ] && [ "$scen" != exit ]; then
+		row "$s" fill_gbps "$(calc "$copied * 4096 / $secs / 1e9")" GB/s "${C[copy_2m_gbps]:-}" copy_2m \
+			$([ "$kind" = local ] && [ "$scen" = idle ] && echo ge:0.75)
 		# and against every core copying at once (the daemon's prefetch uses them all when idle)
 		row "$s" fill_gbps/all_cores "$(calc "$copied * 4096 / $secs / 1e9")" GB/s "${C[copy_2m_all_gbps]:-}" copy_2m_all
 	fi
@@ -447,7 +475,8 @@ for s in "${SCENARIOS[@]}"; do
 	# figure (read to page in) follows, for comparison.
 	if [ -n "$faults" ] && [ "$faults" -gt 0 ] && [ "$scen" != idle ]; then
 		busy=
-		[ "$(get "$s" size_mib)" -ge 256 ] && [ "$procs" = 1 ] && busy=1
+		# targets: local images, one process, seq or random (remote rows are figures to compare, no target)
+		[ "$(get "$s" size_mib)" -ge 256 ] && [ "$procs" = 1 ] && [ "$scen" != exit ] && [ "$kind" = local ] && busy=1
 		case $kind in
 		local) cp=fault_touch cof=trivial_handler ;;
 		remote) cp=rtt cof=tcp_rtt_64k ;;
@@ -466,7 +495,7 @@ for s in "${SCENARIOS[@]}"; do
 			row "$s" fault_rtt_p50_us "$(get "$s" d_fault_rtt_p50_us)" us "${C[${cp}_p50_us]:-}" "$cof" ${busy:+le:1.5}
 			row "$s" fault_rtt_p99_us "$(get "$s" d_fault_rtt_p99_us)" us "${C[${cp}_p99_us]:-}" "$cof" ${busy:+le:3}
 			# under full prefetch against the same link with little else on it
-			if [ -n "$busy" ]; then
+			if [ "$(get "$s" size_mib)" -ge 256 ]; then
 				idle=$kind-seq-${SMALL}m
 				row "$s" fault_rtt_p50/idle "$(get "$s" d_fault_rtt_p50_us)" us "$(get "$idle" d_fault_rtt_p50_us)" "$idle"
 				row "$s" fault_rtt_p99/idle "$(get "$s" d_fault_rtt_p99_us)" us "$(get "$idle" d_fault_rtt_p99_us)" "$idle"
@@ -491,10 +520,11 @@ for s in "${SCENARIOS[@]}"; do
 	fi
 done
 # resume latency independent of size: the large restores against the 16 MiB one
-for s in "local-resume-$BIG_NAME" local-resume-8g; do
+for pair in "local-resume-$BIG_NAME local-resume-${SMALL}m" "local-resume-8g local-resume-${SMALL}m-vs-8g"; do
+	s=${pair% *}
+	sm=${pair#* }
 	[ -n "$(get "$s" resume_ms)" ] || continue
-	row "$s" resume_ms/${SMALL}m "$(get "$s" resume_ms)" ms \
-		"$(get "local-resume-${SMALL}m" resume_ms)" "local-resume-${SMALL}m" le:1.2
+	row "$s" resume_ms/${SMALL}m "$(get "$s" resume_ms)" ms "$(get "$sm" resume_ms)" "$sm" le:1.2
 done
 
 # ---------------------------------------------------------------------------
