@@ -224,6 +224,8 @@ struct fault_pool *fault_pool_new(struct session *s, int nthreads, unsigned wind
 		t->epfd = epoll_create1(EPOLL_CLOEXEC);
 		t->stopfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 		t->buf = io_page_alloc(fp->window * session_page_size(s));
+		if (t->buf)	/* its pages now, not in the first fault */
+			memset(t->buf, 0, fp->window * session_page_size(s));
 		if (t->epfd < 0 || t->stopfd < 0 || !t->buf ||
 		    epoll_ctl(t->epfd, EPOLL_CTL_ADD, t->stopfd, &ev) < 0) {
 			lp_err_set(e, errno ? errno : ENOMEM, "fault thread setup: %s", strerror(errno));

@@ -178,12 +178,8 @@ void prefetch_pool_start(struct prefetch_pool *pp)
 {
 	int i, ret;
 
-	/*
-	 * The processes resume now and fault the most in their first
-	 * moments: spare threads wait for a quiet PROC_BUSY_NS first, as
-	 * after any fault.
-	 */
-	atomic_store(&session_stats(pp->s)->fault_ns, stats_now_ns());
+	if (!pp)
+		return;
 	for (i = 0; i < pp->n; i++) {
 		ret = pthread_create(&pp->t[i].tid, NULL, prefetch_main, &pp->t[i]);
 		if (ret) {

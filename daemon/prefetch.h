@@ -11,8 +11,8 @@ struct session;
 struct prefetch_pool;
 
 /*
- * NTHREADS threads that wait for prefetch_pool_start (the restore-finished
- * marker), then read CHUNK pages at a time from the source and place them
+ * NTHREADS threads, started by prefetch_pool_start, that wait in
+ * session_next_work for the restore-finished marker, then read CHUNK pages at a time from the source and place them
  * in sub-chunks of SUB pages, each under the process's evlock (shared),
  * so that a thread reading the uffd never waits behind more than one.
  */

@@ -948,13 +948,17 @@ static int session_run(struct session *s, struct lp_err *e)
 
 	pthread_mutex_lock(&s->lock);
 	s->t_rstf = stats_now_ns();
+	/*
+	 * The processes resume now and fault the most in their first
+	 * moments: spare prefetch threads wait for a quiet PROC_BUSY_NS
+	 * first, as after any fault.
+	 */
+	atomic_store(&s->stats.fault_ns, s->t_rstf);
 	s->started = 1;
 	pthread_cond_broadcast(&s->work_cv);
 	pthread_mutex_unlock(&s->lock);
 	if (s->remote)
 		remote_start(s->remote);
-	else
-		prefetch_pool_start(s->prefetch);
 
 	pthread_mutex_lock(&s->lock);
 	while (!s->failed && s->live) {
@@ -1082,6 +1086,13 @@ int session_serve(struct session *s, struct lp_err *e)
 		atomic_store(&s->phase, SESSION_FAILED);
 		return -ENOMEM;
 	}
+	/*
+	 * Prefetch threads too, not at the marker: they wait in
+	 * session_next_work until it, and creating threads then (mmap of
+	 * their stacks, the daemon's mmap lock) delayed the first faults.
+	 */
+	if (!s->cfg.remote)
+		prefetch_pool_start(s->prefetch);
 	if (s->recovered) {
 		atomic_store(&s->phase, SESSION_SERVING);
 		if (s->cfg.remote) {
