@@ -6,7 +6,7 @@
 dir = ARG1
 # 8 GiB runs (--full) get a fill panel of their own, or they flatten the
 # rest; the latency chart then goes below, full width
-big = system("ls ".dir."/progress-*8g.dat 2>/dev/null")
+big = system("ls ".dir."/progress-*8g.dat 2>/dev/null | grep -v resume")
 if (strlen(big)) {
 	set terminal pngcairo size 1800,1300 font "sans,10"
 } else {
@@ -26,7 +26,7 @@ set ylabel "MiB filled (copied + zero pages)"
 set key left top
 set grid
 set yrange [0:*]
-files = system("ls ".dir."/progress-*.dat 2>/dev/null | grep -v -e 16m -e procs- -e 8g")
+files = system("ls ".dir."/progress-*.dat 2>/dev/null | grep -v -e 16m -e procs- -e 8g -e resume")
 set title "fill progress (--progress-file, every 10 ms)"
 plot for [f in files] f using 1:2 with lines lw 2 lc rgb col(f) dt dash(f) title label(f)
 if (strlen(big)) {
