@@ -76,26 +76,33 @@ static inline void cpu_relax(void)
 #endif
 }
 
+/* One turn of a bounded spin: pauses, and says (0) when PROC_SPIN_NS have gone since the first turn. */
+static int spin_on(unsigned i, uint64_t *t0)
+{
+	cpu_relax();
+	if (i % 64 == 0) {
+		uint64_t now = stats_now_ns();
+
+		if (!*t0)
+			*t0 = now;
+		else if (now - *t0 > PROC_SPIN_NS)
+			return 0;
+	}
+	return 1;
+}
+
 void proc_lock_reader(struct proc *p)
 {
 	uint64_t t0 = 0;
 	unsigned i;
 
 	atomic_fetch_add(&p->reader_waiting, 1);
-	for (i = 0;; i++) {
-		if (pthread_rwlock_trywrlock(&p->evlock) == 0)
+	for (i = 0; pthread_rwlock_trywrlock(&p->evlock) != 0; i++) {
+		if (!spin_on(i, &t0)) {
+			pthread_rwlock_wrlock(&p->evlock);
 			return;
-		cpu_relax();
-		if (i % 64 == 0) {
-			uint64_t now = stats_now_ns();
-
-			if (!t0)
-				t0 = now;
-			else if (now - t0 > PROC_SPIN_NS)
-				break;
 		}
 	}
-	pthread_rwlock_wrlock(&p->evlock);
 }
 
 void proc_unlock_reader(struct proc *p)
@@ -109,17 +116,9 @@ void proc_lock_bg(struct proc *p)
 	uint64_t t0 = 0;
 	unsigned i;
 
-	for (i = 0; atomic_load_explicit(&p->reader_waiting, memory_order_relaxed); i++) {
-		cpu_relax();
-		if (i % 64 == 0) {
-			uint64_t now = stats_now_ns();
-
-			if (!t0)
-				t0 = now;
-			else if (now - t0 > PROC_SPIN_NS)
-				break;
-		}
-	}
+	for (i = 0; atomic_load_explicit(&p->reader_waiting, memory_order_relaxed); i++)
+		if (!spin_on(i, &t0))
+			break;
 	pthread_rwlock_rdlock(&p->evlock);
 }
 
