@@ -61,18 +61,37 @@ int cli_write_pid(const char *path, pid_t pid)
 
 int cli_daemonize(const char *prog, const char *pidfile, bool keep_stderr)
 {
-	pid_t pid = fork();
-	int fd;
+	int p[2], fd;
+	pid_t pid;
+	char c;
 
-	if (pid < 0)
+	/*
+	 * The child writes the pid file, then lets the parent exit: the file
+	 * is there when the parent's exit says "started" (systemd's
+	 * Type=forking reads it then) and before the child can report
+	 * itself ready on a status fd.
+	 */
+	if (pipe2(p, O_CLOEXEC) < 0)
 		return -errno;
+	pid = fork();
+	if (pid < 0) {
+		close(p[0]);
+		close(p[1]);
+		return -errno;
+	}
 	if (pid > 0) {
-		if (pidfile && cli_write_pid(pidfile, pid) < 0) {
-			fprintf(stderr, "%s: %s: cannot write the pid file\n", prog, pidfile);
-			kill(pid, SIGTERM);
-			_exit(1);
-		}
-		_exit(0);
+		ssize_t n;
+
+		close(p[1]);
+		do
+			n = read(p[0], &c, 1);
+		while (n < 0 && errno == EINTR);
+		_exit(n == 1 ? 0 : 1);
+	}
+	close(p[0]);
+	if (pidfile && cli_write_pid(pidfile, getpid()) < 0) {
+		fprintf(stderr, "%s: %s: cannot write the pid file\n", prog, pidfile);
+		_exit(1);	/* the parent reads EOF and exits 1 */
 	}
 	setsid();
 	fd = open("/dev/null", O_RDWR);
@@ -84,6 +103,11 @@ int cli_daemonize(const char *prog, const char *pidfile, bool keep_stderr)
 		if (fd > STDERR_FILENO)
 			close(fd);
 	}
+	c = 0;
+	if (write(p[1], &c, 1) != 1) {
+		/* the parent is gone: nobody waits for us to say so */
+	}
+	close(p[1]);
 	return 0;
 }
 

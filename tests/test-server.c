@@ -855,6 +855,17 @@ static void test_bad_images(void **state)
 	free(missing);
 }
 
+/* -d with a pid file that cannot be written: exit 1 and say which, never a server without one */
+static void test_daemon_pidfile_error(void **state)
+{
+	const char *extra[] = { "-d", "--pidfile", "/nonexistent-dir/lps.pid", NULL };
+	struct srv s;
+
+	(void)state;
+	assert_int_equal(srv_spawn(&s, dir, PS_WIRE_4, extra), 1);
+	assert_log_has(&s, "/nonexistent-dir/lps.pid: cannot write the pid file");
+}
+
 /* -d: the parent exits 0 after listening and writes the child's pid */
 static void test_daemon(void **state)
 {
@@ -1034,6 +1045,7 @@ int main(int argc, char **argv)
 		T(test_eof_in_header),
 		T(test_bad_images),
 		T(test_daemon),
+		T(test_daemon_pidfile_error),
 		T(test_lp_dump_images),
 		T(test_criu_fixture),
 	};
