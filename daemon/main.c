@@ -23,7 +23,7 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: lazy-pagesd -D DIR [-W DIR] [-d|--daemon] [--pidfile F] [--status-fd N]\n"
 		"                   [--prefetch-threads N] [--fault-threads N] [--fault-around PAGES]\n"
-		"                   [--chunk PAGES] [--sub-chunk PAGES] [--progress-file F]\n"
+		"                   [--chunk PAGES] [--sub-chunk PAGES] [--no-prefetch] [--progress-file F]\n"
 		"                   [-o LOG] [-v[N]]\n"
 		"                   [--page-server --address A --port P | --ps-socket FD] [--ps-wire 3|4]\n"
 		"                   [--ps-timeout SECONDS] [--tls [--tls-cacert F] [--tls-cacrl F]\n"
@@ -58,6 +58,7 @@ enum {
 	OPT_PS_TIMEOUT,
 	OPT_STATE_DIR,
 	OPT_SUB,
+	OPT_NO_PREFETCH,
 };
 
 int main(int argc, char **argv)
@@ -73,6 +74,7 @@ int main(int argc, char **argv)
 		{ "fault-around", required_argument, NULL, OPT_AROUND },
 		{ "chunk", required_argument, NULL, OPT_CHUNK },
 		{ "sub-chunk", required_argument, NULL, OPT_SUB },
+		{ "no-prefetch", no_argument, NULL, OPT_NO_PREFETCH },
 		{ "page-server", no_argument, NULL, OPT_PAGE_SERVER },
 		{ "address", required_argument, NULL, OPT_ADDRESS },
 		{ "port", required_argument, NULL, OPT_PORT },
@@ -153,6 +155,9 @@ int main(int argc, char **argv)
 			if (cli_num("lazy-pagesd", "--sub-chunk", optarg, 1, 65536, &v))
 				return 1;
 			cfg.sub_pages = (uint64_t)v;
+			break;
+		case OPT_NO_PREFETCH:
+			cfg.no_prefetch = 1;
 			break;
 		case OPT_PAGE_SERVER:
 			cfg.remote = 1;

@@ -957,7 +957,7 @@ static int session_run(struct session *s, struct lp_err *e)
 	s->started = 1;
 	pthread_cond_broadcast(&s->work_cv);
 	pthread_mutex_unlock(&s->lock);
-	if (s->remote)
+	if (s->remote && !s->cfg.no_prefetch)
 		remote_start(s->remote);
 
 	pthread_mutex_lock(&s->lock);
@@ -1091,7 +1091,7 @@ int session_serve(struct session *s, struct lp_err *e)
 	 * session_next_work until it, and creating threads then (mmap of
 	 * their stacks, the daemon's mmap lock) delayed the first faults.
 	 */
-	if (!s->cfg.remote)
+	if (!s->cfg.remote && !s->cfg.no_prefetch)
 		prefetch_pool_start(s->prefetch);
 	if (s->recovered) {
 		atomic_store(&s->phase, SESSION_SERVING);

@@ -23,6 +23,7 @@ struct session_cfg {
 	unsigned fault_around;		/* pages filled by a fault, its own included */
 	uint64_t chunk_pages;		/* prefetch read size */
 	uint64_t sub_pages;		/* prefetch pages per locked COPY section */
+	int no_prefetch;		/* faults only: no background fill (local or remote) */
 	uint32_t max_procs;		/* limit on processes, forks included */
 	/* --page-server: lazy pages come from a page server */
 	int remote;

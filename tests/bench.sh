@@ -366,6 +366,8 @@ if [ -d "$T/img/big" ]; then
 	scenario "local-seq-$BIG_NAME" local big "$BIG" 1 seq
 	scenario "local-random-$BIG_NAME" local big "$BIG" 1 random
 	scenario "local-idle-$BIG_NAME" local big "$BIG" 1 idle
+	# faults with no background fill at all (--no-prefetch): the fault path on its own
+	BENCH_DAEMON_ARGS=--no-prefetch scenario "local-random-nopf-$BIG_NAME" local big "$BIG" 1 random
 fi
 if dump small "$SMALL" 1; then
 	scenario "local-idle-${SMALL}m" local small "$SMALL" 1 idle
@@ -384,6 +386,7 @@ for img in big small; do
 	if [ $img = big ]; then
 		scenario "remote-seq-$BIG_NAME" remote big "$BIG" 1 seq "$SPORT"
 		scenario "remote-random-$BIG_NAME" remote big "$BIG" 1 random "$SPORT"
+		scenario "remote-idle-$BIG_NAME" remote big "$BIG" 1 idle "$SPORT"
 	else
 		scenario "remote-seq-${SMALL}m" remote small "$SMALL" 1 seq "$SPORT"
 	fi
@@ -413,6 +416,10 @@ if [ "$MODE" = full ]; then
 		REPEAT_ONE=1 scenario local-idle-8g local huge 8192 1 idle
 		REPEAT_ONE=1 scenario local-seq-8g local huge 8192 1 seq
 		resume_pair "local-resume-${SMALL}m-vs-8g" local-resume-8g huge 8192
+		if start_server huge; then
+			REPEAT_ONE=1 scenario remote-idle-8g remote huge 8192 1 idle "$SPORT"
+			stop_pid "$SPID"
+		fi
 	fi
 	drop_images huge
 fi
@@ -471,10 +478,15 @@ for s in "${SCENARIOS[@]}"; do
 			$([ "$kind" = local ] && [ "$scen" = idle ] && echo ge:0.75)
 		# and against every core copying at once (the daemon's prefetch uses them all when idle)
 		row "$s" fill_gbps/all_cores "$(calc "$copied * 4096 / $secs / 1e9")" GB/s "${C[copy_2m_all_gbps]:-}" copy_2m_all
+		# through a page server: against TCP on the same path
+		case $kind in
+		remote) row "$s" fill_gbps/tcp "$(calc "$copied * 4096 / $secs / 1e9")" GB/s "${C[tcp_gbps]:-}" tcp ;;
+		delay) row "$s" fill_gbps/tcp "$(calc "$copied * 4096 / $secs / 1e9")" GB/s "${C[delay_tcp_gbps]:-}" tcp+delay ;;
+		esac
 	fi
 	# random against sequential, same image, same source
-	if [ "$scen" = random ]; then
-		sq=${s/-random-/-seq-}
+	sq=${s/-random-/-seq-}
+	if [ "$scen" = random ] && [ -n "$(get "$sq" d_seconds)" ]; then
 		row "$s" restore_s/seq "$(get "$s" restore_s)" s "$(get "$sq" restore_s)" "$sq" le:2
 		row "$s" fill_s/seq "$secs" s "$(get "$sq" d_seconds)" "$sq" le:2
 	fi
@@ -485,7 +497,8 @@ for s in "${SCENARIOS[@]}"; do
 	if [ -n "$faults" ] && [ "$faults" -gt 0 ] && [ "$scen" != idle ]; then
 		busy=
 		# targets: local images, one process, seq or random (remote rows are figures to compare, no target)
-		[ "$(get "$s" size_mib)" -ge 256 ] && [ "$procs" = 1 ] && [ "$scen" != exit ] && [ "$kind" = local ] && busy=1
+		[ "$(get "$s" size_mib)" -ge 256 ] && [ "$procs" = 1 ] && [ "$scen" != exit ] && [ "$kind" = local ] &&
+			[[ $s != *-nopf-* ]] && busy=1
 		case $kind in
 		local) cp=fault_touch cof=trivial_handler ;;
 		remote) cp=rtt cof=tcp_rtt_64k ;;

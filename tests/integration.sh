@@ -44,7 +44,7 @@ STEP_TIMEOUT=60					# one daemon or restore run
 
 SCENARIOS=(
 	gib gib-random procs8 threads16 fork mremap munmap dontneed dontneed-race
-	exit idle zombie parent-chain holes order-reverse order-random
+	exit idle no-prefetch zombie parent-chain holes order-reverse order-random
 	order-concurrent wire3 nonlazy-vma threads-in-pstree
 	bad-missing-image bad-missing-mm bad-magic bad-magic-pagemap bad-truncated
 	bad-pages-short bad-bogus-pid bad-garbage bad-close-early bad-nofd
@@ -430,6 +430,25 @@ sc_idle() {
 	[ $DRC -eq 0 ] || fail "daemon exit $DRC"
 	[ $RRC -eq 0 ] || fail "pages missing or wrong after the daemon exited: $(restore_reason)"
 	[ "$(sget processes)" = 2 ] || fail "summary: $SUMMARY"
+	remote_ok
+}
+
+sc_no-prefetch() {
+	# --no-prefetch: pages come by faults only, none in the background
+	dump "$T/d" --size 64
+	start_daemon "$T/d" "$T/work" --no-prefetch || { finish_daemon; fail "daemon exited before listening"; }
+	restore "$T/d" "$T/work" --scenario random
+	finish_daemon
+	[ $DRC -eq 0 ] || fail "daemon exit $DRC"
+	[ $RRC -eq 0 ] || fail "lp-restore exit $RRC: $(restore_reason)"
+	local f c z
+	f=$(sget faults)
+	c=$(sget pages_copied)
+	z=$(sget zero_pages)
+	[ -n "$f" ] && [ "$f" -gt 0 ] || fail "no faults served: $SUMMARY"
+	# a random reader gets its page and at most a fault-around window (16) per fault
+	[ $((c + z)) -le $((f * 16)) ] || fail "$((c + z)) pages placed for $f faults: something filled in the background"
+	info "$f faults, $((c + z)) pages placed"
 	remote_ok
 }
 
