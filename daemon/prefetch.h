@@ -12,9 +12,12 @@ struct prefetch_pool;
 
 /*
  * NTHREADS threads, started by prefetch_pool_start, that wait in
- * session_next_work for the restore-finished marker, then read CHUNK pages at a time from the source and place them
- * in sub-chunks of SUB pages, each under the process's evlock (shared),
- * so that a thread reading the uffd never waits behind more than one.
+ * session_next_work for the restore-finished marker, then read CHUNK
+ * pages at a time from the source and place them in sub-chunks of SUB
+ * pages (4 while the process faults), each under the process's evlock
+ * (shared), so that a thread reading the uffd waits behind one at most.
+ * Threads past the first ncpu - 1 (the first always works) are spare:
+ * they work only while no process faulted lately and a core is free.
  */
 struct prefetch_pool *prefetch_pool_new(struct session *s, int nthreads, uint64_t chunk, uint64_t sub,
 					struct lp_err *e);
