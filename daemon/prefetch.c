@@ -114,9 +114,7 @@ static long runnable(int fd)
  */
 static int spare_may_run(struct prefetch_thread *t, int loadfd)
 {
-	struct stats *st = session_stats(t->pool->s);
-
-	if (stats_now_ns() - atomic_load_explicit(&st->fault_ns, memory_order_relaxed) < PROC_BUSY_NS)
+	if (stats_within(&session_stats(t->pool->s)->fault_ns, PROC_BUSY_NS))
 		return 0;
 	return runnable(loadfd) <= t->pool->ncpu;
 }

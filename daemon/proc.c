@@ -63,7 +63,7 @@ struct proc *proc_new(struct session *s, int32_t pid, uint32_t img_pid, struct p
  * A background section is one COPY of at most a sub-chunk, tens of
  * microseconds: the reader spins about that long, then sleeps. Spinning
  * longer costs more than it saves: a holder preempted inside its section
- * (prefetch runs niced) needs the very CPU the spinner is burning.
+ * needs the very CPU the spinner is burning.
  */
 #define PROC_SPIN_NS 40000ull
 
@@ -278,8 +278,7 @@ int proc_place_run(struct proc *p, uint64_t addr, uint64_t img, uint64_t nr_page
 	while (a < end && !ret) {
 		uint64_t n = sub;
 
-		if (n > PROC_BUSY_SUB &&
-		    stats_now_ns() - atomic_load_explicit(&p->fault_ns, memory_order_relaxed) < PROC_BUSY_NS)
+		if (n > PROC_BUSY_SUB && stats_within(&p->fault_ns, PROC_BUSY_NS))
 			n = PROC_BUSY_SUB;
 		sub_end = a + n * psz;
 		if (sub_end > end)

@@ -18,7 +18,7 @@ struct ranges;
 enum proc_state { PROC_LIVE, PROC_DONE, PROC_GONE };
 
 #define PROC_MAX_INFLIGHT 64
-#define PROC_NOENT_LIMIT 4096
+#define PROC_NOENT_LIMIT 4096	/* ENOENTs with no event between: the VMA is really not registered */
 /*
  * While a process faults (a fault read in the last PROC_BUSY_NS), background
  * placement COPYs at most PROC_BUSY_SUB pages at a time: a fault waits
@@ -26,7 +26,7 @@ enum proc_state { PROC_LIVE, PROC_DONE, PROC_GONE };
  * -> 4 pages, random reads of 1 GiB); with no faults, larger COPYs fill faster.
  */
 #define PROC_BUSY_NS 2000000ull
-#define PROC_BUSY_SUB 4	/* ENOENTs with no event between: the VMA is really not registered */
+#define PROC_BUSY_SUB 4
 
 /*
  * Locking (design.md, "What the kernel does not resolve"):

@@ -697,7 +697,6 @@ static int take_live(struct session *s, size_t idx, int32_t vpid, int uffd, stru
 		close(uffd);
 		return ret;
 	}
-	(void)pid;
 	p = proc_new(s, vpid, pid, s->pms[idx], uffd, r);
 	if (!p)
 		return lp_err_set(e, ENOMEM, "out of memory");

@@ -37,4 +37,10 @@ uint64_t hist_count(struct hist *h);
 
 uint64_t stats_now_ns(void);
 
+/* Is the time stored in WHEN (stats_now_ns, 0 for never) less than NS ago? */
+static inline int stats_within(atomic_uint_fast64_t *when, uint64_t ns)
+{
+	return stats_now_ns() - atomic_load_explicit(when, memory_order_relaxed) < ns;
+}
+
 #endif

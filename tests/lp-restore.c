@@ -70,7 +70,7 @@ struct shared {
 	_Atomic double t_first;		/* the first restored process's first page read and checked */
 	_Atomic double d_first;		/* that page: seconds from its process running to the page read */
 	/* --time-faults: touches of missing pages, timed by the faulting thread (fh_bucket) */
-	atomic_ulong fh[FH_BUCKETS], fh_raced;
+	atomic_ulong fh[FH_BUCKETS], fh_kernel;
 };
 
 /* one restored process (a child of the main lp-restore process) */
@@ -108,12 +108,17 @@ static int say(const char *fmt, ...)
 	return -1;
 }
 
-static double now(void)
+static uint64_t now_ns(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static double now(void)
+{
+	return (double)now_ns() / 1e9;
 }
 
 static int write_byte(int fd, char c)
@@ -347,14 +352,6 @@ static uint64_t fh_low(unsigned b)
 	return (1ull << lg) | ((uint64_t)(b % FH_SUB) << (lg - 4));
 }
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 /*
  * --time-faults: if registered page G at ADDR is missing (mincore), the
  * first read of it is a fault: time it as the faulting thread sees it.
@@ -378,7 +375,7 @@ static void timed_touch(struct task *t, uint64_t g, uint64_t addr)
 	(void)*(volatile const char *)(uintptr_t)addr;
 	dt = now_ns() - t0;
 	if (dt < FH_KERNEL_NS)
-		atomic_fetch_add_explicit(&t->sh->fh_raced, 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&t->sh->fh_kernel, 1, memory_order_relaxed);
 	else
 		atomic_fetch_add_explicit(&t->sh->fh[fh_bucket(dt)], 1, memory_order_relaxed);
 }
@@ -405,7 +402,7 @@ static void fh_print(struct shared *sh)
 	for (b = 0; b < FH_BUCKETS; b++)
 		n += atomic_load(&sh->fh[b]);
 	printf("lp-restore: faults timed: %" PRIu64 " (%lu more served by the kernel)", n,
-	       (unsigned long)atomic_load(&sh->fh_raced));
+	       (unsigned long)atomic_load(&sh->fh_kernel));
 	for (size_t i = 0; n && i < sizeof(qs) / sizeof(qs[0]); i++) {
 		uint64_t want = (uint64_t)(qs[i].q * (double)n + 0.999999);
 
