@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* fault: per-thread epoll over uffds; a fault's own page is copied before anything else. */
+/* fault: per-thread epoll over uffds; a fault's own page is placed before anything else. */
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
@@ -12,169 +12,309 @@
 #include <unistd.h>
 
 #include "fault.h"
+#include "fill.h"
 #include "io.h"
 #include "log.h"
 #include "proc.h"
-#include "ranges.h"
-#include "remote.h"
-#include "session.h"
 #include "source.h"
 #include "stats.h"
+#include "workq.h"
 
 #define FAULT_BATCH 128
 
+/* epoll data of the thread's own fds (a process's is its struct proc) */
+static char tag_stop, tag_new, tag_retry;
+
+/* The state of a read in flight: its completion may come before source_submit returns, or after. */
+enum { REQ_SUBMITTING, REQ_SUBMITTED, REQ_DONE_EARLY };
+
+struct fault_req {
+	struct source_req r;		/* first: source_req* and fault_req* convert */
+	struct fault_req *next;		/* free list, retry queue */
+	struct fault_thread *t;
+	struct proc *p;
+	uint64_t addr;			/* where the read's pages go */
+	uint64_t t0;			/* when the fault was read */
+	int own;			/* the fault's own page (else the rest of its window) */
+	atomic_int state;
+	int ret;			/* the placement's result, for the submitter */
+};
+
 struct fault_thread {
-	struct fault_pool *pool;
+	const struct fill *f;
 	pthread_t tid;
 	int started;
 	int epfd;
 	int stopfd;			/* eventfd: stop */
-	atomic_int load;		/* processes watched */
-	uint8_t *buf;			/* window pages */
+	int retryfd;			/* eventfd: retry has faults */
+	unsigned window;
+	pthread_mutex_t lock;		/* free, retry */
+	struct fault_req *free;		/* requests with a buffer of WINDOW pages */
+	struct fault_req *retry;	/* replies that could not be placed: serve again */
 	uint64_t addr[FAULT_BATCH];	/* faults read and not yet served */
 	uint64_t t0[FAULT_BATCH];
 };
 
 struct fault_pool {
-	struct session *s;
-	unsigned window;
+	const struct fill *f;
 	int n;
 	struct fault_thread *t;
 };
 
-/*
- * Fault-around pays when the process reads on from where it faulted, and
- * costs when it does not: a random reader faults again within microseconds
- * and waits behind the window's COPY. So the window follows the faults:
- * the whole window when this fault is near the last one, else one page.
- */
-static unsigned fault_window(struct fault_thread *t, struct proc *p, uint64_t addr, uint64_t psz)
+static struct fault_req *req_get(struct fault_thread *t)
 {
-	uint64_t w = t->pool->window, last = p->last_fault;
+	struct fault_req *q;
 
-	p->last_fault = addr;
-	if (w > 1 && last && addr + w * psz >= last && addr <= last + 2 * w * psz)
-		return (unsigned)w;
-	return 1;
+	pthread_mutex_lock(&t->lock);
+	q = t->free;
+	if (q)
+		t->free = q->next;
+	pthread_mutex_unlock(&t->lock);
+	if (q)
+		return q;
+	q = calloc(1, sizeof(*q));
+	if (!q)
+		return NULL;
+	q->r.buf = io_page_alloc(t->window * t->f->psz);
+	if (!q->r.buf) {
+		free(q);
+		return NULL;
+	}
+	q->t = t;
+	return q;
 }
 
-/* Serves one fault: its page first, then the window after it. */
-static int fault_one(struct fault_thread *t, struct proc *p, uint64_t addr, uint64_t t0)
+static void req_put(struct fault_req *q)
 {
-	struct session *s = t->pool->s;
-	uint64_t psz = session_page_size(s);
-	struct lp_err e;
-	struct rrun run;
-	int in, ret;
+	struct fault_thread *t = q->t;
 
-	pthread_rwlock_rdlock(&p->evlock);
-	if (!proc_live(p)) {
-		pthread_rwlock_unlock(&p->evlock);
-		return 0;
+	pthread_mutex_lock(&t->lock);
+	q->next = t->free;
+	t->free = q;
+	pthread_mutex_unlock(&t->lock);
+}
+
+static void req_free_list(struct fault_req *q)
+{
+	struct fault_req *next;
+
+	for (; q; q = next) {
+		next = q->next;
+		free(q->r.buf);
+		free(q);
 	}
-	pthread_mutex_lock(&p->lock);
-	in = ranges_run(p->ranges, addr, fault_window(t, p, addr, psz), &run);
-	pthread_mutex_unlock(&p->lock);
-	if (!in) {
-		ret = proc_zero_fault(p, addr);
-		goto out;
+}
+
+/* Places a completed read. 0: the fault is served (or the rest placed), else as proc_place_fault. */
+static int req_place(struct fault_req *q, uint64_t nr_pages, const struct lp_err *e)
+{
+	const struct fill *f = q->t->f;
+	uint64_t stop;
+	int ret;
+
+	if (e) {
+		workq_fail(f->q, "pid %d: fault at 0x%llx: %s", proc_pid(q->p), (unsigned long long)q->addr, e->msg);
+		return -EIO;
 	}
-	if (session_remote(s)) {
-		/* the reply wakes the thread; its latency is counted when it lands */
-		ret = remote_fault(session_remote(s), p, addr, &run, t0);
-		pthread_rwlock_unlock(&p->evlock);
-		return ret;
+	if (!q->own) {
+		/* the rest of the window: a hint, whatever stops it */
+		ret = proc_place_section(q->p, q->addr, q->r.img, nr_pages, nr_pages, q->r.buf, &stop);
+		return ret == -ESRCH ? ret : 0;
 	}
-	ret = source_read(session_source(s), p->pm, run.img, 1, t->buf, &e);
-	if (ret) {
-		session_fail(s, "pid %d: fault at 0x%llx: %s", p->pid, (unsigned long long)addr, e.msg);
-		goto out;
+	proc_unpick(q->p, q->addr, 0);
+	ret = proc_place_fault(q->p, q->addr, q->r.img, nr_pages, q->r.buf);
+	if (!ret)
+		proc_fault_served(q->p, q->t0);
+	return ret;
+}
+
+/* A reply placed on a receiver thread: what could not be done goes back to the fault thread. */
+static void req_done(struct source_req *r, uint64_t nr_pages, const struct lp_err *e)
+{
+	struct fault_req *q = (struct fault_req *)r;
+	struct fault_thread *t = q->t;
+	int expect = REQ_SUBMITTING, ret;
+	uint64_t one = 1;
+
+	ret = req_place(q, nr_pages, e);
+	if (atomic_compare_exchange_strong(&q->state, &expect, REQ_DONE_EARLY)) {
+		q->ret = ret;	/* the submitter takes it from here */
+		return;
 	}
-	ret = proc_fill(p, addr, 1, t->buf);
-	if (ret)
-		goto out;
-	proc_fault_served(p, t0);
-	atomic_store_explicit(&p->hint, addr + run.nr_pages * psz, memory_order_relaxed);
-	if (run.nr_pages > 1) {
-		ret = source_read(session_source(s), p->pm, run.img + psz, run.nr_pages - 1, t->buf, &e);
-		if (ret) {
-			session_fail(s, "pid %d: fault-around at 0x%llx: %s", p->pid,
-				     (unsigned long long)addr + psz, e.msg);
-			goto out;
+	if (ret == 1 || ret == -EAGAIN) {
+		pthread_mutex_lock(&t->lock);
+		q->next = t->retry;
+		t->retry = q;
+		pthread_mutex_unlock(&t->lock);
+		if (write(t->retryfd, &one, sizeof(one)) < 0)
+			log_warn("fault thread: eventfd: %s", strerror(errno));
+		return;
+	}
+	if (ret == -ESRCH)
+		workq_finish(t->f->q, q->p, PROC_GONE);
+	else if (ret < 0 && ret != -EIO)
+		workq_fail(t->f->q, "pid %d: serving fault at 0x%llx: %s", proc_pid(q->p), (unsigned long long)q->addr,
+			   strerror(-ret));
+	else if (proc_live(q->p) && proc_remaining(q->p) == 0)
+		workq_finish(t->f->q, q->p, PROC_DONE);
+	req_put(q);
+}
+
+/*
+ * Submits one read. Returns 1 if its completion is (or will be) handled
+ * on another thread, else the placement's result (the source answered
+ * before submit returned).
+ */
+static int submit(struct fault_thread *t, struct proc *p, uint64_t addr, uint64_t img, uint64_t n, int own,
+		  uint64_t t0)
+{
+	struct fault_req *q = req_get(t);
+	struct proc_info pi;
+	int expect = REQ_SUBMITTING, ret;
+
+	if (!q)
+		return -ENOMEM;
+	proc_info(p, &pi);
+	q->p = p;
+	q->addr = addr;
+	q->t0 = t0;
+	q->own = own;
+	q->r.pm = pi.pm;
+	q->r.img_pid = pi.img_pid;
+	q->r.img = img;
+	q->r.nr_pages = n;
+	q->r.urgent = 1;
+	q->r.done = req_done;
+	atomic_store(&q->state, REQ_SUBMITTING);
+	source_submit(t->f->src, &q->r);
+	if (atomic_compare_exchange_strong(&q->state, &expect, REQ_SUBMITTED))
+		return 1;
+	ret = q->ret;
+	req_put(q);
+	return ret == 1 ? 1 + own : ret;	/* 2: the fault's page moved; ask again */
+}
+
+/* Serves the fault at ADDR: 0 (or on its way), -EAGAIN (after the next event), -ESRCH, -errno. */
+static int serve(struct fault_thread *t, struct proc *p, uint64_t addr, uint64_t t0)
+{
+	uint64_t psz = t->f->psz, img, n;
+	int tries, ret;
+
+	for (tries = 0; tries < 16; tries++) {
+		if (!proc_fault_run(p, addr, t->window, &img, &n)) {
+			/* not lazy: a zero page (dropped), or present already (EEXIST) */
+			ret = proc_place_fault(p, addr, 0, 0, NULL);
+			if (!ret)
+				proc_fault_served(p, t0);
+			return ret;
 		}
-		ret = proc_fill(p, addr + psz, run.nr_pages - 1, t->buf);
-		if (ret == -EAGAIN)
-			ret = 0;	/* the fault itself is served; the rest stays lazy */
+		ret = submit(t, p, addr, img, 1, 1, t0);
+		if (ret == 2)
+			continue;	/* moved between the look-up and the COPY: look again */
+		if (ret == 1)
+			ret = 0;
+		if (ret || n == 1)
+			return ret;
+		/* the rest of the window; the fault is served whatever becomes of it */
+		ret = submit(t, p, addr + psz, img + psz, n - 1, 0, t0);
+		return ret == -ESRCH ? ret : 0;
 	}
-	pthread_rwlock_unlock(&p->evlock);
-	return ret;
-out:
-	if (!ret && !in)
-		proc_fault_served(p, t0);
-	pthread_rwlock_unlock(&p->evlock);
-	return ret;
+	return -EAGAIN;
 }
 
 /*
- * Reads P's uffd and serves what it read. A fault that meets EAGAIN (a
- * layout event queued behind it) is kept and retried after the event is
- * read and applied: a fault is never dropped.
+ * Reads P's uffd and serves what it read, with NSEED faults already
+ * pending (t->addr[0..]). A fault that meets EAGAIN (a layout event
+ * queued behind it) is kept and served again after the event is read and
+ * applied: a fault is never dropped.
  */
-static void fault_serve(struct fault_thread *t, struct proc *p)
+static void fault_serve(struct fault_thread *t, struct proc *p, int nseed)
 {
-	struct session *s = t->pool->s;
-	int np = 0, more, n, i, k, again;
+	const struct fill *f = t->f;
+	struct proc *children[PROC_MAX_MSGS];
+	int np = nseed, more, n, i, k, again, nch;
 	struct lp_err e;
 	uint64_t now;
 
 	for (;;) {
-		proc_lock_reader(p);
-		if (!proc_live(p)) {
-			proc_unlock_reader(p);
-			return;
-		}
-		n = proc_drain(p, t->addr + np, FAULT_BATCH - np, &more, &e);
-		proc_unlock_reader(p);
+		n = proc_read(p, t->addr + np, FAULT_BATCH - np, &more, children, &nch, &e);
+		for (i = 0; i < nch; i++)
+			if (workq_add(f->q, children[i], &e) == 0)
+				log_info("pid %d: forked a child", proc_pid(p));
+		if (n == -ENOENT)
+			return;		/* ended by another thread */
 		if (n == -EPIPE) {
-			proc_finish(p, PROC_GONE);
+			workq_finish(f->q, p, PROC_GONE);
 			return;
 		}
 		if (n < 0) {
-			session_fail(s, "%s", e.msg);
+			workq_fail(f->q, "%s", e.msg);
 			return;
 		}
 		now = stats_now_ns();
-		if (n > 0) {
-			atomic_store_explicit(&p->fault_ns, now, memory_order_relaxed);
-			atomic_store_explicit(&session_stats(s)->fault_ns, now, memory_order_relaxed);
-		}
 		for (i = np; i < np + n; i++)
 			t->t0[i] = now;
 		np += n;
 		again = 0;
 		for (i = 0, k = 0; i < np; i++) {
-			int ret = fault_one(t, p, t->addr[i], t->t0[i]);
+			int ret = serve(t, p, t->addr[i], t->t0[i]);
 
 			if (ret == -EAGAIN) {
 				t->addr[k] = t->addr[i];
 				t->t0[k++] = t->t0[i];
 				again = 1;
 			} else if (ret == -ESRCH) {
-				proc_finish(p, PROC_GONE);
+				workq_finish(f->q, p, PROC_GONE);
 				return;
 			} else if (ret < 0) {
-				session_fail(s, "pid %d: serving fault at 0x%llx: %s", p->pid,
-					     (unsigned long long)t->addr[i], strerror(-ret));
+				if (ret != -EIO)
+					workq_fail(f->q, "pid %d: serving fault at 0x%llx: %s", proc_pid(p),
+						   (unsigned long long)t->addr[i], strerror(-ret));
 				return;
 			}
 		}
 		np = k;
-		if (atomic_load(&p->remaining) == 0 && !np)
-			proc_finish(p, PROC_DONE);
+		if (proc_live(p) && proc_remaining(p) == 0 && !np)
+			workq_finish(f->q, p, PROC_DONE);
 		if (!np && !more)
 			return;
 		if (again && !n)
 			sched_yield();	/* the event is being queued right now */
+	}
+}
+
+static void take_new(struct fault_thread *t)
+{
+	struct proc *p;
+	int ret;
+
+	while ((p = workq_take_new(t->f->q))) {
+		ret = proc_watch(p, t->epfd);
+		if (ret)
+			workq_fail(t->f->q, "pid %d: epoll: %s", proc_pid(p), strerror(-ret));
+		else
+			fault_serve(t, p, 0);	/* faults may have come before it was watched */
+	}
+}
+
+static void take_retry(struct fault_thread *t)
+{
+	struct fault_req *q, *next;
+	uint64_t v;
+
+	if (read(t->retryfd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		log_warn("fault thread: eventfd: %s", strerror(errno));
+	pthread_mutex_lock(&t->lock);
+	q = t->retry;
+	t->retry = NULL;
+	pthread_mutex_unlock(&t->lock);
+	for (; q; q = next) {
+		next = q->next;
+		t->addr[0] = q->addr;
+		t->t0[0] = q->t0;
+		if (proc_live(q->p))
+			fault_serve(t, q->p, 1);
+		req_put(q);
 	}
 }
 
@@ -189,48 +329,73 @@ static void *fault_main(void *arg)
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			session_fail(t->pool->s, "fault thread: epoll_wait: %s", strerror(errno));
+			workq_fail(t->f->q, "fault thread: epoll_wait: %s", strerror(errno));
 			return NULL;
 		}
 		for (i = 0; i < n; i++) {
-			if (!ev[i].data.ptr)
-				return NULL;	/* stop */
-			fault_serve(t, ev[i].data.ptr);
+			if (ev[i].data.ptr == &tag_stop)
+				return NULL;
+			if (ev[i].data.ptr == &tag_new)
+				take_new(t);
+			else if (ev[i].data.ptr == &tag_retry)
+				take_retry(t);
+			else
+				fault_serve(t, ev[i].data.ptr, 0);
 		}
 	}
 }
 
-struct fault_pool *fault_pool_new(struct session *s, int nthreads, unsigned window, struct lp_err *e)
+static int add_fd(int epfd, int fd, void *tag)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = tag };
+
+	return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
+}
+
+struct fault_pool *fault_pool_new(const struct fill *f, int nthreads, struct lp_err *e)
 {
 	struct fault_pool *fp = calloc(1, sizeof(*fp));
-	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
+	struct fault_req *q;
 	int i, ret;
 
-	if (!fp)
+	if (!fp) {
+		lp_err_set(e, ENOMEM, "out of memory");
 		return NULL;
-	fp->s = s;
-	fp->window = window ? window : 1;
+	}
+	fp->f = f;
 	fp->t = calloc((size_t)nthreads, sizeof(*fp->t));
-	if (!fp->t)
+	if (!fp->t) {
+		lp_err_set(e, ENOMEM, "out of memory");
 		goto fail;
+	}
 	fp->n = nthreads;
-	for (i = 0; i < nthreads; i++)
-		fp->t[i].epfd = fp->t[i].stopfd = -1;
+	for (i = 0; i < nthreads; i++) {
+		fp->t[i].epfd = fp->t[i].stopfd = fp->t[i].retryfd = -1;
+		pthread_mutex_init(&fp->t[i].lock, NULL);
+	}
 	for (i = 0; i < nthreads; i++) {
 		struct fault_thread *t = &fp->t[i];
 
-		t->pool = fp;
+		t->f = f;
+		t->window = f->fault_around ? f->fault_around : 1;
 		errno = 0;
 		t->epfd = epoll_create1(EPOLL_CLOEXEC);
 		t->stopfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-		t->buf = io_page_alloc(fp->window * session_page_size(s));
-		if (t->buf)	/* its pages now, not in the first fault */
-			memset(t->buf, 0, fp->window * session_page_size(s));
-		if (t->epfd < 0 || t->stopfd < 0 || !t->buf ||
-		    epoll_ctl(t->epfd, EPOLL_CTL_ADD, t->stopfd, &ev) < 0) {
-			lp_err_set(e, errno ? errno : ENOMEM, "fault thread setup: %s", strerror(errno));
+		t->retryfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		if (t->epfd < 0 || t->stopfd < 0 || t->retryfd < 0 || add_fd(t->epfd, t->stopfd, &tag_stop) < 0 ||
+		    add_fd(t->epfd, t->retryfd, &tag_retry) < 0 ||
+		    add_fd(t->epfd, workq_eventfd(f->q), &tag_new) < 0) {
+			lp_err_set(e, errno, "fault thread setup: %s", strerror(errno));
 			goto fail;
 		}
+		/* a buffer and its pages now, not in the first fault */
+		q = req_get(t);
+		if (!q) {
+			lp_err_set(e, ENOMEM, "fault thread: out of memory");
+			goto fail;
+		}
+		memset(q->r.buf, 0, t->window * f->psz);
+		req_put(q);
 		ret = pthread_create(&t->tid, NULL, fault_main, t);
 		if (ret) {
 			lp_err_set(e, ret, "fault thread: %s", strerror(ret));
@@ -244,54 +409,43 @@ fail:
 	return NULL;
 }
 
-void fault_pool_free(struct fault_pool *fp)
+void fault_pool_stop(struct fault_pool *fp)
 {
 	uint64_t one = 1;
 	int i;
 
-	if (!fp)
-		return;
-	for (i = 0; fp->t && i < fp->n; i++) {
+	for (i = 0; fp && fp->t && i < fp->n; i++) {
 		struct fault_thread *t = &fp->t[i];
 
 		if (t->started) {
 			if (write(t->stopfd, &one, sizeof(one)) < 0)
 				log_warn("fault thread stop: %s", strerror(errno));
 			pthread_join(t->tid, NULL);
+			t->started = 0;
 		}
+	}
+}
+
+void fault_pool_free(struct fault_pool *fp)
+{
+	int i;
+
+	if (!fp)
+		return;
+	fault_pool_stop(fp);
+	for (i = 0; fp->t && i < fp->n; i++) {
+		struct fault_thread *t = &fp->t[i];
+
 		if (t->epfd >= 0)
 			close(t->epfd);
 		if (t->stopfd >= 0)
 			close(t->stopfd);
-		free(t->buf);
+		if (t->retryfd >= 0)
+			close(t->retryfd);
+		req_free_list(t->free);
+		req_free_list(t->retry);
+		pthread_mutex_destroy(&t->lock);
 	}
 	free(fp->t);
 	free(fp);
-}
-
-int fault_watch(struct fault_pool *fp, struct proc *p)
-{
-	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = p };
-	struct fault_thread *best = &fp->t[0];
-	int i;
-
-	for (i = 1; i < fp->n; i++)
-		if (atomic_load(&fp->t[i].load) < atomic_load(&best->load))
-			best = &fp->t[i];
-	p->fault_thread = best;
-	if (epoll_ctl(best->epfd, EPOLL_CTL_ADD, p->uffd, &ev) < 0)
-		return -errno;
-	atomic_fetch_add(&best->load, 1);
-	return 0;
-}
-
-void fault_unwatch(struct proc *p)
-{
-	struct fault_thread *t = p->fault_thread;
-
-	if (!t || p->uffd < 0)
-		return;
-	epoll_ctl(t->epfd, EPOLL_CTL_DEL, p->uffd, NULL);
-	atomic_fetch_sub(&t->load, 1);
-	p->fault_thread = NULL;
 }

@@ -5,18 +5,21 @@
 
 #include "err.h"
 
-struct session;
-struct proc;
+struct fill;
 struct fault_pool;
 
-/* NTHREADS threads, each with its own epoll; a fault fills up to WINDOW pages. */
-struct fault_pool *fault_pool_new(struct session *s, int nthreads, unsigned window, struct lp_err *e);
-/* Stops and joins the threads, then frees the pool; accepts NULL. */
+/*
+ * NTHREADS threads, each with its own epoll, watching the uffds of the
+ * processes the session adds (workq_eventfd). A fault's own page is asked
+ * for first, then the rest of its window (fill.fault_around pages when it
+ * is near the previous fault); a reply that cannot be placed (the page
+ * moved, or an event is queued) comes back to the thread and is served
+ * again: a fault is never dropped. F must outlive the pool.
+ */
+struct fault_pool *fault_pool_new(const struct fill *f, int nthreads, struct lp_err *e);
+/* Stops and joins the threads; accepts NULL, and a second call. */
+void fault_pool_stop(struct fault_pool *fp);
+/* Stops, then frees, once no read of the pool's is in flight any more (the source is closed). Accepts NULL. */
 void fault_pool_free(struct fault_pool *fp);
-
-/* Gives P's uffd to one of the threads (the least loaded). */
-int fault_watch(struct fault_pool *fp, struct proc *p);
-/* Takes P's uffd out of its thread's epoll; caller holds P's evlock exclusive. */
-void fault_unwatch(struct proc *p);
 
 #endif

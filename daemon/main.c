@@ -23,7 +23,7 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: lazy-pagesd -D DIR [-W DIR] [-d|--daemon] [--pidfile F] [--status-fd N]\n"
 		"                   [--prefetch-threads N] [--fault-threads N] [--fault-around PAGES]\n"
-		"                   [--chunk PAGES] [--sub-chunk PAGES] [--no-prefetch] [--progress-file F]\n"
+		"                   [--chunk PAGES] [--section-us US] [--no-prefetch] [--progress-file F]\n"
 		"                   [-o LOG] [-v[N]]\n"
 		"                   [--page-server --address A --port P | --ps-socket FD] [--ps-wire 3|4]\n"
 		"                   [--ps-timeout SECONDS] [--tls [--tls-cacert F] [--tls-cacrl F]\n"
@@ -57,7 +57,7 @@ enum {
 	OPT_PROGRESS,
 	OPT_PS_TIMEOUT,
 	OPT_STATE_DIR,
-	OPT_SUB,
+	OPT_SECTION,
 	OPT_NO_PREFETCH,
 };
 
@@ -73,7 +73,7 @@ int main(int argc, char **argv)
 		{ "fault-threads", required_argument, NULL, OPT_FAULTS },
 		{ "fault-around", required_argument, NULL, OPT_AROUND },
 		{ "chunk", required_argument, NULL, OPT_CHUNK },
-		{ "sub-chunk", required_argument, NULL, OPT_SUB },
+		{ "section-us", required_argument, NULL, OPT_SECTION },
 		{ "no-prefetch", no_argument, NULL, OPT_NO_PREFETCH },
 		{ "page-server", no_argument, NULL, OPT_PAGE_SERVER },
 		{ "address", required_argument, NULL, OPT_ADDRESS },
@@ -151,10 +151,10 @@ int main(int argc, char **argv)
 				return 1;
 			cfg.chunk_pages = (uint64_t)v;
 			break;
-		case OPT_SUB:
-			if (cli_num("lazy-pagesd", "--sub-chunk", optarg, 1, 65536, &v))
+		case OPT_SECTION:
+			if (cli_num("lazy-pagesd", "--section-us", optarg, 1, 1000000, &v))
 				return 1;
-			cfg.sub_pages = (uint64_t)v;
+			cfg.section_us = (unsigned)v;
 			break;
 		case OPT_NO_PREFETCH:
 			cfg.no_prefetch = 1;
@@ -224,8 +224,6 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
-	if (cfg.sub_pages > cfg.chunk_pages)
-		cfg.sub_pages = cfg.chunk_pages;
 	if (optind < argc) {
 		fprintf(stderr, "lazy-pagesd: unexpected argument '%s'\n", argv[optind]);
 		usage(stderr);

@@ -4,167 +4,321 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdatomic.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "fill.h"
 #include "io.h"
 #include "log.h"
 #include "prefetch.h"
 #include "proc.h"
-#include "ranges.h"
-#include "session.h"
 #include "source.h"
 #include "stats.h"
+#include "workq.h"
+
+/* Sections never smaller than this (64 KiB): below it a COPY's fixed cost dominates. */
+#define SECTION_MIN_PAGES 16
+/* No fault for this long: faults have stopped, sections grow to the whole read. */
+#define QUIET_NS 20000000ull
+/* Buffers of background reads, in flight or waiting to be placed, take this much memory at most. */
+#define BUF_BYTES_MAX (16u << 20)
+
+enum { REQ_SUBMITTING, REQ_SUBMITTED, REQ_DONE_EARLY };
+
+struct bg_req {
+	struct workq_item item;		/* waiting to be placed */
+	struct source_req r;
+	struct bg_req *next;		/* free list */
+	struct bg_req *all;		/* every one the pool made */
+	struct prefetch_pool *pool;
+	struct proc *p;
+	uint64_t addr;
+	uint64_t got;			/* pages read */
+	int failed;
+	struct lp_err e;
+	atomic_int state;
+};
 
 struct prefetch_thread {
 	struct prefetch_pool *pool;
 	pthread_t tid;
 	int started;
 	unsigned cursor;		/* round-robin position in the session's processes */
-	int spare;			/* works only while no process faults (a core of the faulting ones) */
-	uint8_t *buf;
+	double ns_per_page;		/* COPY cost measured by this thread */
 };
 
 struct prefetch_pool {
-	struct session *s;
-	uint64_t chunk, sub;
-	long ncpu;
+	const struct fill *f;
 	int n;
 	struct prefetch_thread *t;
+	pthread_mutex_t lock;		/* free, all, nbufs */
+	struct bg_req *free;
+	struct bg_req *all;		/* freed with the pool, wherever they are then */
+	unsigned nbufs, max_bufs;
 };
 
-static void prefetch_one(struct prefetch_thread *t, struct proc *p)
+static struct bg_req *buf_get(struct prefetch_pool *pp)
 {
-	struct session *s = t->pool->s;
-	uint64_t psz = session_page_size(s), hint, stop;
-	struct lp_err e;
-	struct rrun run;
-	int ok, ret;
+	struct bg_req *q;
 
-	pthread_mutex_lock(&p->lock);
-	hint = atomic_exchange(&p->hint, 0);
-	ok = ranges_next(p->ranges, hint ? hint : p->cursor, t->pool->chunk, &run);
-	if (ok)
-		p->cursor = run.addr + run.nr_pages * psz;	/* the next thread takes the next chunk */
-	pthread_mutex_unlock(&p->lock);
-	if (!ok) {
-		proc_finish(p, PROC_DONE);
+	pthread_mutex_lock(&pp->lock);
+	q = pp->free;
+	if (q)
+		pp->free = q->next;
+	else if (pp->nbufs < pp->max_bufs)
+		pp->nbufs++;
+	else {
+		pthread_mutex_unlock(&pp->lock);
+		return NULL;
+	}
+	pthread_mutex_unlock(&pp->lock);
+	if (q)
+		return q;
+	q = calloc(1, sizeof(*q));
+	if (q)
+		q->r.buf = io_page_alloc(pp->f->chunk * pp->f->psz);
+	if (!q || !q->r.buf) {
+		free(q);
+		pthread_mutex_lock(&pp->lock);
+		pp->nbufs--;
+		pthread_mutex_unlock(&pp->lock);
+		return NULL;
+	}
+	q->pool = pp;
+	pthread_mutex_lock(&pp->lock);
+	q->all = pp->all;
+	pp->all = q;
+	pthread_mutex_unlock(&pp->lock);
+	return q;
+}
+
+static void buf_put(struct bg_req *q)
+{
+	struct prefetch_pool *pp = q->pool;
+
+	pthread_mutex_lock(&pp->lock);
+	q->next = pp->free;
+	pp->free = q;
+	pthread_mutex_unlock(&pp->lock);
+	/* a buffer is free again: a thread may read */
+	workq_kick(pp->f->q);
+}
+
+static bool buf_available(struct prefetch_pool *pp)
+{
+	bool ok;
+
+	pthread_mutex_lock(&pp->lock);
+	ok = pp->free || pp->nbufs < pp->max_bufs;
+	pthread_mutex_unlock(&pp->lock);
+	return ok;
+}
+
+/* Pages per section: as many as the thread copies in fill.section_ns, more once faults have stopped. */
+static uint64_t section_pages(struct prefetch_thread *t, uint64_t left)
+{
+	const struct fill *f = t->pool->f;
+	uint64_t n;
+
+	if (!stats_within(&f->stats->fault_ns, QUIET_NS))
+		return left;
+	n = t->ns_per_page > 0 ? (uint64_t)((double)f->section_ns / t->ns_per_page) : SECTION_MIN_PAGES;
+	return n < SECTION_MIN_PAGES ? SECTION_MIN_PAGES : n;
+}
+
+/*
+ * The scheduler lets a running thread use up its slice before a thread it
+ * has just woken on the same CPU runs, and does not always move that one to
+ * an idle CPU at once (measured: a restored thread whose page was in waited
+ * 1-3 ms behind a prefetch thread while the other CPU idled). Background
+ * work gives way every YIELD_NS instead.
+ */
+#define YIELD_NS 100000ull
+
+static void bg_yield(void)
+{
+	static __thread uint64_t last;
+	uint64_t now = stats_now_ns();
+
+	if (now - last >= YIELD_NS) {
+		if (last)
+			sched_yield();
+		last = now;
+	}
+}
+
+/* Places a completed background read into its process, section by section. */
+static void place(struct prefetch_thread *t, struct bg_req *q)
+{
+	const struct fill *f = t->pool->f;
+	struct proc *p = q->p;
+	uint64_t psz = f->psz, a = q->addr, end = q->addr + q->got * psz, stop, t0, n;
+	const uint8_t *b = q->r.buf;
+	int ret = 0;
+
+	if (q->failed) {
+		proc_unpick(p, q->addr, 0);
+		workq_fail(f->q, "pid %d: background read of 0x%llx (+%llu pages): %s", proc_pid(p),
+			   (unsigned long long)q->addr, (unsigned long long)q->r.nr_pages, q->e.msg);
 		return;
 	}
-	proc_bg_yield();
-	ret = source_read(session_source(s), p->pm, run.img, run.nr_pages, t->buf, &e);
-	if (ret) {
-		session_fail(s, "pid %d: prefetch of 0x%llx (+%llu pages): %s", p->pid,
-			     (unsigned long long)run.addr, (unsigned long long)run.nr_pages, e.msg);
-		return;
+	while (a < end) {
+		n = section_pages(t, (end - a) / psz);
+		t0 = stats_now_ns();
+		ret = proc_place_section(p, a, q->r.img + (a - q->addr), (end - a) / psz, n, b + (a - q->addr), &stop);
+		if (stop > a && !ret) {
+			double ns = (double)(stats_now_ns() - t0) / (double)((stop - a) / psz);
+
+			t->ns_per_page = t->ns_per_page > 0 ? 0.8 * t->ns_per_page + 0.2 * ns : ns;
+		}
+		a = stop;
+		if (ret)
+			break;
+		bg_yield();
 	}
-	ret = proc_place_run(p, run.addr, run.img, run.nr_pages, t->buf, t->pool->sub, &stop);
+	/* stopped early (an event to read, a short reply): come back to where it stopped */
+	proc_unpick(p, q->addr, a < q->addr + q->r.nr_pages * psz ? a : 0);
 	if (ret == -EAGAIN) {
-		/* come back here once the event has been read */
-		pthread_mutex_lock(&p->lock);
-		p->cursor = stop;
-		pthread_mutex_unlock(&p->lock);
-	}
-	if (ret == -EAGAIN) {
-		sched_yield();
+		sched_yield();	/* the uffd reader is about to read the event */
 		return;
 	}
 	if (ret == -ESRCH) {
-		proc_finish(p, PROC_GONE);
+		workq_finish(f->q, p, PROC_GONE);
 		return;
 	}
 	if (ret) {
-		session_fail(s, "pid %d: prefetch at 0x%llx: %s", p->pid, (unsigned long long)run.addr,
-			     strerror(-ret));
+		workq_fail(f->q, "pid %d: background fill at 0x%llx: %s", proc_pid(p), (unsigned long long)a,
+			   strerror(-ret));
 		return;
 	}
-	if (atomic_load(&p->remaining) == 0)
-		proc_finish(p, PROC_DONE);
+	if (proc_live(p) && proc_remaining(p) == 0)
+		workq_finish(f->q, p, PROC_DONE);
 }
 
-/*
- * Threads that want a CPU now, this one included (/proc/loadavg's fourth
- * field, "runnable/total"); 0 if it cannot be read.
- */
-static long runnable(int fd)
+static void req_done(struct source_req *r, uint64_t nr_pages, const struct lp_err *e)
 {
-	char b[128], *p;
-	ssize_t n = fd >= 0 ? pread(fd, b, sizeof(b) - 1, 0) : -1;
-	long r = 0;
+	struct bg_req *q = (struct bg_req *)((char *)r - offsetof(struct bg_req, r));
+	int expect = REQ_SUBMITTING;
 
-	if (n <= 0)
-		return 0;
-	b[n] = 0;
-	p = strchr(b, '/');
-	if (!p)
-		return 0;
-	while (p > b && p[-1] >= '0' && p[-1] <= '9')
-		p--;
-	while (*p >= '0' && *p <= '9')
-		r = r * 10 + (*p++ - '0');
-	return r;
+	q->got = nr_pages;
+	q->failed = e != NULL;
+	if (e)
+		q->e = *e;
+	if (atomic_compare_exchange_strong(&q->state, &expect, REQ_DONE_EARLY))
+		return;		/* the submitting thread places it */
+	/* on a receiver thread: a background thread places it, the receiver reads on */
+	workq_push(q->pool->f->q, &q->item);
 }
 
-/*
- * A spare thread has a core only while nothing else wants it: no process
- * of the session faulted lately and no more threads are runnable than
- * there are cores (the restored processes running flat out, or anything
- * else on the machine, come first).
- */
-static int spare_may_run(struct prefetch_thread *t, int loadfd)
+/* Reads the next run of P and places it (at once, or when the reply comes). */
+static void read_one(struct prefetch_thread *t, struct proc *p)
 {
-	if (stats_within(&session_stats(t->pool->s)->fault_ns, PROC_BUSY_NS))
-		return 0;
-	return runnable(loadfd) <= t->pool->ncpu;
+	const struct fill *f = t->pool->f;
+	uint64_t max = source_chunk(f->src), addr, img, n;
+	struct proc_info pi;
+	struct bg_req *q;
+	int expect = REQ_SUBMITTING;
+	bool none;
+
+	if (!max || max > f->chunk)
+		max = f->chunk;
+	if (!proc_pick(p, max, &addr, &img, &n, &none)) {
+		if (none && proc_remaining(p) == 0)
+			workq_finish(f->q, p, PROC_DONE);
+		else if (!none)
+			sched_yield();	/* all it has left is being read by others */
+		return;
+	}
+	q = buf_get(t->pool);
+	if (!q) {
+		proc_unpick(p, addr, addr);
+		return;
+	}
+	proc_info(p, &pi);
+	q->p = p;
+	q->addr = addr;
+	q->r.pm = pi.pm;
+	q->r.img_pid = pi.img_pid;
+	q->r.img = img;
+	q->r.nr_pages = n;
+	q->r.urgent = 0;
+	q->r.done = req_done;
+	atomic_store(&q->state, REQ_SUBMITTING);
+	bg_yield();
+	source_submit(f->src, &q->r);
+	if (atomic_compare_exchange_strong(&q->state, &expect, REQ_SUBMITTED))
+		return;
+	place(t, q);
+	buf_put(q);
+}
+
+/* Another read now? The source's window, and a buffer for it. Asked after the marker, when the source is there. */
+static bool may_read(void *arg)
+{
+	struct prefetch_pool *pp = arg;
+
+	return source_may_send(pp->f->src) && buf_available(pp);
 }
 
 static void *prefetch_main(void *arg)
 {
 	struct prefetch_thread *t = arg;
-	int loadfd = t->spare ? open("/proc/loadavg", O_RDONLY | O_CLOEXEC) : -1;
+	const struct fill *f = t->pool->f;
+	struct workq_item *it;
 	struct proc *p;
 
-	while ((p = session_next_work(t->pool->s, &t->cursor))) {
-		if (t->spare && !spare_may_run(t, loadfd)) {
-			usleep(1000);
-			continue;
+	for (;;) {
+		/* with the window shut, look again now and then: it opens as replies come */
+		if (!workq_next(f->q, &t->cursor, may_read, t->pool, 5000000, &p, &it))
+			break;
+		if (it) {
+			struct bg_req *q = (struct bg_req *)it;
+
+			place(t, q);
+			buf_put(q);
+		} else if (p) {
+			read_one(t, p);
 		}
-		prefetch_one(t, p);
 	}
-	if (loadfd >= 0)
-		close(loadfd);
 	return NULL;
 }
 
-struct prefetch_pool *prefetch_pool_new(struct session *s, int nthreads, uint64_t chunk, uint64_t sub,
-					struct lp_err *e)
+struct prefetch_pool *prefetch_pool_new(const struct fill *f, int nthreads, struct lp_err *e)
 {
 	struct prefetch_pool *pp = calloc(1, sizeof(*pp));
-	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	struct bg_req *q;
 	int i;
 
-	if (!pp)
+	if (!pp) {
+		lp_err_set(e, ENOMEM, "out of memory");
 		return NULL;
-	pp->s = s;
-	pp->ncpu = ncpu > 0 ? ncpu : 1;
-	pp->chunk = chunk;
-	pp->sub = sub ? sub : chunk;
+	}
+	pp->f = f;
 	pp->n = nthreads;
+	pthread_mutex_init(&pp->lock, NULL);
+	pp->max_bufs = (unsigned)(BUF_BYTES_MAX / (f->chunk * f->psz));
+	if (pp->max_bufs < (unsigned)nthreads + 2)
+		pp->max_bufs = (unsigned)nthreads + 2;
 	pp->t = calloc((size_t)nthreads, sizeof(*pp->t));
-	if (!pp->t)
+	if (!pp->t) {
+		lp_err_set(e, ENOMEM, "out of memory");
 		goto fail;
+	}
 	for (i = 0; i < nthreads; i++) {
 		pp->t[i].pool = pp;
 		pp->t[i].cursor = (unsigned)i;
-		pp->t[i].spare = i > 0 && i >= ncpu - 1;
-		pp->t[i].buf = io_page_alloc(chunk * session_page_size(s));
-		if (!pp->t[i].buf) {
-			lp_err_set(e, ENOMEM, "prefetch buffer of %llu pages", (unsigned long long)chunk);
+		/* a buffer per thread and its pages now, not in the first read after the marker */
+		q = buf_get(pp);
+		if (!q) {
+			lp_err_set(e, ENOMEM, "prefetch buffer of %llu pages", (unsigned long long)f->chunk);
 			goto fail;
 		}
-		/* its pages now, not in the first chunk after the marker, when the processes resume */
-		memset(pp->t[i].buf, 0, chunk * session_page_size(s));
+		memset(q->r.buf, 0, f->chunk * f->psz);
+		q->next = pp->free;
+		pp->free = q;
 	}
 	return pp;
 fail:
@@ -189,18 +343,31 @@ void prefetch_pool_start(struct prefetch_pool *pp)
 	}
 }
 
-void prefetch_pool_free(struct prefetch_pool *pp)
+void prefetch_pool_stop(struct prefetch_pool *pp)
 {
 	int i;
 
+	for (i = 0; pp && pp->t && i < pp->n; i++)
+		if (pp->t[i].started) {
+			pthread_join(pp->t[i].tid, NULL);
+			pp->t[i].started = 0;
+		}
+}
+
+void prefetch_pool_free(struct prefetch_pool *pp)
+{
+	struct bg_req *q, *next;
+
 	if (!pp)
 		return;
-	/* session_stop_work() has made session_next_work return NULL */
-	for (i = 0; pp->t && i < pp->n; i++) {
-		if (pp->t[i].started)
-			pthread_join(pp->t[i].tid, NULL);
-		free(pp->t[i].buf);
+	prefetch_pool_stop(pp);
+	/* the session has closed the source: no read is in flight */
+	for (q = pp->all; q; q = next) {
+		next = q->all;
+		free(q->r.buf);
+		free(q);
 	}
 	free(pp->t);
+	pthread_mutex_destroy(&pp->lock);
 	free(pp);
 }

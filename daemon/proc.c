@@ -1,66 +1,186 @@
 /* SPDX-License-Identifier: MIT */
 /* proc: placing pages into one restored process and applying its uffd events. */
 #include <errno.h>
-#include <sched.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <unistd.h>
+#include <linux/userfaultfd.h>
 
-#include "fault.h"
+#include "fill.h"
 #include "log.h"
 #include "persist.h"
 #include "proc.h"
 #include "ranges.h"
-#include "session.h"
 #include "stats.h"
 #include "uffd.h"
 
-struct proc *proc_new(struct session *s, int32_t pid, uint32_t img_pid, struct pagemap *pm, int uffd,
-		      struct ranges *ranges)
+/*
+ * Locking (the kernel resolves a COPY racing a fault read, not a COPY
+ * racing a layout event: once a REMOVE has been read, a COPY into its
+ * range succeeds again and would hand the process old data where it
+ * expects zeros):
+ *  - evlock shared: held across "check the ranges, COPY, mark present"
+ *    by every thread that places pages;
+ *  - evlock exclusive: held by the thread that reads the uffd, across
+ *    read() and the bookkeeping of the events read, and to close it.
+ *    So no COPY lands in a range between a REMOVE/UNMAP/REMAP being read
+ *    and the ranges being updated. The lock prefers writers, so the reader
+ *    waits for the sections under way, not for new ones. It announces
+ *    itself (reader_waiting) and spins for the lock; background sections
+ *    end at their next COPY when they see it: a fault costs no futex sleep
+ *    and wake-up on either side (they cost more than the COPY itself).
+ *  - lock: the ranges and the fields marked "under lock" (short sections,
+ *    taken inside evlock).
+ */
+struct proc {
+	struct fill *f;
+	uint32_t id;
+	int32_t pid;			/* pid the restore sent (the ancestor's, for a fork child) */
+	uint32_t img_pid;		/* whose pagemap serves this process */
+	bool forked;
+	uint32_t parent_id;
+	struct pagemap *pm;		/* borrowed from the session */
+	int uffd;			/* owned; -1 once closed */
+	int epfd;			/* the epoll instance watching uffd, -1 if none */
+
+	pthread_rwlock_t evlock;
+	atomic_int reader_waiting;	/* readers waiting for or holding evlock */
+	pthread_mutex_t lock;
+	struct ranges *ranges;		/* under lock */
+	uint64_t cursor;		/* where background reads go on, under lock */
+	uint64_t last_fault;		/* the address of the last fault asked for, under lock */
+	struct { uint64_t start, end; } infl[PROC_MAX_INFLIGHT];	/* runs being read, under lock */
+	int ninfl;
+
+	/* single-page ENOENTs since the last event: a moved VMA answers ENOENT until its REMAP is read */
+	atomic_uint noent_streak;
+
+	atomic_int state;
+	atomic_uint_fast64_t remaining;	/* lazy pages left (mirrors ranges) */
+	atomic_uint_fast64_t hint;	/* where faults happened lately, 0 if none */
+	atomic_uint_fast64_t fault_ns;	/* when a fault was last read */
+	atomic_uint_fast64_t faults;	/* faults served */
+	uint64_t total;			/* lazy pages at start */
+	uint64_t probe;
+	struct hist fault;		/* service times */
+};
+
+struct proc *proc_new(struct fill *f, uint32_t id, int32_t pid, uint32_t img_pid, struct pagemap *pm,
+		      int uffd, struct ranges *ranges)
 {
 	pthread_rwlockattr_t ra;
+	pthread_mutexattr_t ma;
 	struct proc *p = calloc(1, sizeof(*p));
+	uint64_t img, n;
+	bool none;
 
 	if (!p) {
-		close(uffd);
+		if (uffd >= 0)
+			close(uffd);
 		ranges_free(ranges);
 		return NULL;
 	}
-	p->s = s;
+	p->f = f;
+	p->id = id;
 	p->pid = pid;
 	p->img_pid = img_pid;
 	p->pm = pm;
 	p->uffd = uffd;
+	p->epfd = -1;
 	p->ranges = ranges;
 	p->total = ranges_remaining(ranges);
-	{
-		struct rrun first;
-
-		p->probe = ranges_next(ranges, 0, 1, &first) ? first.addr : 0;
-	}
 	atomic_init(&p->state, PROC_LIVE);
 	atomic_init(&p->remaining, p->total);
-	atomic_init(&p->hint, 0);
 	pthread_rwlockattr_init(&ra);
-	/* a thread waiting to read the uffd must not starve behind prefetch */
+	/* the uffd reader must not starve behind background placement */
 	pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
 	pthread_rwlock_init(&p->evlock, &ra);
 	pthread_rwlockattr_destroy(&ra);
-	atomic_init(&p->reader_waiting, 0);
-	{
-		pthread_mutexattr_t ma;
-
-		/* short sections taken by fault and prefetch threads at once: spin before sleeping */
-		pthread_mutexattr_init(&ma);
-		pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ADAPTIVE_NP);
-		pthread_mutex_init(&p->lock, &ma);
-		pthread_mutexattr_destroy(&ma);
-	}
+	/* short sections taken by fault and background threads at once: spin before sleeping */
+	pthread_mutexattr_init(&ma);
+	pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ADAPTIVE_NP);
+	pthread_mutex_init(&p->lock, &ma);
+	pthread_mutexattr_destroy(&ma);
+	if (proc_pick(p, 1, &p->probe, &img, &n, &none))
+		proc_unpick(p, p->probe, 0);
+	p->cursor = 0;
 	return p;
 }
 
+void proc_free(struct proc *p)
+{
+	if (!p)
+		return;
+	if (p->uffd >= 0)
+		close(p->uffd);
+	ranges_free(p->ranges);
+	pthread_rwlock_destroy(&p->evlock);
+	pthread_mutex_destroy(&p->lock);
+	free(p);
+}
+
+void proc_info(struct proc *p, struct proc_info *o)
+{
+	o->id = p->id;
+	o->pid = p->pid;
+	o->img_pid = p->img_pid;
+	o->pm = p->pm;
+	o->forked = p->forked;
+	o->parent_id = p->parent_id;
+	o->state = (enum proc_state)atomic_load(&p->state);
+	o->total = p->total;
+	o->remaining = atomic_load(&p->remaining);
+	o->faults = atomic_load(&p->faults);
+	o->fault_p99_us = (double)hist_quantile(&p->fault, 0.99) / 1e3;
+	o->probe = p->probe;
+}
+
+int32_t proc_pid(const struct proc *p)
+{
+	return p->pid;
+}
+
+uint32_t proc_id(const struct proc *p)
+{
+	return p->id;
+}
+
+bool proc_live(struct proc *p)
+{
+	return atomic_load_explicit(&p->state, memory_order_acquire) == PROC_LIVE;
+}
+
+uint64_t proc_remaining(struct proc *p)
+{
+	return atomic_load_explicit(&p->remaining, memory_order_acquire);
+}
+
+void proc_set_done(struct proc *p)
+{
+	atomic_store(&p->state, PROC_DONE);
+}
+
+void proc_set_forked(struct proc *p, uint32_t parent_id)
+{
+	p->forked = true;
+	p->parent_id = parent_id;
+}
+
+int proc_uffd(const struct proc *p)
+{
+	return p->uffd;
+}
+
+uint64_t proc_last_fault_ns(struct proc *p)
+{
+	return atomic_load_explicit(&p->fault_ns, memory_order_relaxed);
+}
+
 /*
- * A background section is one COPY of at most a sub-chunk, tens of
+ * A background section is one COPY of a bounded size, tens of
  * microseconds: the reader spins about that long, then sleeps. Spinning
  * longer costs more than it saves: a holder preempted inside its section
  * needs the very CPU the spinner is burning.
@@ -76,8 +196,8 @@ static inline void cpu_relax(void)
 #endif
 }
 
-/* One turn of a bounded spin: pauses, and says (0) when PROC_SPIN_NS have gone since the first turn. */
-static int spin_on(unsigned i, uint64_t *t0)
+/* One turn of a bounded spin: pauses, and says (false) when PROC_SPIN_NS have gone since the first turn. */
+static bool spin_on(unsigned i, uint64_t *t0)
 {
 	cpu_relax();
 	if (i % 64 == 0) {
@@ -86,12 +206,12 @@ static int spin_on(unsigned i, uint64_t *t0)
 		if (!*t0)
 			*t0 = now;
 		else if (now - *t0 > PROC_SPIN_NS)
-			return 0;
+			return false;
 	}
-	return 1;
+	return true;
 }
 
-void proc_lock_reader(struct proc *p)
+static void lock_reader(struct proc *p)
 {
 	uint64_t t0 = 0;
 	unsigned i;
@@ -105,13 +225,14 @@ void proc_lock_reader(struct proc *p)
 	}
 }
 
-void proc_unlock_reader(struct proc *p)
+static void unlock_reader(struct proc *p)
 {
 	pthread_rwlock_unlock(&p->evlock);
 	atomic_fetch_sub(&p->reader_waiting, 1);
 }
 
-void proc_lock_bg(struct proc *p)
+/* Background placement lets a waiting reader in first (pthread_rwlock_unlock releases it). */
+static void lock_bg(struct proc *p)
 {
 	uint64_t t0 = 0;
 	unsigned i;
@@ -122,52 +243,53 @@ void proc_lock_bg(struct proc *p)
 	pthread_rwlock_rdlock(&p->evlock);
 }
 
-void proc_free(struct proc *p)
+int proc_watch(struct proc *p, int epfd)
 {
-	if (!p)
-		return;
-	if (p->uffd >= 0)
-		close(p->uffd);
-	ranges_free(p->ranges);
-	pthread_rwlock_destroy(&p->evlock);
-	pthread_mutex_destroy(&p->lock);
-	free(p);
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = p };
+	int ret = 0;
+
+	pthread_rwlock_wrlock(&p->evlock);
+	if (proc_live(p) && p->epfd < 0) {
+		if (epoll_ctl(epfd, EPOLL_CTL_ADD, p->uffd, &ev) < 0)
+			ret = -errno;
+		else
+			p->epfd = epfd;
+	}
+	pthread_rwlock_unlock(&p->evlock);
+	return ret;
 }
 
 static void mark_present(struct proc *p, uint64_t addr, uint64_t nr_pages)
 {
-	uint64_t n;
-
 	if (!nr_pages)
 		return;
 	pthread_mutex_lock(&p->lock);
-	n = ranges_clear(p->ranges, addr, nr_pages);
+	ranges_clear(p->ranges, addr, nr_pages);
 	atomic_store_explicit(&p->remaining, ranges_remaining(p->ranges), memory_order_release);
 	pthread_mutex_unlock(&p->lock);
-	(void)n;
 }
 
-static int page_is_zero(const void *page, uint64_t psz)
+static bool page_is_zero(const void *page, uint64_t psz)
 {
 	const uint64_t *w = page;
 	uint64_t i;
 
 	for (i = 0; i < psz / 8; i += 4)
 		if (w[i] | w[i + 1] | w[i + 2] | w[i + 3])
-			return 0;
-	return 1;
+			return false;
+	return true;
 }
 
 /*
  * One run of pages of one kind (SRC NULL: zero pages). EEXIST skips the
  * present page; ENOENT on several pages means the run now spans VMAs
  * (an mprotect split it without an event), so go page by page; ENOENT on
- * one page means it is no longer registered: nothing to place there.
+ * one page: see below.
  */
 static int place(struct proc *p, uint64_t addr, const uint8_t *src, uint64_t nr_pages)
 {
-	struct stats *st = session_stats(p->s);
-	uint64_t psz = session_page_size(p->s);
+	struct stats *st = p->f->stats;
+	uint64_t psz = p->f->psz;
 	uint64_t off = 0, len = nr_pages * psz, done, step = len;
 	enum uffd_res r;
 	int err;
@@ -226,18 +348,18 @@ static int place(struct proc *p, uint64_t addr, const uint8_t *src, uint64_t nr_
 	return 0;
 }
 
-int proc_fill(struct proc *p, uint64_t addr, uint64_t nr_pages, const void *buf)
+/* NR_PAGES pages from BUF at ADDR: runs of all-zero pages with ZEROPAGE, the rest with COPY. */
+static int fill_pages(struct proc *p, uint64_t addr, uint64_t nr_pages, const uint8_t *buf)
 {
-	uint64_t psz = session_page_size(p->s);
-	const uint8_t *b = buf;
-	uint64_t i = 0, j;
-	int ret, z;
+	uint64_t psz = p->f->psz, i = 0, j;
+	bool z;
+	int ret;
 
 	while (i < nr_pages) {
-		z = page_is_zero(b + i * psz, psz);
-		for (j = i + 1; j < nr_pages && page_is_zero(b + j * psz, psz) == z; j++)
+		z = page_is_zero(buf + i * psz, psz);
+		for (j = i + 1; j < nr_pages && page_is_zero(buf + j * psz, psz) == z; j++)
 			;
-		ret = place(p, addr + i * psz, z ? NULL : b + i * psz, j - i);
+		ret = place(p, addr + i * psz, z ? NULL : buf + i * psz, j - i);
 		if (ret)
 			return ret;
 		i = j;
@@ -246,74 +368,130 @@ int proc_fill(struct proc *p, uint64_t addr, uint64_t nr_pages, const void *buf)
 }
 
 /*
- * The scheduler lets a running thread use up its slice (milliseconds)
- * before a thread just woken on the same CPU runs, and does not always
- * move that one to an idle CPU at once (measured: a restored thread whose
- * page was in waited 1-3 ms behind a prefetch thread while the other CPU
- * idled). Background placement gives way every PROC_YIELD_NS instead.
+ * Under evlock shared: places the pages of [ADDR, ADDR + NR_PAGES) that are
+ * still lazy for the image address they were read for (a REMAP may have
+ * moved other pages there, a REMOVE dropped them), skipping the others;
+ * with YIELD, stops at the next COPY once the reader waits. *STOP: up to
+ * where pages were dealt with.
  */
-#define PROC_YIELD_NS 100000ull
-
-void proc_bg_yield(void)
+static int place_checked(struct proc *p, uint64_t addr, uint64_t img, uint64_t nr_pages, const uint8_t *buf,
+			 bool yield, uint64_t *stop)
 {
-	static __thread uint64_t last;
-	uint64_t now = stats_now_ns();
-
-	if (now - last >= PROC_YIELD_NS) {
-		if (last)
-			sched_yield();
-		last = now;
-	}
-}
-
-int proc_place_run(struct proc *p, uint64_t addr, uint64_t img, uint64_t nr_pages, const void *buf,
-		   uint64_t sub, uint64_t *stop)
-{
-	uint64_t psz = session_page_size(p->s);
-	uint64_t end = addr + nr_pages * psz, a = addr, sub_end;
-	const uint8_t *b = buf;
+	uint64_t psz = p->f->psz, end = addr + nr_pages * psz, a = addr;
 	struct rrun now;
-	int ret = 0, in;
+	bool in;
+	int ret = 0;
 
-	while (a < end && !ret) {
-		uint64_t n = sub;
-
-		if (n > PROC_BUSY_SUB && stats_within(&p->fault_ns, PROC_BUSY_NS))
-			n = PROC_BUSY_SUB;
-		sub_end = a + n * psz;
-		if (sub_end > end)
-			sub_end = end;
-		proc_lock_bg(p);
-		if (!proc_live(p)) {
-			pthread_rwlock_unlock(&p->evlock);
+	while (a < end) {
+		if (yield && atomic_load_explicit(&p->reader_waiting, memory_order_relaxed))
 			break;
+		pthread_mutex_lock(&p->lock);
+		in = ranges_run(p->ranges, a, (end - a) / psz, &now);
+		pthread_mutex_unlock(&p->lock);
+		if (!in || now.img != img + (a - addr)) {
+			a += psz;
+			continue;
 		}
-		while (a < sub_end) {
-			/* the uffd reader waits: let it in now, go on after it */
-			if (atomic_load_explicit(&p->reader_waiting, memory_order_relaxed))
-				break;
-			pthread_mutex_lock(&p->lock);
-			in = ranges_run(p->ranges, a, (sub_end - a) / psz, &now);
-			pthread_mutex_unlock(&p->lock);
-			if (!in || now.img != img + (a - addr)) {
-				a += psz;
-				continue;
-			}
-			ret = proc_fill(p, a, now.nr_pages, b + (a - addr));
-			if (ret)
-				break;
-			a += now.nr_pages * psz;
-		}
-		pthread_rwlock_unlock(&p->evlock);
-		proc_bg_yield();
+		ret = fill_pages(p, a, now.nr_pages, buf + (a - addr));
+		if (ret)
+			break;
+		a += now.nr_pages * psz;
 	}
 	*stop = a;
 	return ret;
 }
 
+int proc_place_section(struct proc *p, uint64_t addr, uint64_t img, uint64_t nr_pages, uint64_t max,
+		       const void *buf, uint64_t *stop)
+{
+	int ret;
+
+	if (max < nr_pages)
+		nr_pages = max;
+	lock_bg(p);
+	if (!proc_live(p)) {
+		pthread_rwlock_unlock(&p->evlock);
+		*stop = addr + nr_pages * p->f->psz;
+		return 0;
+	}
+	ret = place_checked(p, addr, img, nr_pages, buf, true, stop);
+	pthread_rwlock_unlock(&p->evlock);
+	return ret;
+}
+
+bool proc_fault_run(struct proc *p, uint64_t addr, unsigned window, uint64_t *img, uint64_t *nr_pages)
+{
+	uint64_t psz = p->f->psz, last, w = window;
+	struct rrun run;
+	bool in;
+
+	pthread_mutex_lock(&p->lock);
+	/*
+	 * Fault-around pays when the process reads on from where it faulted,
+	 * and costs when it does not: a random reader faults again within
+	 * microseconds and waits behind the window's COPY. So the window
+	 * follows the faults.
+	 */
+	last = p->last_fault;
+	p->last_fault = addr;
+	if (!(w > 1 && last && addr + w * psz >= last && addr <= last + 2 * w * psz))
+		w = 1;
+	in = ranges_run(p->ranges, addr, w, &run);
+	if (in && p->ninfl < PROC_MAX_INFLIGHT) {
+		/* a hint for background reads: not to ask for these pages a second time */
+		p->infl[p->ninfl].start = run.addr;
+		p->infl[p->ninfl].end = run.addr + run.nr_pages * psz;
+		p->ninfl++;
+	}
+	pthread_mutex_unlock(&p->lock);
+	if (!in)
+		return false;
+	atomic_store_explicit(&p->hint, addr + run.nr_pages * psz, memory_order_relaxed);
+	*img = run.img;
+	*nr_pages = run.nr_pages;
+	return true;
+}
+
+int proc_place_fault(struct proc *p, uint64_t addr, uint64_t img, uint64_t nr_pages, const void *buf)
+{
+	uint64_t psz = p->f->psz, now_img, stop;
+	const uint8_t *b = buf;
+	bool in;
+	int ret;
+
+	pthread_rwlock_rdlock(&p->evlock);
+	if (!proc_live(p)) {
+		/* closing the uffd woke it */
+		pthread_rwlock_unlock(&p->evlock);
+		return 0;
+	}
+	pthread_mutex_lock(&p->lock);
+	in = ranges_lookup(p->ranges, addr, &now_img);
+	pthread_mutex_unlock(&p->lock);
+	if (!in) {
+		/* dropped (it reads zeros now), or placed by another thread (EEXIST) */
+		ret = place(p, addr, NULL, 1);
+		goto out;
+	}
+	if (!nr_pages || now_img != img) {
+		ret = 1;
+		goto out;
+	}
+	ret = fill_pages(p, addr, 1, b);
+	if (ret || nr_pages == 1)
+		goto out;
+	/* the rest of the window: the thread is already woken */
+	ret = place_checked(p, addr + psz, img + psz, nr_pages - 1, b + psz, false, &stop);
+	if (ret == -EAGAIN)
+		ret = 0;
+out:
+	pthread_rwlock_unlock(&p->evlock);
+	return ret;
+}
+
 void proc_fault_served(struct proc *p, uint64_t t0)
 {
-	struct stats *st = session_stats(p->s);
+	struct stats *st = p->f->stats;
 	uint64_t ns = stats_now_ns() - t0;
 
 	hist_add(&st->fault, ns);
@@ -322,9 +500,65 @@ void proc_fault_served(struct proc *p, uint64_t t0)
 	atomic_fetch_add_explicit(&p->faults, 1, memory_order_relaxed);
 }
 
-int proc_zero_fault(struct proc *p, uint64_t addr)
+static void infl_remove(struct proc *p, uint64_t addr)
 {
-	return place(p, addr, NULL, 1);
+	int i;
+
+	for (i = 0; i < p->ninfl; i++)
+		if (p->infl[i].start == addr) {
+			p->infl[i] = p->infl[--p->ninfl];
+			return;
+		}
+}
+
+bool proc_pick(struct proc *p, uint64_t max, uint64_t *addr, uint64_t *img, uint64_t *nr_pages, bool *none)
+{
+	uint64_t psz = p->f->psz, start, end, hint = atomic_exchange(&p->hint, 0);
+	struct rrun run;
+	int tries, i;
+	bool moved, ok = false;
+
+	*none = false;
+	pthread_mutex_lock(&p->lock);
+	start = hint ? hint : p->cursor;
+	for (tries = 0; p->ninfl < PROC_MAX_INFLIGHT && tries < PROC_MAX_INFLIGHT + 2; tries++) {
+		if (!ranges_next(p->ranges, start, max, &run)) {
+			*none = true;
+			break;
+		}
+		end = run.addr + run.nr_pages * psz;
+		for (i = 0, moved = false; i < p->ninfl; i++) {
+			if (run.addr >= p->infl[i].start && run.addr < p->infl[i].end) {
+				start = p->infl[i].end;
+				moved = true;
+				break;
+			}
+			if (p->infl[i].start > run.addr && p->infl[i].start < end)
+				end = p->infl[i].start;
+		}
+		if (moved)
+			continue;
+		p->infl[p->ninfl].start = run.addr;
+		p->infl[p->ninfl].end = end;
+		p->ninfl++;
+		p->cursor = end;	/* the next thread takes the next run */
+		*addr = run.addr;
+		*img = run.img;
+		*nr_pages = (end - run.addr) / psz;
+		ok = true;
+		break;
+	}
+	pthread_mutex_unlock(&p->lock);
+	return ok;
+}
+
+void proc_unpick(struct proc *p, uint64_t addr, uint64_t cursor)
+{
+	pthread_mutex_lock(&p->lock);
+	infl_remove(p, addr);
+	if (cursor)
+		p->cursor = cursor;
+	pthread_mutex_unlock(&p->lock);
 }
 
 static void update_remaining(struct proc *p)
@@ -332,20 +566,45 @@ static void update_remaining(struct proc *p)
 	atomic_store_explicit(&p->remaining, ranges_remaining(p->ranges), memory_order_release);
 }
 
-static int apply_event(struct proc *p, const struct uffd_msg *m, struct lp_err *e)
+/* A FORK's child: the parent's ranges as they are now, numbered and journaled now. */
+static int fork_child(struct proc *p, int ufd, struct proc **out, struct lp_err *e)
 {
-	int ret = 0;
+	struct ranges *r;
+	struct proc *c;
+	uint64_t cursor;
+	uint32_t id;
+
+	pthread_mutex_lock(&p->lock);
+	r = ranges_clone(p->ranges);
+	cursor = p->cursor;
+	pthread_mutex_unlock(&p->lock);
+	if (!r) {
+		close(ufd);
+		return lp_err_set(e, ENOMEM, "pid %d: fork: out of memory for the child's ranges", p->pid);
+	}
+	id = fill_new_proc(p->f, PREC_FORK, p->id, 0);
+	c = proc_new(p->f, id, p->pid, p->img_pid, p->pm, ufd, r);
+	if (!c)
+		return lp_err_set(e, ENOMEM, "pid %d: fork: out of memory", p->pid);
+	proc_set_forked(c, p->id);
+	c->cursor = cursor;
+	atomic_fetch_add_explicit(&p->f->stats->forks, 1, memory_order_relaxed);
+	*out = c;
+	return 0;
+}
+
+static int apply_event(struct proc *p, const struct uffd_msg *m, struct proc **child, struct lp_err *e)
+{
+	int ret;
 
 	atomic_store(&p->noent_streak, 0);
-
 	switch (m->event) {
 	case UFFD_EVENT_REMAP:
 		log_debug("pid %d: remap 0x%llx -> 0x%llx len 0x%llx", p->pid,
 			  (unsigned long long)m->arg.remap.from, (unsigned long long)m->arg.remap.to,
 			  (unsigned long long)m->arg.remap.len);
 		/* journaled first: a daemon restarted after this point must know it */
-		persist_add(session_persist(p->s), PREC_REMAP, p->id, m->arg.remap.from, m->arg.remap.to,
-			    m->arg.remap.len);
+		persist_add(p->f->journal, PREC_REMAP, p->id, m->arg.remap.from, m->arg.remap.to, m->arg.remap.len);
 		pthread_mutex_lock(&p->lock);
 		ret = ranges_move(p->ranges, m->arg.remap.from, m->arg.remap.to, m->arg.remap.len);
 		update_remaining(p);
@@ -359,29 +618,35 @@ static int apply_event(struct proc *p, const struct uffd_msg *m, struct lp_err *
 	case UFFD_EVENT_UNMAP:
 		log_debug("pid %d: %s 0x%llx-0x%llx", p->pid, m->event == UFFD_EVENT_REMOVE ? "remove" : "unmap",
 			  (unsigned long long)m->arg.remove.start, (unsigned long long)m->arg.remove.end);
-		persist_add(session_persist(p->s), PREC_DROP, p->id, m->arg.remove.start, m->arg.remove.end, 0);
+		persist_add(p->f->journal, PREC_DROP, p->id, m->arg.remove.start, m->arg.remove.end, 0);
 		pthread_mutex_lock(&p->lock);
 		ranges_drop(p->ranges, m->arg.remove.start, m->arg.remove.end);
 		update_remaining(p);
 		pthread_mutex_unlock(&p->lock);
 		return 0;
 	case UFFD_EVENT_FORK:
-		return session_fork_child(p->s, p, (int)m->arg.fork.ufd, e);
+		return fork_child(p, (int)m->arg.fork.ufd, child, e);
 	default:
 		return lp_err_set(e, EPROTO, "pid %d: unexpected uffd event 0x%x", p->pid, m->event);
 	}
 }
 
-int proc_drain(struct proc *p, uint64_t *faults, int max, int *more, struct lp_err *e)
+/* Reads and applies messages under the exclusive lock the caller holds. */
+static int drain(struct proc *p, uint64_t *faults, int max, int *more, struct proc **children, int *nchild,
+		 struct lp_err *e)
 {
-	uint64_t pmask = ~(session_page_size(p->s) - 1);
-	struct uffd_msg msgs[32];
-	int nf = 0, n, i, ret;
+	uint64_t pmask = ~(p->f->psz - 1);
+	struct uffd_msg msgs[PROC_MAX_MSGS];
+	int nf = 0, n, i, ret, want;
 
 	*more = 0;
-	while (nf < max) {
-		int want = max - nf < 32 ? max - nf : 32;
-
+	for (;;) {
+		/* room for every message to be a fault or a FORK */
+		want = max - nf < PROC_MAX_MSGS - *nchild ? max - nf : PROC_MAX_MSGS - *nchild;
+		if (want <= 0) {
+			*more = 1;
+			return nf;
+		}
 		n = uffd_read(p->uffd, msgs, want);
 		if (n < 0)
 			return lp_err_set(e, -n, "pid %d: reading its userfaultfd: %s", p->pid,
@@ -391,28 +656,52 @@ int proc_drain(struct proc *p, uint64_t *faults, int max, int *more, struct lp_e
 				faults[nf++] = msgs[i].arg.pagefault.address & pmask;
 				continue;
 			}
-			ret = apply_event(p, &msgs[i], e);
+			children[*nchild] = NULL;
+			ret = apply_event(p, &msgs[i], &children[*nchild], e);
+			if (children[*nchild])
+				(*nchild)++;
 			if (ret)
 				return ret;
 		}
 		if (n < want)
 			return nf;
 	}
-	*more = 1;
-	return nf;
 }
 
-void proc_finish(struct proc *p, enum proc_state why)
+int proc_read(struct proc *p, uint64_t *faults, int max, int *more, struct proc **children, int *nchild,
+	      struct lp_err *e)
 {
-	uint64_t faults[64];
+	uint64_t now;
+	int n;
+
+	*nchild = 0;
+	lock_reader(p);
+	if (!proc_live(p)) {
+		unlock_reader(p);
+		*more = 0;
+		return -ENOENT;
+	}
+	n = drain(p, faults, max, more, children, nchild, e);
+	unlock_reader(p);
+	if (n > 0) {
+		now = stats_now_ns();
+		atomic_store_explicit(&p->fault_ns, now, memory_order_relaxed);
+		atomic_store_explicit(&p->f->stats->fault_ns, now, memory_order_relaxed);
+	}
+	return n;
+}
+
+bool proc_finish(struct proc *p, enum proc_state why, struct proc **children, int *nchild)
+{
+	uint64_t faults[PROC_MAX_MSGS];
 	struct lp_err e;
 	int more, n;
 
-	pthread_rwlock_wrlock(&p->evlock);
-	if (atomic_load(&p->state) != PROC_LIVE ||
-	    (why == PROC_DONE && atomic_load(&p->remaining) != 0)) {
-		pthread_rwlock_unlock(&p->evlock);
-		return;
+	*nchild = 0;
+	lock_reader(p);
+	if (atomic_load(&p->state) != PROC_LIVE || (why == PROC_DONE && atomic_load(&p->remaining) != 0)) {
+		unlock_reader(p);
+		return false;
 	}
 	/*
 	 * Read what is queued: a FORK must be taken (its child has a uffd of
@@ -421,19 +710,24 @@ void proc_finish(struct proc *p, enum proc_state why)
 	 */
 	if (why == PROC_DONE) {
 		do {
-			n = proc_drain(p, faults, 64, &more, &e);
+			n = drain(p, faults, PROC_MAX_MSGS, &more, children, nchild, &e);
 			if (n < 0 && n != -EPIPE)
 				log_warn("%s", e.msg);
-		} while (n >= 0 && more);
+		} while (n >= 0 && more && *nchild < PROC_MAX_MSGS);
+		if (n >= 0 && more) {
+			/* more FORKs than fit: the caller takes these, the fault thread reads the rest */
+			unlock_reader(p);
+			return false;
+		}
 	}
 	atomic_store_explicit(&p->state, why, memory_order_release);
-	persist_add(session_persist(p->s), PREC_DONE, p->id, 0, 0, 0);
-	persist_drop_fd(session_persist(p->s), p->id);
-	fault_unwatch(p);
+	persist_add(p->f->journal, PREC_DONE, p->id, 0, 0, 0);
+	persist_drop_fd(p->f->journal, p->id);
+	if (p->epfd >= 0)
+		epoll_ctl(p->epfd, EPOLL_CTL_DEL, p->uffd, NULL);
 	close(p->uffd);
 	p->uffd = -1;
-	pthread_rwlock_unlock(&p->evlock);
-	log_info("pid %d%s: %s", p->pid, p->forked ? " (forked child)" : "",
-		 why == PROC_DONE ? "complete" : "gone");
-	session_proc_ended(p->s, p);
+	unlock_reader(p);
+	log_info("pid %d%s: %s", p->pid, p->forked ? " (forked child)" : "", why == PROC_DONE ? "complete" : "gone");
+	return true;
 }

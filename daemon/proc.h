@@ -3,141 +3,132 @@
 #ifndef LP_PROC_H
 #define LP_PROC_H
 
-#include <pthread.h>
-#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
-#include <linux/userfaultfd.h>
 
 #include "err.h"
-#include "stats.h"
 
-struct session;
+struct fill;
 struct pagemap;
 struct ranges;
+struct proc;
 
 enum proc_state { PROC_LIVE, PROC_DONE, PROC_GONE };
 
+/* ENOENTs with no event between them: the VMA really is not registered */
+#define PROC_NOENT_LIMIT 4096
+/* background reads of one process in flight at once (a hint against asking twice) */
 #define PROC_MAX_INFLIGHT 64
-#define PROC_NOENT_LIMIT 4096	/* ENOENTs with no event between: the VMA is really not registered */
-/*
- * While a process faults (a fault read in the last PROC_BUSY_NS), background
- * placement COPYs at most PROC_BUSY_SUB pages at a time: a fault waits
- * behind one such COPY (measured: p50 21 -> 17 us, p99 56 -> 38 us with 16
- * -> 4 pages, random reads of 1 GiB); with no faults, larger COPYs fill faster.
- */
-#define PROC_BUSY_NS 2000000ull
-#define PROC_BUSY_SUB 4
+/* layout events read per call, FORKs among them */
+#define PROC_MAX_MSGS 32
 
 /*
- * Locking (design.md, "What the kernel does not resolve"):
- *  - evlock shared: held across "check the ranges, COPY, mark present" by
- *    fault and prefetch threads;
- *  - evlock exclusive: held by the thread that reads the uffd, across
- *    read() and the bookkeeping of the events it read, and to close it.
- *    So no COPY can land in a range between a REMOVE/UNMAP/REMAP being
- *    read and the ranges being updated. The lock prefers writers, so a
- *    reader of the uffd waits for at most one bounded COPY per thread.
- *    The reader takes it with proc_lock_reader, background placement
- *    with proc_lock_bg: the reader announces itself (reader_waiting),
- *    background sections end at the next COPY and wait, spinning, until
- *    it is done; so a fault costs no futex sleep and wake-up on either
- *    side (they cost more than the COPY itself).
- *  - lock: the ranges structure itself (short sections, under evlock).
+ * Takes ownership of UFFD and RANGES (both freed on failure: NULL).
+ * ID: the process's number in the session (fill_new_proc). PM is borrowed.
  */
-struct proc {
-	struct session *s;
-	unsigned id;			/* index in the session */
-	int32_t pid;			/* pid the restore sent (the ancestor's, for a fork child) */
-	uint32_t img_pid;		/* whose pagemap serves this process */
-	int forked;			/* created by a FORK event */
-	unsigned parent_id;		/* forked: the parent's index in the session */
-	struct pagemap *pm;		/* borrowed from the session */
-	int uffd;			/* owned; -1 once closed */
-	void *fault_thread;		/* the thread whose epoll watches uffd */
+struct proc *proc_new(struct fill *f, uint32_t id, int32_t pid, uint32_t img_pid, struct pagemap *pm,
+		      int uffd, struct ranges *ranges);
+/* Accepts NULL; closes the uffd if still open. */
+void proc_free(struct proc *p);
 
-	pthread_rwlock_t evlock;
-	atomic_int reader_waiting;	/* proc_lock_reader callers waiting for or holding evlock */
-	pthread_mutex_t lock;
-	struct ranges *ranges;		/* under lock */
-	uint64_t cursor;		/* prefetch position, under lock */
-	uint64_t last_fault;		/* the fault thread's: the address of the last fault served */
-	atomic_uint_fast64_t fault_ns;	/* when a fault was last read (stats_now_ns) */
-
-	/* remote: background requests on the wire, to ask no page twice (a hint) */
-	struct { uint64_t start, end; } infl[PROC_MAX_INFLIGHT];	/* under lock */
-	int ninfl;
-
-	/* single-page ENOENTs since the last event: a moved VMA answers ENOENT until its REMAP is read */
-	atomic_uint noent_streak;
-
-	atomic_int state;
-	atomic_uint_fast64_t remaining;	/* lazy pages left (mirrors ranges) */
-	atomic_uint_fast64_t hint;	/* where faults happened lately, 0 if none */
-	uint64_t total;			/* lazy pages at start */
+/* What the others may know of it. */
+struct proc_info {
+	uint32_t id;
+	int32_t pid;			/* as the restore sent it (the ancestor's, for a fork child) */
+	uint32_t img_pid;		/* whose pagemap serves it */
+	struct pagemap *pm;
+	bool forked;
+	uint32_t parent_id;		/* forked: its parent's number */
+	enum proc_state state;
+	uint64_t total, remaining, faults;
+	double fault_p99_us;
 	uint64_t probe;			/* a lazy address, to recognise the process in /proc */
-	atomic_uint_fast64_t faults;	/* faults served */
-	struct hist fault;		/* their service times */
 };
+void proc_info(struct proc *p, struct proc_info *out);
+int32_t proc_pid(const struct proc *p);
+uint32_t proc_id(const struct proc *p);
+bool proc_live(struct proc *p);
+uint64_t proc_remaining(struct proc *p);
+/* Recovery: it was finished before the restart. */
+void proc_set_done(struct proc *p);
+void proc_set_forked(struct proc *p, uint32_t parent_id);
 
-/* evlock exclusive for reading the uffd, and its release */
-void proc_lock_reader(struct proc *p);
-void proc_unlock_reader(struct proc *p);
-/* Background work gives the CPU away (sched_yield) if it has run long enough since it last did. */
-void proc_bg_yield(void);
-/* evlock shared for background placement: after any reader waiting (pthread_rwlock_unlock releases) */
-void proc_lock_bg(struct proc *p);
-
-/* Takes ownership of UFFD and RANGES (both freed on failure). */
-struct proc *proc_new(struct session *s, int32_t pid, uint32_t img_pid, struct pagemap *pm, int uffd,
-		      struct ranges *ranges);
-void proc_free(struct proc *p);		/* accepts NULL; the uffd must be closed or is closed */
-
-/*
- * Places NR_PAGES pages at run-time ADDR from BUF: runs of all-zero pages
- * with ZEROPAGE, the rest with COPY; a page found present (EEXIST) counts
- * as done. Marks what went in (or was there) present in the ranges.
- * Caller holds evlock shared and has checked that the run is lazy.
- * Returns 0, -EAGAIN (an event is queued: let it be read, re-check, retry;
- * the pages before it are done), -ESRCH (the process has gone) or -errno.
- */
-int proc_fill(struct proc *p, uint64_t addr, uint64_t nr_pages, const void *buf);
+/* Adds the uffd to epoll instance EPFD (event data: P); proc_finish takes it out again. */
+int proc_watch(struct proc *p, int epfd);
+int proc_uffd(const struct proc *p);
 
 /*
- * Places NR_PAGES pages read for image address IMG at run-time ADDR, in
- * sections of at most SUB pages, each under evlock (shared): every page is
- * checked again first (still lazy, still holding the image address the
- * data was read for: a REMAP may have moved other pages there, a REMOVE
- * dropped it) and skipped if not. *STOP is where it stopped. Returns as
- * proc_fill; 0 if the process is no longer live.
+ * The fault path. Reads P's uffd (as its one reader, exclusive against
+ * every COPY into P) and applies the layout events read: REMAP, REMOVE,
+ * UNMAP (journaled), FORK: each FORK's child becomes a process of its own,
+ * numbered and journaled at once (its ranges are its parent's at the
+ * fork), returned in CHILDREN (up to PROC_MAX_MSGS; *NCHILD) for the
+ * caller to add to the session. Page-fault addresses go to FAULTS (at most
+ * MAX). Returns the number of faults or -errno (-EPIPE: the uffd has
+ * gone; -ENOENT: the process is no longer live). *MORE: messages may
+ * remain. E says why on failure; children already made are still returned.
  */
-int proc_place_run(struct proc *p, uint64_t addr, uint64_t img, uint64_t nr_pages, const void *buf,
-		   uint64_t sub, uint64_t *stop);
+int proc_read(struct proc *p, uint64_t *faults, int max, int *more, struct proc **children, int *nchild,
+	      struct lp_err *e);
 
-/* Counts a fault served, read at T0 (ns), in the process's and the session's figures. */
+/*
+ * The lazy run a fault at ADDR should ask for: from ADDR, up to WINDOW
+ * pages when it is near the previous fault (a reader going on from there),
+ * else the one page (a random reader would wait behind the rest). False if
+ * the page at ADDR is not lazy (proc_place_fault then gives it a zero page
+ * or finds it present). Remembers ADDR as a hint for background fill.
+ */
+bool proc_fault_run(struct proc *p, uint64_t addr, unsigned window, uint64_t *img, uint64_t *nr_pages);
+
+/*
+ * Places the fault's page: NR_PAGES pages read for image address IMG
+ * (NR_PAGES 0: none were read: the page is not lazy) at ADDR, ADDR's
+ * first. Each page goes in only if it is still lazy for that image address;
+ * if the fault's page is no longer lazy at all, it gets a zero page (it
+ * was dropped, or another COPY placed it: EEXIST). Returns 0 once the
+ * faulting thread is woken; 1 if the fault's page is lazy for another
+ * image address now (a REMAP moved pages there: ask again); -EAGAIN (an
+ * event is queued: read it, then serve the fault again); -ESRCH (gone);
+ * -errno.
+ */
+int proc_place_fault(struct proc *p, uint64_t addr, uint64_t img, uint64_t nr_pages, const void *buf);
+
+/* Counts a fault served, read at T0 (ns, stats_now_ns), in the process's and the session's figures. */
 void proc_fault_served(struct proc *p, uint64_t t0);
 
-/* A zero page at ADDR for a fault outside the lazy ranges. Same returns. */
-int proc_zero_fault(struct proc *p, uint64_t addr);
+/*
+ * The background path. The next run to read (at most MAX pages), near
+ * where faults happened lately, else from where the last one ended, and
+ * not overlapping a run already picked and not yet put back: recorded as
+ * in flight. False if nothing lazy is left that is not in flight (*NONE:
+ * nothing lazy is left at all).
+ */
+bool proc_pick(struct proc *p, uint64_t max, uint64_t *addr, uint64_t *img, uint64_t *nr_pages, bool *none);
+/* The run picked at ADDR is done with; CURSOR, if not 0: where to go on from (it stopped early). */
+void proc_unpick(struct proc *p, uint64_t addr, uint64_t cursor);
 
 /*
- * Reads the uffd's messages and applies the layout events (REMAP, REMOVE,
- * UNMAP, FORK: a FORK adds the child to the session) under the exclusive
- * lock the caller holds. Page-fault addresses go to FAULTS (at most MAX).
- * Returns the number of faults, or -errno (-EPIPE: the uffd has gone).
- * *MORE is set when messages may remain unread.
+ * Places up to MAX of NR_PAGES pages read for image address IMG at ADDR
+ * in one section under P's event lock (shared): each page only if it is
+ * still lazy for that image address, all-zero pages with ZEROPAGE. Ends
+ * the section early when the uffd reader waits for the lock. *STOP: up to
+ * where pages were dealt with. Returns 0, -EAGAIN (an event is queued:
+ * go on from *STOP after it is read), -ESRCH (gone), -errno; 0 with
+ * *STOP == ADDR + NR_PAGES pages once all is done, and 0 doing nothing
+ * if the process is no longer live.
  */
-int proc_drain(struct proc *p, uint64_t *faults, int max, int *more, struct lp_err *e);
+int proc_place_section(struct proc *p, uint64_t addr, uint64_t img, uint64_t nr_pages, uint64_t max,
+		       const void *buf, uint64_t *stop);
+
+/* When a fault of this process was last read (stats_now_ns), 0 if never. */
+uint64_t proc_last_fault_ns(struct proc *p);
 
 /*
  * Ends the process's service: with PROC_DONE only once nothing is lazy;
- * with PROC_GONE when the process has gone. Takes evlock exclusive, reads
- * the last events, closes the uffd. Must be called without evlock held.
+ * with PROC_GONE when the process has gone. Reads the last events (as the
+ * reader), journals it, takes the uffd out of its epoll and closes it.
+ * True if this call ended it (the caller tells the session).
  */
-void proc_finish(struct proc *p, enum proc_state why);
-
-static inline int proc_live(struct proc *p)
-{
-	return atomic_load_explicit(&p->state, memory_order_acquire) == PROC_LIVE;
-}
+bool proc_finish(struct proc *p, enum proc_state why, struct proc **children, int *nchild);
 
 #endif

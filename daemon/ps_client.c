@@ -360,7 +360,7 @@ static void *rx_main(void *arg)
 		ret = check_reply(c, &r, q, &e);
 		if (ret)
 			goto broken;
-		ret = link_read(c, c->buf, r.nr_pages * c->psz, &why);
+		ret = link_read(c, q->buf ? q->buf : c->buf, r.nr_pages * c->psz, &why);
 		if (ret) {
 			lp_err_set(&e, -ret, "%s: reply %llu: %s (pid %u 0x%llx +%llu pages)", c->peer,
 				   (unsigned long long)c->replies,
@@ -382,7 +382,7 @@ static void *rx_main(void *arg)
 		pthread_cond_broadcast(&c->cv);
 		pthread_mutex_unlock(&c->lock);
 		q->next = NULL;
-		c->ops->complete(c->arg, q, c->buf, r.nr_pages);
+		c->ops->complete(c->arg, q, q->buf ? q->buf : c->buf, r.nr_pages);
 	}
 broken:
 	fail(c, &e);

@@ -18,14 +18,15 @@ struct ps_req {
 	uint64_t img;			/* image address asked for */
 	uint64_t nr_pages;		/* pages asked for */
 	uint64_t t_sent;		/* ns */
+	void *buf;			/* the reply's pages go here (nr_pages of them); NULL: a buffer of the connection's */
 	void *owner;			/* for the completion */
 };
 
 struct ps_client_ops {
 	/*
 	 * Called on the connection's receiver thread for each validated reply,
-	 * in request order: DATA holds NR_PAGES (1..req->nr_pages) pages for
-	 * req->img. Takes back ownership of REQ.
+	 * in request order: DATA (req->buf, if given) holds NR_PAGES
+	 * (1..req->nr_pages) pages for req->img. Takes back ownership of REQ.
 	 */
 	void (*complete)(void *arg, struct ps_req *req, const void *data, uint64_t nr_pages);
 	/* The connection is unusable (E says why and names the peer). Requests still queued are given back with NR_PAGES 0 through complete(). */

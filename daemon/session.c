@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "fault.h"
+#include "fill.h"
 #include "images.h"
 #include "log.h"
 #include "prefetch.h"
@@ -20,13 +21,13 @@
 #include "pidfind.h"
 #include "proc.h"
 #include "ps_wire.h"
-#include "remote.h"
 #include "ranges.h"
 #include "restore_sock.h"
 #include "session.h"
 #include "source.h"
 #include "stats.h"
 #include "uffd.h"
+#include "workq.h"
 
 struct prep {
 	struct ranges *r;		/* until take_live takes it */
@@ -47,30 +48,23 @@ struct session {
 	pthread_cond_t prep_cv;
 	pthread_t prep_tid;
 	int prep_started;
-	struct source *src;
 	struct stats stats;
+	struct fill fill;		/* what the threads get: psz, stats, source, journal, workq */
+	struct workq *q;		/* the processes */
 	struct fault_pool *faults;
 	struct prefetch_pool *prefetch;
-	struct remote *remote;
 	int lfd, cfd;
 
-	pthread_mutex_t lock;
-	pthread_cond_t work_cv;		/* prefetch threads: work or stop */
-	pthread_cond_t done_cv;		/* session_serve: a process ended, or failure */
-	struct proc **procs;		/* under lock; freed at session_free */
-	size_t nprocs, cap;
-	size_t live;
-	unsigned zombies, forks;
-	int started, stopping, failed, cancelled;
+	pthread_mutex_t lock;		/* prep, phase changes, cancel */
+	unsigned zombies;
+	int stopping, cancelled;
 	atomic_int phase;
 	uid_t allow_uid;
 	pid_t peer_pid;			/* the restore (or hand-off) peer, for pidfind */
 	int handoff;			/* a non-CRIU hand-off: one process, no images */
 	int recovered;			/* rebuilt from the journal: no restore socket */
-	int replaying;			/* adding recovered processes: already in the journal */
 	struct persist *persist;	/* not owned */
 	struct proc *handoff_proc;
-	char fail_msg[512];
 	uint64_t t_rstf, t_done;
 };
 
@@ -80,57 +74,15 @@ void session_cfg_defaults(struct session_cfg *cfg)
 
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->fault_threads = 1;
-	/*
-	 * COPY is a kernel memcpy: a prefetch thread per core, the last of
-	 * them (prefetch.c: spare) working only while no process faults, so
-	 * an idle restore fills with every core and a busy one keeps a core
-	 * for its own threads and the fault thread.
-	 */
+	/* COPY is a kernel memcpy: a background thread per core fills the fastest */
 	cfg->prefetch_threads = n > 1 ? (int)(n < 8 ? n : 8) : 1;
 	cfg->fault_around = 16;
 	cfg->chunk_pages = 256;
-	cfg->sub_pages = 16;	/* 64 KiB: a fault waits behind one such COPY at most */
+	cfg->section_us = SESSION_SECTION_US;
 	cfg->max_procs = 65536;
 	cfg->ps_socket = -1;
 	cfg->ps_wire = PS_WIRE_4;
 	cfg->ps_timeout_ms = 30000;
-}
-
-struct stats *session_stats(struct session *s)
-{
-	return &s->stats;
-}
-
-struct source *session_source(struct session *s)
-{
-	return s->src;
-}
-
-struct remote *session_remote(struct session *s)
-{
-	return s->remote;
-}
-
-uint64_t session_page_size(const struct session *s)
-{
-	return s->psz;
-}
-
-void session_fail(struct session *s, const char *fmt, ...)
-{
-	va_list ap;
-
-	pthread_mutex_lock(&s->lock);
-	if (!s->failed) {
-		s->failed = 1;
-		va_start(ap, fmt);
-		vsnprintf(s->fail_msg, sizeof(s->fail_msg), fmt, ap);
-		va_end(ap);
-		log_err("%s", s->fail_msg);
-	}
-	pthread_cond_broadcast(&s->done_cv);
-	pthread_cond_broadcast(&s->work_cv);
-	pthread_mutex_unlock(&s->lock);
 }
 
 static struct session *session_alloc(const struct session_cfg *cfg, struct lp_err *e)
@@ -149,10 +101,22 @@ static struct session *session_alloc(const struct session_cfg *cfg, struct lp_er
 	s->allow_uid = geteuid();
 	atomic_init(&s->phase, SESSION_LISTENING);
 	pthread_mutex_init(&s->lock, NULL);
-	pthread_cond_init(&s->work_cv, NULL);
-	pthread_cond_init(&s->done_cv, NULL);
 	pthread_cond_init(&s->prep_cv, NULL);
 	stats_init(&s->stats);
+	fill_init(&s->fill, s->psz);
+	s->fill.stats = &s->stats;
+	s->fill.fault_around = cfg->fault_around ? cfg->fault_around : 1;
+	s->fill.chunk = cfg->chunk_pages;
+	s->fill.section_ns = (uint64_t)cfg->section_us * 1000;
+	s->q = workq_new(&s->fill, cfg->max_procs, e);
+	if (!s->q) {
+		fill_destroy(&s->fill);
+		pthread_cond_destroy(&s->prep_cv);
+		pthread_mutex_destroy(&s->lock);
+		free(s);
+		return NULL;
+	}
+	s->fill.q = s->q;
 	return s;
 }
 
@@ -175,12 +139,14 @@ struct session *session_new(const struct session_cfg *cfg, struct lp_err *e)
 	}
 	s->seen = calloc(s->nr_tasks, 1);
 	s->pms = calloc(s->nr_tasks, sizeof(*s->pms));
-	s->src = source_local_new();
-	if (!s->seen || !s->pms || !s->src) {
+	/* with --page-server, the source is made when the restore connects, as criu lazy-pages does */
+	if (!cfg->remote)
+		s->fill.src = source_local_new();
+	if (!s->seen || !s->pms || (!cfg->remote && !s->fill.src)) {
 		lp_err_set(e, ENOMEM, "out of memory");
 		goto fail;
 	}
-	s->prefetch = prefetch_pool_new(s, cfg->prefetch_threads, cfg->chunk_pages, cfg->sub_pages, e);
+	s->prefetch = prefetch_pool_new(&s->fill, cfg->prefetch_threads, e);
 	if (!s->prefetch)
 		goto fail;
 	return s;
@@ -205,8 +171,8 @@ struct session *session_new_handoff(const struct session_cfg *cfg, int uffd, int
 		lp_err_set(e, errno, "hand-off: the memory file: %s", strerror(errno));
 		goto fail_fds;
 	}
-	s->src = source_raw_new(mem_fd);
-	if (!s->src) {
+	s->fill.src = source_raw_new(mem_fd);
+	if (!s->fill.src) {
 		lp_err_set(e, ENOMEM, "out of memory");
 		goto fail_fds;
 	}
@@ -244,10 +210,12 @@ struct session *session_new_handoff(const struct session_cfg *cfg, int uffd, int
 			goto fail_fds;
 		}
 	}
-	s->prefetch = prefetch_pool_new(s, cfg->prefetch_threads, cfg->chunk_pages, cfg->sub_pages, e);
+	s->prefetch = prefetch_pool_new(&s->fill, cfg->prefetch_threads, e);
 	if (!s->prefetch)
 		goto fail_fds;
-	s->handoff_proc = proc_new(s, pid, 0, NULL, uffd, rg);
+	/* not journaled: a hand-off session is not resumed after a restart */
+	s->handoff_proc = proc_new(&s->fill, fill_new_proc(&s->fill, PREC_PROC, (uint64_t)(int64_t)pid, 0), pid, 0,
+				   NULL, uffd, rg);
 	if (!s->handoff_proc) {
 		lp_err_set(e, ENOMEM, "out of memory");
 		session_free(s);
@@ -272,6 +240,7 @@ void session_allow_uid(struct session *s, uid_t uid)
 void session_set_persist(struct session *s, struct persist *p)
 {
 	s->persist = p;
+	s->fill.journal = p;
 }
 
 struct persist *session_persist(struct session *s)
@@ -294,7 +263,7 @@ int session_cancel(struct session *s)
 	int ret = 0;
 
 	pthread_mutex_lock(&s->lock);
-	if (atomic_load(&s->phase) != SESSION_LISTENING || s->nprocs)
+	if (atomic_load(&s->phase) != SESSION_LISTENING || workq_count(s->q))
 		ret = -EBUSY;
 	else {
 		s->cancelled = 1;
@@ -306,11 +275,35 @@ int session_cancel(struct session *s)
 	return ret;
 }
 
+struct snap_ctx {
+	struct proc_snap *out;
+	size_t n, cap;
+};
+
+static void snap_one(void *arg, struct proc *p)
+{
+	struct snap_ctx *c = arg;
+	struct proc_snap *ps;
+	struct proc_info pi;
+
+	if (c->n == c->cap)
+		return;
+	proc_info(p, &pi);
+	ps = &c->out[c->n++];
+	ps->pid = pi.pid;
+	ps->total = pi.total;
+	ps->remaining = pi.remaining;
+	ps->faults = pi.faults;
+	ps->fault_p99_us = pi.fault_p99_us;
+	ps->state = pi.state;
+	ps->forked = pi.forked;
+}
+
 int session_snapshot(struct session *s, struct session_snap *out)
 {
 	struct stats *st = &s->stats;
+	struct snap_ctx c = { 0 };
 	uint64_t end;
-	size_t i;
 
 	memset(out, 0, sizeof(*out));
 	out->phase = atomic_load(&s->phase);
@@ -327,25 +320,15 @@ int session_snapshot(struct session *s, struct session_snap *out)
 	pthread_mutex_lock(&s->lock);
 	end = s->t_done ? s->t_done : stats_now_ns();
 	out->seconds = s->t_rstf ? (double)(end - s->t_rstf) / 1e9 : 0;
-	out->procs = calloc(s->nprocs ? s->nprocs : 1, sizeof(*out->procs));
-	if (!out->procs) {
-		pthread_mutex_unlock(&s->lock);
-		return -ENOMEM;
-	}
-	for (i = 0; i < s->nprocs; i++) {
-		struct proc *p = s->procs[i];
-		struct proc_snap *ps = &out->procs[i];
-
-		ps->pid = p->pid;
-		ps->total = p->total;
-		ps->remaining = atomic_load(&p->remaining);
-		ps->faults = atomic_load(&p->faults);
-		ps->fault_p99_us = (double)hist_quantile(&p->fault, 0.99) / 1e3;
-		ps->state = atomic_load(&p->state);
-		ps->forked = p->forked;
-	}
-	out->nprocs = s->nprocs;
 	pthread_mutex_unlock(&s->lock);
+	/* processes added meanwhile (forks) wait for the next snapshot */
+	c.cap = workq_count(s->q);
+	c.out = calloc(c.cap ? c.cap : 1, sizeof(*c.out));
+	if (!c.out)
+		return -ENOMEM;
+	workq_each(s->q, snap_one, &c);
+	out->procs = c.out;
+	out->nprocs = c.n;
 	return 0;
 }
 
@@ -357,33 +340,32 @@ void session_free(struct session *s)
 		return;
 	pthread_mutex_lock(&s->lock);
 	s->stopping = 1;
-	pthread_cond_broadcast(&s->work_cv);
 	pthread_mutex_unlock(&s->lock);
+	workq_stop(s->q);
 	if (s->prep_started)
 		pthread_join(s->prep_tid, NULL);
 	for (i = 0; s->prep && i < s->nr_tasks; i++)
 		ranges_free(s->prep[i].r);
 	free(s->prep);
-	remote_close(s->remote, 0, NULL);
+	/* no thread submits reads any more, then the source gives back those in flight */
+	prefetch_pool_stop(s->prefetch);
+	fault_pool_stop(s->faults);
+	source_close(s->fill.src, 0, NULL);
 	prefetch_pool_free(s->prefetch);
 	fault_pool_free(s->faults);
-	for (i = 0; i < s->nprocs; i++)
-		proc_free(s->procs[i]);
+	workq_free(s->q);
 	proc_free(s->handoff_proc);
-	free(s->procs);
 	for (i = 0; s->pms && i < s->nr_tasks; i++)
 		pagemap_close(s->pms[i]);
 	free(s->pms);
 	free(s->seen);
-	source_destroy(s->src);
 	pstree_free(s->pstree, s->nr_tasks);
 	imgdir_close(s->dir);
 	if (s->lfd >= 0)
 		close(s->lfd);
 	if (s->cfd >= 0)
 		close(s->cfd);
-	pthread_cond_destroy(&s->work_cv);
-	pthread_cond_destroy(&s->done_cv);
+	fill_destroy(&s->fill);
 	pthread_cond_destroy(&s->prep_cv);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
@@ -394,137 +376,14 @@ int session_listen(struct session *s, struct lp_err *e)
 	return restore_sock_listen(s->cfg.work_dir, &s->lfd, e);
 }
 
-/* Adds P to the session and to a fault thread. Takes ownership of P. */
-static int session_add_proc(struct session *s, struct proc *p, struct lp_err *e)
+/* Adds P (taken) to the session; a process past the limit fails the session and is killed with the others. */
+static int session_add(struct session *s, struct proc *p, struct lp_err *e)
 {
-	struct proc **np;
-	int ret;
+	int ret = workq_add(s->q, p, e);
 
-	pthread_mutex_lock(&s->lock);
-	if (s->nprocs >= s->cfg.max_procs) {
-		pthread_mutex_unlock(&s->lock);
-		proc_free(p);
-		return lp_err_set(e, EMFILE, "more than %u processes in one session", s->cfg.max_procs);
-	}
-	if (s->nprocs == s->cap) {
-		size_t cap = s->cap ? s->cap * 2 : 16;
-
-		np = realloc(s->procs, cap * sizeof(*np));
-		if (!np) {
-			pthread_mutex_unlock(&s->lock);
-			proc_free(p);
-			return lp_err_set(e, ENOMEM, "out of memory");
-		}
-		s->procs = np;
-		s->cap = cap;
-	}
-	p->id = (unsigned)s->nprocs;
-	s->procs[s->nprocs++] = p;
-	s->live++;
-	/* journal order is the order processes are numbered in */
-	if (s->replaying)
-		;
-	else if (p->forked)
-		persist_add(s->persist, PREC_FORK, p->id, p->parent_id, 0, 0);
-	else
-		persist_add(s->persist, PREC_PROC, p->id, (uint64_t)(int64_t)p->pid, p->img_pid, 0);
-	pthread_mutex_unlock(&s->lock);
-	persist_store_fd(s->persist, p->id, p->uffd);
-
-	/* from here on the session owns P: failures end it through proc_finish */
-	pthread_rwlock_wrlock(&p->evlock);
-	ret = fault_watch(s->faults, p);
-	pthread_rwlock_unlock(&p->evlock);
-	if (ret) {
-		lp_err_set(e, -ret, "pid %d: epoll: %s", p->pid, strerror(-ret));
-		return ret;
-	}
-	if (!p->total)
-		proc_finish(p, PROC_DONE);
-	pthread_mutex_lock(&s->lock);
-	pthread_cond_broadcast(&s->work_cv);
-	pthread_mutex_unlock(&s->lock);
-	return 0;
-}
-
-int session_fork_child(struct session *s, struct proc *parent, int ufd, struct lp_err *e)
-{
-	struct ranges *r;
-	struct proc *c;
-	uint64_t cursor;
-	int ret;
-
-	pthread_mutex_lock(&parent->lock);
-	r = ranges_clone(parent->ranges);
-	cursor = parent->cursor;
-	pthread_mutex_unlock(&parent->lock);
-	if (!r) {
-		close(ufd);
-		return lp_err_set(e, ENOMEM, "pid %d: fork: out of memory for the child's ranges",
-				  parent->pid);
-	}
-	c = proc_new(s, parent->pid, parent->img_pid, parent->pm, ufd, r);
-	if (!c)
-		return lp_err_set(e, ENOMEM, "pid %d: fork: out of memory", parent->pid);
-	c->forked = 1;
-	c->parent_id = parent->id;
-	c->cursor = cursor;
-	pthread_mutex_lock(&s->lock);
-	s->forks++;
-	pthread_mutex_unlock(&s->lock);
-	ret = session_add_proc(s, c, e);
-	if (ret)
-		lp_err_prefix(e, "pid %d: fork child", parent->pid);
-	else
-		log_info("pid %d: forked a child with %llu lazy pages", parent->pid,
-			 (unsigned long long)c->total);
+	if (!ret && proc_live(p) && !proc_remaining(p))
+		workq_finish(s->q, p, PROC_DONE);
 	return ret;
-}
-
-void session_proc_ended(struct session *s, struct proc *p)
-{
-	(void)p;
-	pthread_mutex_lock(&s->lock);
-	s->live--;
-	pthread_cond_broadcast(&s->done_cv);
-	pthread_mutex_unlock(&s->lock);
-}
-
-struct proc *session_next_work(struct session *s, unsigned *cursor)
-{
-	struct proc *p, *pick;
-	size_t k, i, n;
-
-	pthread_mutex_lock(&s->lock);
-	for (;;) {
-		if (s->stopping || s->failed) {
-			pthread_mutex_unlock(&s->lock);
-			return NULL;
-		}
-		pick = NULL;
-		n = s->nprocs;
-		if (s->started && n) {
-			/* processes that faulted lately first, then round robin */
-			for (k = 0; k < n && !pick; k++) {
-				p = s->procs[(*cursor + k) % n];
-				if (proc_live(p) && atomic_load(&p->remaining) && atomic_load(&p->hint))
-					pick = p;
-			}
-			for (k = 0; k < n && !pick; k++) {
-				i = (*cursor + k) % n;
-				p = s->procs[i];
-				if (proc_live(p) && atomic_load(&p->remaining)) {
-					pick = p;
-					*cursor = (unsigned)(i + 1);
-				}
-			}
-		}
-		if (pick) {
-			pthread_mutex_unlock(&s->lock);
-			return pick;
-		}
-		pthread_cond_wait(&s->work_cv, &s->lock);
-	}
 }
 
 /* Lazy ranges: PE_LAZY entries inside lazy-able VMAs, one segment per VMA piece. */
@@ -684,6 +543,7 @@ static int prep_take(struct session *s, size_t idx, struct ranges **r, struct lp
 	return ret;
 }
 
+
 static int take_live(struct session *s, size_t idx, int32_t vpid, int uffd, struct lp_err *e)
 {
 	uint32_t pid = (uint32_t)vpid;
@@ -697,11 +557,12 @@ static int take_live(struct session *s, size_t idx, int32_t vpid, int uffd, stru
 		close(uffd);
 		return ret;
 	}
-	p = proc_new(s, vpid, pid, s->pms[idx], uffd, r);
+	p = proc_new(&s->fill, fill_new_proc(&s->fill, PREC_PROC, (uint64_t)(int64_t)vpid, pid), vpid, pid,
+		     s->pms[idx], uffd, r);
 	if (!p)
 		return lp_err_set(e, ENOMEM, "out of memory");
-	log_info("pid %d: %llu lazy pages", vpid, (unsigned long long)p->total);
-	return session_add_proc(s, p, e);
+	log_info("pid %d: %llu lazy pages", vpid, (unsigned long long)proc_remaining(p));
+	return session_add(s, p, e);
 }
 
 static int take_record(struct session *s, const struct restore_peer *peer, uint64_t *pos, struct lp_err *e)
@@ -735,6 +596,20 @@ static int take_record(struct session *s, const struct restore_peer *peer, uint6
 	return take_live(s, i, vpid, uffd, e);
 }
 
+
+struct kill_ctx {
+	struct proc_info *v;
+	size_t n, cap;
+};
+
+static void kill_collect(void *arg, struct proc *p)
+{
+	struct kill_ctx *c = arg;
+
+	if (c->n < c->cap && proc_live(p) && proc_remaining(p))
+		proc_info(p, &c->v[c->n++]);
+}
+
 /*
  * The session cannot go on: kill its live processes before their uffds
  * close (closing would let them read zeros where pages are missing), and
@@ -742,31 +617,36 @@ static int take_record(struct session *s, const struct restore_peer *peer, uint6
  */
 static void session_kill_live(struct session *s, const char *why)
 {
+	struct kill_ctx c = { 0 };
 	pid_t killed[256], found[16];
 	int nk = 0, n, i, t;
 	size_t k;
 
-	pthread_mutex_lock(&s->lock);
-	for (k = 0; k < s->nprocs; k++) {
-		struct proc *p = s->procs[k];
+	c.cap = workq_count(s->q);
+	c.v = calloc(c.cap ? c.cap : 1, sizeof(*c.v));
+	if (!c.v) {
+		log_err("cannot list the processes to kill them (out of memory): %s", why);
+		return;
+	}
+	workq_each(s->q, kill_collect, &c);
+	for (k = 0; k < c.n; k++) {
+		struct proc_info *p = &c.v[k];
 
-		if (!proc_live(p) || !atomic_load(&p->remaining))
-			continue;
 		n = p->probe ? pidfind(p->pid, s->peer_pid, p->probe, p->probe + s->psz, found, 16) : 0;
 		if (n <= 0) {
 			log_err("pid %d%s: cannot find it to kill it; with its userfaultfd closed, its %llu missing pages will read as zeros",
-				p->pid, p->forked ? " (forked child)" : "", (unsigned long long)atomic_load(&p->remaining));
+				p->pid, p->forked ? " (forked child)" : "", (unsigned long long)p->remaining);
 			continue;
 		}
 		for (i = 0; i < n; i++) {
 			if (kill(found[i], SIGKILL) == 0 && nk < 256)
 				killed[nk++] = found[i];
 			log_err("pid %d%s (host pid %d) killed with %llu pages missing: %s", p->pid,
-				p->forked ? " (forked child)" : "", (int)found[i],
-				(unsigned long long)atomic_load(&p->remaining), why);
+				p->forked ? " (forked child)" : "", (int)found[i], (unsigned long long)p->remaining,
+				why);
 		}
 	}
-	pthread_mutex_unlock(&s->lock);
+	free(c.v);
 	for (t = 0; t < 200; t++) {
 		for (i = 0; i < nk && pid_gone(killed[i]); i++)
 			;
@@ -798,25 +678,17 @@ struct replay {
 static int replay_proc(struct session *s, int32_t vpid, struct replay *rp, struct lp_err *e)
 {
 	uint32_t pid = (uint32_t)vpid;
-	struct vma *v = NULL;
-	size_t nv = 0, i;
-	int ret;
+	size_t i;
 
 	for (i = 0; i < s->nr_tasks && s->pstree[i].pid != pid; i++)
 		;
 	if (i == s->nr_tasks || s->seen[i])
 		return lp_err_set(e, EINVAL, "journal: pid %d is not in pstree.img or comes twice", vpid);
 	s->seen[i] = 1;
-	ret = pagemap_open(s->dir, pid, &s->pms[i], e);
-	if (!ret)
-		ret = imgdir_read_vmas(s->dir, pid, &v, &nv, e);
-	if (!ret)
-		ret = build_ranges(s, pid, s->pms[i], v, nv, &rp->r, e);
-	free(v);
 	rp->pid = vpid;
 	rp->img_pid = pid;
 	rp->pm_idx = i;
-	return ret;
+	return prep_one(s, i, &s->pms[i], &rp->r, e);
 }
 
 struct session *session_recover(const struct session_cfg *cfg, struct persist *persist,
@@ -834,7 +706,7 @@ struct session *session_recover(const struct session_cfg *cfg, struct persist *p
 	s = session_new(cfg, e);
 	if (!s)
 		goto out;
-	s->persist = persist;
+	session_set_persist(s, persist);
 	s->recovered = 1;
 	/* the journal, in order: what the ranges were when the daemon stopped */
 	for (i = 0; i < n && !ret; i++) {
@@ -856,6 +728,7 @@ struct session *session_recover(const struct session_cfg *cfg, struct persist *p
 			}
 			rp[np] = rp[r->a];
 			rp[np].forked = 1;
+			rp[np].done = 0;
 			rp[np].parent = (unsigned)r->a;
 			rp[np].r = ranges_clone(rp[r->a].r);
 			if (!rp[np].r)
@@ -883,15 +756,10 @@ struct session *session_recover(const struct session_cfg *cfg, struct persist *p
 					 rp[i].pid, rp[i].forked ? " (forked child)" : "");
 	if (ret)
 		goto out;
-	s->faults = fault_pool_new(s, s->cfg.fault_threads, s->cfg.fault_around, e);
-	if (!s->faults) {
-		ret = -ENOMEM;
-		goto out;
-	}
 	/* the processes again, with the same numbers; finished ones stay finished */
-	s->replaying = 1;
+	s->fill.next_id = (uint32_t)np;
 	for (i = 0; i < np && !ret; i++) {
-		struct proc *p = proc_new(s, rp[i].pid, rp[i].img_pid, s->pms[rp[i].pm_idx],
+		struct proc *p = proc_new(&s->fill, (uint32_t)i, rp[i].pid, rp[i].img_pid, s->pms[rp[i].pm_idx],
 					  rp[i].done ? -1 : fds[i], rp[i].r);
 
 		rp[i].r = NULL;
@@ -901,28 +769,15 @@ struct session *session_recover(const struct session_cfg *cfg, struct persist *p
 			ret = lp_err_set(e, ENOMEM, "out of memory");
 			break;
 		}
-		p->forked = rp[i].forked;
-		p->parent_id = rp[i].parent;
-		if (rp[i].done) {
-			atomic_store(&p->state, PROC_DONE);
-			pthread_mutex_lock(&s->lock);
-			p->id = (unsigned)s->nprocs;
-			ret = s->nprocs < s->cap || !(s->procs = realloc(s->procs, (s->cap = s->cap * 2 + 16) * sizeof(p)))
-				      ? 0 : -ENOMEM;
-			if (!ret)
-				s->procs[s->nprocs++] = p;
-			pthread_mutex_unlock(&s->lock);
-			if (ret) {
-				proc_free(p);
-				lp_err_set(e, ENOMEM, "out of memory");
-			}
-			continue;
-		}
-		log_info("pid %d%s: resumed with %llu lazy pages", p->pid, p->forked ? " (forked child)" : "",
-			 (unsigned long long)p->total);
-		ret = session_add_proc(s, p, e);
+		if (rp[i].forked)
+			proc_set_forked(p, rp[i].parent);
+		if (rp[i].done)
+			proc_set_done(p);
+		else
+			log_info("pid %d%s: resumed with %llu lazy pages", rp[i].pid,
+				 rp[i].forked ? " (forked child)" : "", (unsigned long long)proc_remaining(p));
+		ret = session_add(s, p, e);
 	}
-	s->replaying = 0;
 out:
 	for (i = 0; rp && i < np; i++)
 		ranges_free(rp[i].r);
@@ -939,67 +794,82 @@ out:
 	return s;
 }
 
-/* Starts prefetch and waits until no process is live (or a fatal failure). */
+/* A page server's connection cannot be had back. */
+static void remote_failed(void *arg, const struct lp_err *e)
+{
+	struct session *s = arg;
+
+	workq_fail(s->q, "%s", e->msg);
+}
+
+static void remote_notice(void *arg, const struct lp_err *m)
+{
+	(void)arg;
+	log_warn("%s", m->msg);
+}
+
+static int remote_open(struct session *s, int ps_socket, struct lp_err *e)
+{
+	struct source_remote_cfg rc = {
+		.address = s->cfg.ps_address,
+		.port = s->cfg.ps_port,
+		.ps_socket = ps_socket,
+		.wire = s->cfg.ps_wire,
+		.max_pages = s->cfg.chunk_pages > s->cfg.fault_around ? s->cfg.chunk_pages : s->cfg.fault_around,
+		.timeout_ms = s->cfg.ps_timeout_ms,
+		.tls = s->cfg.ps_tls,
+		.stats = &s->stats,
+		.failed = remote_failed,
+		.notice = remote_notice,
+		.arg = s,
+	};
+	char how[96];
+	int ret;
+
+	ret = source_remote_new(&rc, &s->fill.src, e);
+	if (ret)
+		return ret;
+	source_describe(s->fill.src, how, sizeof(how));
+	log_info("%s:%s: connected (%s)", s->cfg.ps_address ? s->cfg.ps_address : "page server",
+		 s->cfg.ps_port ? s->cfg.ps_port : "fd", how);
+	return 0;
+}
+
+/* Starts the background fill and waits until no process is live (or a fatal failure). */
 static int session_run(struct session *s, struct lp_err *e)
 {
+	const char *failed;
 	struct lp_err e2;
 	int ret;
 
 	pthread_mutex_lock(&s->lock);
 	s->t_rstf = stats_now_ns();
-	/*
-	 * The processes resume now and fault the most in their first
-	 * moments: spare prefetch threads wait for a quiet PROC_BUSY_NS
-	 * first, as after any fault.
-	 */
-	atomic_store(&s->stats.fault_ns, s->t_rstf);
-	s->started = 1;
-	pthread_cond_broadcast(&s->work_cv);
 	pthread_mutex_unlock(&s->lock);
-	if (s->remote && !s->cfg.no_prefetch)
-		remote_start(s->remote);
-
+	workq_start(s->q);
+	while (!workq_wait(s->q, s->cfg.progress ? 10000000 : 0))
+		progress_line(s);
 	pthread_mutex_lock(&s->lock);
-	while (!s->failed && s->live) {
-		if (s->cfg.progress) {
-			struct timespec ts;
-
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_nsec += 10000000;
-			if (ts.tv_nsec >= 1000000000) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000;
-			}
-			pthread_cond_timedwait(&s->done_cv, &s->lock, &ts);
-			progress_line(s);
-		} else {
-			pthread_cond_wait(&s->done_cv, &s->lock);
-		}
-	}
 	s->t_done = stats_now_ns();
+	pthread_mutex_unlock(&s->lock);
 	if (s->cfg.progress)
 		progress_line(s);
-	ret = s->failed ? lp_err_set(e, EIO, "%s", s->fail_msg) : 0;
-	pthread_mutex_unlock(&s->lock);
+	failed = workq_failure(s->q);
+	ret = failed ? lp_err_set(e, EIO, "%s", failed) : 0;
 	if (ret)
 		session_kill_live(s, e->msg);
-	if (!ret && s->remote) {
+	if (!ret && s->cfg.remote) {
 		char how[96];
 
-		/* nothing is left to fetch: let the background thread leave session_next_work */
-		pthread_mutex_lock(&s->lock);
-		s->stopping = 1;
-		pthread_cond_broadcast(&s->work_cv);
-		pthread_mutex_unlock(&s->lock);
-
-		remote_describe(s->remote, how, sizeof(how));
+		/* nothing is left to fetch: the background threads leave */
+		workq_stop(s->q);
+		prefetch_pool_stop(s->prefetch);
+		source_describe(s->fill.src, how, sizeof(how));
 		log_info("all pages in (%s); closing the page-server session", how);
 		/* every page is in: a failed goodbye is worth a warning, not a failure */
-		ret = remote_close(s->remote, 1, &e2);
-		s->remote = NULL;
-		if (ret)
+		fault_pool_stop(s->faults);
+		if (source_close(s->fill.src, 1, &e2))
 			log_warn("%s", e2.msg);
-		ret = 0;
+		s->fill.src = NULL;
 	}
 	return ret;
 }
@@ -1008,7 +878,7 @@ static int serve_criu(struct session *s, struct lp_err *e)
 {
 	struct restore_peer peer;
 	struct lp_err e2;
-	uint64_t pos = 0;
+	uint64_t pos = 0, live;
 	size_t i;
 	int ret;
 
@@ -1033,17 +903,7 @@ static int serve_criu(struct session *s, struct lp_err *e)
 		return lp_err_set(e, EPERM, "%s: refused: only root or uid %u may restore into this session",
 				  peer.name, (unsigned)s->allow_uid);
 	if (s->cfg.remote) {
-		struct remote_cfg rc = {
-			.address = s->cfg.ps_address,
-			.port = s->cfg.ps_port,
-			.ps_socket = s->cfg.ps_socket,
-			.wire = s->cfg.ps_wire,
-			.fault_around = s->cfg.fault_around,
-			.timeout_ms = s->cfg.ps_timeout_ms,
-			.tls = s->cfg.ps_tls,
-		};
-
-		ret = remote_open(s, &rc, &s->remote, e);
+		ret = remote_open(s, s->cfg.ps_socket, e);
 		if (ret)
 			return ret;
 	}
@@ -1063,16 +923,16 @@ static int serve_criu(struct session *s, struct lp_err *e)
 	 * run: closing their uffds now would give them zero pages. Serve them
 	 * to the end (or until they are killed), then report the failure.
 	 */
-	pthread_mutex_lock(&s->lock);
-	i = s->live;
-	pthread_mutex_unlock(&s->lock);
-	if (i) {
-		log_err("%s; serving the %zu process(es) already handed over before exiting", e->msg, i);
+	live = workq_live(s->q);
+	if (live) {
+		log_err("%s; serving the %llu process(es) already handed over before exiting", e->msg,
+			(unsigned long long)live);
 		if (session_run(s, &e2))
 			log_err("%s", e2.msg);
 	}
 	return ret;
 }
+
 int session_serve(struct session *s, struct lp_err *e)
 {
 	struct proc *p;
@@ -1080,43 +940,30 @@ int session_serve(struct session *s, struct lp_err *e)
 
 	/* threads start here, not in session_new, so that main may fork (--daemon) before */
 	if (!s->faults)
-		s->faults = fault_pool_new(s, s->cfg.fault_threads, s->cfg.fault_around, e);
+		s->faults = fault_pool_new(&s->fill, s->cfg.fault_threads, e);
 	if (!s->faults) {
 		atomic_store(&s->phase, SESSION_FAILED);
 		return -ENOMEM;
 	}
 	/*
-	 * Prefetch threads too, not at the marker: they wait in
-	 * session_next_work until it, and creating threads then (mmap of
-	 * their stacks, the daemon's mmap lock) delayed the first faults.
+	 * Background threads too, not at the marker: they wait in workq_next
+	 * until it, and creating threads then (mmap of their stacks, the
+	 * daemon's mmap lock) delayed the first faults.
 	 */
-	if (!s->cfg.remote && !s->cfg.no_prefetch)
+	if (!s->cfg.no_prefetch)
 		prefetch_pool_start(s->prefetch);
 	if (s->recovered) {
 		atomic_store(&s->phase, SESSION_SERVING);
-		if (s->cfg.remote) {
-			struct remote_cfg rc = {
-				.address = s->cfg.ps_address,
-				.port = s->cfg.ps_port,
-				.ps_socket = -1,
-				.wire = s->cfg.ps_wire,
-				.fault_around = s->cfg.fault_around,
-				.timeout_ms = s->cfg.ps_timeout_ms,
-			};
-
-			ret = remote_open(s, &rc, &s->remote, e);
-		} else {
-			ret = 0;
-		}
+		ret = s->cfg.remote ? remote_open(s, -1, e) : 0;
 		if (!ret)
 			ret = session_run(s, e);
 	} else if (s->handoff) {
 		p = s->handoff_proc;
 		s->handoff_proc = NULL;
 		atomic_store(&s->phase, SESSION_SERVING);
-		log_info("hand-off of pid %d: %llu pages in %s", p->pid, (unsigned long long)p->total,
-			 s->src->ops->name);
-		ret = session_add_proc(s, p, e);
+		log_info("hand-off of pid %d: %llu pages in %s", proc_pid(p), (unsigned long long)proc_remaining(p),
+			 s->fill.src->ops->name);
+		ret = session_add(s, p, e);
 		if (!ret)
 			ret = session_run(s, e);
 	} else {
@@ -1134,12 +981,12 @@ void session_summary_line(struct session *s, char *buf, size_t len)
 
 	n = snprintf(buf, len,
 		     "summary: processes=%zu pages_copied=%llu zero_pages=%llu faults=%llu fault_p50_us=%.1f "
-		     "fault_p99_us=%.1f seconds=%.3f zombies=%u forks=%u exists=%llu retries=%llu fault_p999_us=%.1f",
-		     s->nprocs, (unsigned long long)atomic_load(&st->pages_copied),
+		     "fault_p99_us=%.1f seconds=%.3f zombies=%u forks=%llu exists=%llu retries=%llu fault_p999_us=%.1f",
+		     workq_count(s->q), (unsigned long long)atomic_load(&st->pages_copied),
 		     (unsigned long long)atomic_load(&st->zero_pages), (unsigned long long)atomic_load(&st->faults),
 		     (double)hist_quantile(&st->fault, 0.5) / 1e3, (double)hist_quantile(&st->fault, 0.99) / 1e3,
 		     s->t_done > s->t_rstf && s->t_rstf ? (double)(s->t_done - s->t_rstf) / 1e9 : 0.0, s->zombies,
-		     s->forks, (unsigned long long)atomic_load(&st->exists),
+		     (unsigned long long)atomic_load(&st->forks), (unsigned long long)atomic_load(&st->exists),
 		     (unsigned long long)atomic_load(&st->retries), (double)hist_quantile(&st->fault, 0.999) / 1e3);
 	if (s->cfg.remote && n > 0 && (size_t)n < len)
 		snprintf(buf + n, len - (size_t)n,

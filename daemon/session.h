@@ -10,9 +10,6 @@
 #include "err.h"
 
 struct session;
-struct proc;
-struct stats;
-struct source;
 struct tls_cfg;
 
 struct session_cfg {
@@ -21,8 +18,8 @@ struct session_cfg {
 	int fault_threads;
 	int prefetch_threads;
 	unsigned fault_around;		/* pages filled by a fault, its own included */
-	uint64_t chunk_pages;		/* prefetch read size */
-	uint64_t sub_pages;		/* prefetch pages per locked COPY section */
+	uint64_t chunk_pages;		/* background read size */
+	unsigned section_us;		/* a background COPY section holds a process this long at most */
 	int no_prefetch;		/* faults only: no background fill (local or remote) */
 	uint32_t max_procs;		/* limit on processes, forks included */
 	/* --page-server: lazy pages come from a page server */
@@ -34,6 +31,9 @@ struct session_cfg {
 	const struct tls_cfg *ps_tls;	/* --tls (loaded), or NULL */
 	FILE *progress;			/* every 10 ms: "seconds pages_copied zero_pages faults remote_bytes" */
 };
+
+/* The latency budget of a background section (--section-us): see README "Design in brief". */
+#define SESSION_SECTION_US 100
 
 void session_cfg_defaults(struct session_cfg *cfg);
 
@@ -123,17 +123,5 @@ int session_serve(struct session *s, struct lp_err *e);
 
 /* One line: processes, pages copied, zero pages, faults, p50/p99, seconds. */
 void session_summary(struct session *s, FILE *f);
-
-/* For the threads. */
-struct stats *session_stats(struct session *s);
-struct source *session_source(struct session *s);
-struct remote *session_remote(struct session *s);	/* NULL with local images */
-uint64_t session_page_size(const struct session *s);
-int session_fork_child(struct session *s, struct proc *parent, int ufd, struct lp_err *e);
-void session_proc_ended(struct session *s, struct proc *p);
-/* A live process with lazy pages left, round robin from *CURSOR; waits; NULL once stopping. */
-struct proc *session_next_work(struct session *s, unsigned *cursor);
-/* Fails the session (the first message is kept and logged). */
-void session_fail(struct session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif

@@ -1,26 +1,34 @@
 /* SPDX-License-Identifier: MIT */
 /* source_local: lazy pages read from the pages-N.img files of the image directory. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "images.h"
 #include "source.h"
 
-static int local_read(struct source *s, struct pagemap *pm, uint64_t img, uint64_t nr_pages, void *buf,
-		      struct lp_err *e)
+static void local_submit(struct source *s, struct source_req *r)
 {
+	struct lp_err e;
+
 	(void)s;
-	return pagemap_read(pm, img, nr_pages, buf, e);
+	if (pagemap_read(r->pm, r->img, r->nr_pages, r->buf, &e))
+		r->done(r, 0, &e);
+	else
+		r->done(r, r->nr_pages, NULL);
 }
 
-static void local_destroy(struct source *s)
+static int local_close(struct source *s, int graceful, struct lp_err *e)
 {
+	(void)graceful;
+	(void)e;
 	free(s);
+	return 0;
 }
 
 static const struct source_ops local_ops = {
-	.read = local_read,
-	.destroy = local_destroy,
+	.submit = local_submit,
+	.close = local_close,
 	.name = "local images",
 };
 
@@ -31,4 +39,12 @@ struct source *source_local_new(void)
 	if (s)
 		s->ops = &local_ops;
 	return s;
+}
+
+void source_describe(struct source *s, char *buf, unsigned len)
+{
+	if (s->ops->describe)
+		s->ops->describe(s, buf, len);
+	else
+		snprintf(buf, len, "%s", s->ops->name);
 }

@@ -14,14 +14,11 @@ struct source_raw {
 };
 
 /* IMG is the byte offset in the memory file (the ranges keep it as the image address). */
-static int raw_read(struct source *s, struct pagemap *pm, uint64_t img, uint64_t nr_pages, void *buf,
-		    struct lp_err *e)
+static int raw_read(struct source_raw *r, uint64_t img, uint64_t nr_pages, void *buf, struct lp_err *e)
 {
-	struct source_raw *r = (struct source_raw *)s;
 	uint64_t len = nr_pages * r->psz, got = 0;
 	ssize_t n;
 
-	(void)pm;
 	while (got < len) {
 		n = pread(r->fd, (char *)buf + got, len - got, (off_t)(img + got));
 		if (n < 0 && errno == EINTR)
@@ -37,17 +34,30 @@ static int raw_read(struct source *s, struct pagemap *pm, uint64_t img, uint64_t
 	return 0;
 }
 
-static void raw_destroy(struct source *s)
+static void raw_submit(struct source *s, struct source_req *q)
+{
+	struct lp_err e;
+
+	if (raw_read((struct source_raw *)s, q->img, q->nr_pages, q->buf, &e))
+		q->done(q, 0, &e);
+	else
+		q->done(q, q->nr_pages, NULL);
+}
+
+static int raw_close(struct source *s, int graceful, struct lp_err *e)
 {
 	struct source_raw *r = (struct source_raw *)s;
 
+	(void)graceful;
+	(void)e;
 	close(r->fd);
 	free(r);
+	return 0;
 }
 
 static const struct source_ops raw_ops = {
-	.read = raw_read,
-	.destroy = raw_destroy,
+	.submit = raw_submit,
+	.close = raw_close,
 	.name = "memory file",
 };
 

@@ -20,6 +20,7 @@ struct stats {
 	atomic_uint_fast64_t faults;
 	atomic_uint_fast64_t exists;		/* pages found present by a COPY/ZEROPAGE */
 	atomic_uint_fast64_t retries;		/* EAGAIN: an event had to be read first */
+	atomic_uint_fast64_t forks;		/* processes made by FORK events */
 	struct hist fault;			/* fault service time, read to page in */
 	atomic_uint_fast64_t fault_ns;		/* when any process's fault was last read */
 	/* remote sessions */
