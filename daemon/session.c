@@ -802,10 +802,13 @@ static void remote_failed(void *arg, const struct lp_err *e)
 	workq_fail(s->q, "%s", e->msg);
 }
 
-static void remote_notice(void *arg, const struct lp_err *m)
+static void remote_notice(void *arg, int warn, const struct lp_err *m)
 {
 	(void)arg;
-	log_warn("%s", m->msg);
+	if (warn)
+		log_warn("%s", m->msg);
+	else
+		log_info("%s", m->msg);
 }
 
 static int remote_open(struct session *s, int ps_socket, struct lp_err *e)
@@ -823,16 +826,8 @@ static int remote_open(struct session *s, int ps_socket, struct lp_err *e)
 		.notice = remote_notice,
 		.arg = s,
 	};
-	char how[96];
-	int ret;
 
-	ret = source_remote_new(&rc, &s->fill.src, e);
-	if (ret)
-		return ret;
-	source_describe(s->fill.src, how, sizeof(how));
-	log_info("%s:%s: connected (%s)", s->cfg.ps_address ? s->cfg.ps_address : "page server",
-		 s->cfg.ps_port ? s->cfg.ps_port : "fd", how);
-	return 0;
+	return source_remote_new(&rc, &s->fill.src, e);
 }
 
 /* Starts the background fill and waits until no process is live (or a fatal failure). */

@@ -90,8 +90,8 @@ struct source_remote_cfg {
 	struct stats *stats;		/* remote_bytes, requests, round trips */
 	/* the connection cannot be had back: the session fails (called once, on a receiver thread) */
 	void (*failed)(void *arg, const struct lp_err *e);
-	/* something worth a line in the log (a connection lost and made again) */
-	void (*notice)(void *arg, const struct lp_err *m);
+	/* something worth a line in the log: connected (WARN 0), a connection lost and made again (WARN 1) */
+	void (*notice)(void *arg, int warn, const struct lp_err *m);
 	void *arg;
 };
 

@@ -120,7 +120,7 @@ static void rx_status(void *arg, struct ps_client *c, int up, const struct lp_er
 			   ps_client_peer(c));
 	else
 		lp_err_set(&m, 0, "%s; faults wait while the connection is made again", e->msg);
-	r->cfg.notice(r->cfg.arg, &m);
+	r->cfg.notice(r->cfg.arg, 1, &m);
 }
 
 static const struct ps_client_ops rx_ops = {
@@ -232,7 +232,7 @@ static void path_changed(void *arg)
 
 	lp_err_set(&m, 0, "%s: the link or route to it changed: making the connection again",
 		   ps_client_peer(r->bulk));
-	r->cfg.notice(r->cfg.arg, &m);
+	r->cfg.notice(r->cfg.arg, 1, &m);
 	ps_client_kick(r->bulk);
 	if (r->urgent)
 		ps_client_kick(r->urgent);
@@ -276,10 +276,13 @@ int source_remote_new(const struct source_remote_cfg *cfg, struct source **out, 
 	}
 	if (r->urgent)
 		r->window = WINDOW_OWN_MIN;
+	lp_err_set(&e2, 0, "%s: connected%s", ps_client_peer(r->bulk),
+		   r->urgent ? ", with a second connection for faults" : " (one connection: background reads held to a window)");
+	cfg->notice(cfg->arg, 0, &e2);
 	if (cfg->ps_socket < 0 && !ps_client_local(r->bulk, &local) &&
 	    netmon_start((struct sockaddr *)&local, path_changed, r, &r->netmon, &e2)) {
 		lp_err_prefix(&e2, "%s: the link is not watched", ps_client_peer(r->bulk));
-		cfg->notice(cfg->arg, &e2);
+		cfg->notice(cfg->arg, 0, &e2);
 	}
 	*out = &r->base;
 	return 0;
