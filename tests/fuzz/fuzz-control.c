@@ -318,7 +318,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	svc.cfg.prefetch_threads = 1;
 	svc.cfg.fault_threads = 1;
 	svc.cfg.chunk_pages = 4;
-	svc.cfg.sub_pages = 4;
 	snprintf(sock_dir, sizeof(sock_dir), "/dev/shm/fuzz-control.XXXXXX");
 	if (!mkdtemp(sock_dir)) {
 		perror("mkdtemp");
