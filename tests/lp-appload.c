@@ -8,6 +8,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -43,6 +44,7 @@
  *   of the last window whose p99 was over 2x --steady-p99 (or that had no
  *   reply) before the p99 stayed under it; late_p99_us is the p99 over the
  *   last 2 s. --ready FILE is created once the threads are running.
+ *   SIGTERM or SIGINT ends the run early (as if --seconds had passed).
  *   Exit 0 if every reply was right, 1 if any was wrong, 2 on usage errors
  *   or if no reply came at all.
  */
@@ -64,6 +66,8 @@ struct cfg {
 	const char *epoch_file, *windows_file, *ready_file;
 	double steady_p99_us;
 };
+
+static atomic_int stop_all;
 
 static struct cfg cfg = { .host = "127.0.0.1", .keys = 100000, .value = 1000, .seed = 1, .seconds = 10,
 			  .conns = 1 };
@@ -114,7 +118,8 @@ static int connect_to(int retry_ms_total)
 			}
 			close(fd);
 		}
-		if (retry_ms_total >= 0 && now_ns(CLOCK_MONOTONIC) - t0 > (uint64_t)retry_ms_total * 1000000ull)
+		if ((retry_ms_total >= 0 && now_ns(CLOCK_MONOTONIC) - t0 > (uint64_t)retry_ms_total * 1000000ull) ||
+		    atomic_load(&stop_all))
 			break;
 		usleep(200);
 	}
@@ -315,7 +320,6 @@ struct worker {
 };
 
 static uint64_t t_start_mono, t_start_real;
-static atomic_int stop_all;
 
 static uint64_t pick_key(uint64_t *rs)
 {
@@ -459,6 +463,12 @@ static uint64_t read_epoch(void)
 	return strtoull(b, NULL, 10);
 }
 
+static void on_stop(int sig)
+{
+	(void)sig;
+	atomic_store(&stop_all, 1);
+}
+
 static int run(void)
 {
 	struct worker *w = calloc((size_t)cfg.conns, sizeof(*w));
@@ -470,6 +480,8 @@ static int run(void)
 
 	if (!w || !all)
 		return 2;
+	signal(SIGTERM, on_stop);
+	signal(SIGINT, on_stop);
 	t_start_mono = now_ns(CLOCK_MONOTONIC);
 	t_start_real = now_ns(CLOCK_REALTIME);
 	for (k = 0; k < cfg.conns; k++) {
@@ -506,7 +518,7 @@ static int run(void)
 	/* the epoch (restore start) in the client's monotonic time */
 	epoch = read_epoch();
 	shift = epoch ? (int64_t)(epoch - t_start_real) : 0;	/* epoch - start, ns */
-	nwin = (uint64_t)(cfg.seconds * 1e9) / WIN_NS;
+	nwin = (now_ns(CLOCK_MONOTONIC) - t_start_mono) / WIN_NS;
 	if (nwin > MAX_WINDOWS)
 		nwin = MAX_WINDOWS;
 

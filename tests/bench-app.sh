@@ -1,0 +1,465 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+# The real-application benchmark: Debian's redis-server and memcached, filled
+# with known data, checkpointed by stock CRIU (criu dump) and restored by it
+# (criu restore --lazy-pages), once with lazy-pagesd and once with
+# `criu lazy-pages` in the same run, while lp-appload sends GETs on closed
+# loops and checks every reply. Paths: local images; CRIU's own page server
+# (criu dump --lazy-pages); lazy-pages-server; lazy-pages-server through
+# lp-delay (1 ms each way). It reports, side by side and as same-run ratios:
+# time to the first reply, the degradation window (from the first reply
+# until the per-100 ms p99 stays under 2x the application's steady p99,
+# measured before the dump), p50/p99/max over the first 10 s, when all pages
+# were in, the daemon's CPU time, and the fill over time (the restored
+# server's RSS, sampled every 100 ms). It does not pass or fail.
+#
+#   bash tests/bench-app.sh [--quick] [--apps "redis memcached"]
+#                           [--paths "local criu-ps lps delay"] [--daemons "lpd criu"]
+#                           [--repeat N]
+#
+# Run from the repository root after `ninja`, as root, with stock CRIU at
+# $CRIU or ../shared/criu/criu. Default: 1.5 GiB per application (about 12
+# minutes); --quick: 256 MiB. Writes the table to stdout and, in
+# ${BENCH_OUT:-build/bench-app}, app.txt, app.json, app.png (per-window p99
+# and fill over time for both daemons) and the data behind them. Extra
+# lazy-pagesd options: BENCH_DAEMON_ARGS. Two cores are shared by the
+# server, the client, the daemon and CRIU: every figure is measured on that.
+set -u
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DAEMON=${LAZY_PAGESD:-$ROOT/build/lazy-pagesd}
+SERVER=${LAZY_PAGES_SERVER:-$ROOT/build/lazy-pages-server}
+DELAY=${LP_DELAY:-$ROOT/build/tests/lp-delay}
+LOAD=${LP_APPLOAD:-$ROOT/build/tests/lp-appload}
+OUT=${BENCH_OUT:-$ROOT/build/bench-app}
+CRIU=${CRIU:-$ROOT/../shared/criu/criu}
+
+APPS="redis memcached"
+PATHS="local criu-ps lps delay"
+DAEMONS="lpd criu"
+REPEAT=1
+MIB=1536
+VALUE=1000
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--quick) MIB=256 ;;
+	--apps) APPS=$2; shift ;;
+	--paths) PATHS=$2; shift ;;
+	--daemons) DAEMONS=$2; shift ;;
+	--repeat) REPEAT=$2; shift ;;
+	-h | --help) sed -n '3,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	*) echo "usage: bash tests/bench-app.sh [--quick] [--apps A] [--paths P] [--daemons D] [--repeat N]" >&2; exit 2 ;;
+	esac
+	shift
+done
+# keys of VALUE bytes: redis keeps ~70 bytes more per key, memcached ~60
+KEYS=$((MIB * 1024 * 1024 / (VALUE + 70)))
+MIN_SECONDS=12		# the client runs at least this long (p50/p99/max over the first 10 s)
+STEADY_AFTER=3		# and this long after the daemon is done (the late p99)
+MAX_SECONDS=120
+DELAY_MS=1
+
+if [ ! -x "$CRIU" ]; then
+	echo "bench-app: skipped: no CRIU (set CRIU=/path/to/criu)"
+	exit 0
+fi
+for b in "$DAEMON" "$SERVER" "$DELAY" "$LOAD"; do
+	[ -x "$b" ] || { echo "bench-app: not built: $b (run ninja first)" >&2; exit 1; }
+done
+for a in $APPS; do
+	case $a in
+	redis) command -v redis-server >/dev/null || { echo "bench-app: no redis-server (apt-get install redis-server)" >&2; exit 1; } ;;
+	memcached) command -v memcached >/dev/null || { echo "bench-app: no memcached (apt-get install memcached)" >&2; exit 1; } ;;
+	*) echo "bench-app: unknown application $a" >&2; exit 2 ;;
+	esac
+done
+
+T=$(mktemp -d "${TMPDIR:-/tmp}/lp-bench-app.XXXXXX") || exit 1
+PIPE_MAX=$(cat /proc/sys/fs/pipe-max-size)
+BG=()
+NETNS=()
+cleanup() {
+	local p n
+	for p in "${BG[@]}"; do kill -KILL "$p" 2>/dev/null; done
+	for n in "${NETNS[@]}"; do
+		for p in $(ip netns pids "$n" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
+		ip netns del "$n" 2>/dev/null
+	done
+	wait 2>/dev/null
+	echo "$PIPE_MAX" >/proc/sys/fs/pipe-max-size
+	rm -rf "$T"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+mkdir -p "$OUT" || exit 1
+rm -f "$OUT"/*.dat "$OUT"/app.png
+# CRIU's lazy dump sizes its page pipes past the default limit (../shared/criu/README.md)
+echo 4194304 >/proc/sys/fs/pipe-max-size
+
+note() {
+	echo "bench-app: $*" >&2
+}
+
+calc() {
+	awk "BEGIN { printf \"%.6g\", ($1) }"
+}
+
+# A free TCP port on 127.0.0.1.
+free_port() {
+	local p
+	for p in $(shuf -i 20000-60000 -n 50); do
+		if ! ss -Htln "sport = :$p" | grep -q .; then
+			echo "$p"
+			return 0
+		fi
+	done
+	return 1
+}
+
+# ---------------------------------------------------------------------------
+# the applications
+
+# app_start APP PORT LOG: the server, as CRIU needs it (no terminal, no fds
+# past 2, stdin from /dev/null); prints its pid
+app_start() {
+	local app=$1 port=$2 log=$3
+	case $app in
+	redis)
+		setsid redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --protected-mode no \
+			--daemonize no --logfile "$log" </dev/null >/dev/null 2>&1 &
+		;;
+	memcached)
+		# -M: an error rather than an eviction when full (a lost key would look like a wrong reply)
+		setsid memcached -u root -l 127.0.0.1 -p "$port" -U 0 -m $((MIB * 2 + 256)) -M -t 2 -c 64 \
+			</dev/null >"$log" 2>&1 &
+		;;
+	esac
+	echo $!
+}
+
+app_proto() {
+	echo "$1"	# lp-appload speaks both by their names
+}
+
+# ---------------------------------------------------------------------------
+# one restore
+
+# restored_pid NETNS: the restored server's pid (the one process in the namespace with a listening socket)
+restored_pid() {
+	local p
+	for p in $(ip netns pids "$1" 2>/dev/null); do
+		case "$(cat /proc/"$p"/comm 2>/dev/null)" in
+		redis-server | memcached) echo "$p"; return 0 ;;
+		esac
+	done
+	return 1
+}
+
+# sample_rss NETNS EPOCH_FILE OUT: the restored server's RSS every 100 ms until killed
+sample_rss() {
+	local ns=$1 ep=$2 out=$3 pid="" t0 now rss
+	t0=$(cat "$ep")
+	while :; do
+		[ -n "$pid" ] || pid=$(restored_pid "$ns")
+		now=$(date +%s%N)
+		rss=0
+		[ -n "$pid" ] && rss=$(awk '/^VmRSS/ { print $2 }' /proc/"$pid"/status 2>/dev/null)
+		echo "$(calc "($now - $t0) / 1e9") ${rss:-0}"
+		sleep 0.1
+	done >"$out"
+}
+
+# run_once TAG APP DAEMON PATH IMG STEADY [PORT]: one restore of IMG with
+# DAEMON (lpd or criu) on PATH (local, or remote at 127.0.0.1:PORT), the
+# client checking every reply. Results in $T/res/TAG.kv.
+run_once() {
+	local tag=$1 app=$2 daemon=$3 path=$4 img=$5 steady=$6 port=${7:-}
+	local S=$T/run/$tag ns=lpb$$.$RANDOM dpid cpid rpid spid t0 t_done line rc
+	local -a dcmd
+
+	mkdir -p "$S/work"
+	mkfifo "$S/ready"
+	ip netns add "$ns" || { note "$tag: ip netns add failed"; return 1; }
+	NETNS+=("$ns")
+	ip -n "$ns" link set lo up
+	case $daemon in
+	lpd)
+		# shellcheck disable=SC2206 # BENCH_DAEMON_ARGS: words, for trying daemon options
+		dcmd=("$DAEMON" -D "$img" -W "$S/work" --status-fd 3 --progress-file "$S/progress" -v ${BENCH_DAEMON_ARGS:-})
+		[ -n "$port" ] && dcmd+=(--page-server --address 127.0.0.1 --port "$port")
+		;;
+	criu)
+		dcmd=("$CRIU" lazy-pages -D "$img" -W "$S/work" --status-fd 3 -o "$S/criu-lazy.log" -v2)
+		[ -n "$port" ] && dcmd+=(--page-server --address 127.0.0.1 --port "$port")
+		;;
+	esac
+	/usr/bin/time -f "%e %U %S" -o "$S/cpu" "${dcmd[@]}" 3>"$S/ready" >"$S/daemon.out" 2>"$S/daemon.log" &
+	dpid=$!
+	BG+=($dpid)
+	if ! timeout 30 head -c1 "$S/ready" >/dev/null; then
+		note "$tag: the daemon did not start: $(tail -n 3 "$S/daemon.log" "$S/criu-lazy.log" 2>/dev/null | tr '\n' ' ')"
+		kill -KILL $dpid 2>/dev/null
+		return 1
+	fi
+	ip netns exec "$ns" "$LOAD" run --proto "$(app_proto "$app")" --port "$APP_PORT" --keys "$KEYS" --value "$VALUE" \
+		--seconds $MAX_SECONDS --epoch "$S/epoch" --steady-p99 "$steady" --windows "$S/windows" \
+		>"$S/client.out" 2>"$S/client.err" &
+	cpid=$!
+	BG+=($cpid)
+	sleep 0.2
+	date +%s%N >"$S/epoch"
+	sample_rss "$ns" "$S/epoch" "$S/rss" &
+	spid=$!
+	BG+=($spid)
+	# a new pid namespace (the frozen source of a lazy dump keeps its pids) and network namespace (its port)
+	ip netns exec "$ns" unshare -p -m -f --mount-proc "$CRIU" restore --lazy-pages -D "$img" -W "$S/work" \
+		-o "$S/restore.log" -v2 >"$S/restore.out" 2>&1 &
+	rpid=$!
+	BG+=($rpid)
+	t0=$(cat "$S/epoch")
+	# all pages in: the daemon exits
+	if ! timeout $MAX_SECONDS tail --pid=$dpid -f /dev/null; then
+		note "$tag: the daemon did not finish in $MAX_SECONDS s"
+	fi
+	t_done=$(date +%s%N)
+	wait $dpid
+	rc=$?
+	# the client: at least MIN_SECONDS, and STEADY_AFTER past the end of the fill
+	line=$(calc "($t_done - $t0) / 1e9 + $STEADY_AFTER")
+	awk -v a="$line" -v b=$MIN_SECONDS 'BEGIN { exit !(a < b) }' && line=$MIN_SECONDS
+	sleep "$(calc "$line - ($(date +%s%N) - $t0) / 1e9")" 2>/dev/null
+	kill -TERM $cpid 2>/dev/null
+	wait $cpid
+	kill $spid 2>/dev/null
+	wait $spid 2>/dev/null
+	for p in $(ip netns pids "$ns"); do kill -KILL "$p" 2>/dev/null; done
+	wait $rpid 2>/dev/null
+	ip netns del "$ns"
+	{
+		echo "daemon_rc=$rc"
+		echo "all_in_s=$(calc "($t_done - $t0) / 1e9")"
+		read -r wall usr sys <"$S/cpu" 2>/dev/null && echo "daemon_cpu_s=$(calc "$usr + $sys")"
+		sed -n 's/^appload: //p' "$S/client.out" | tr ' ' '\n'
+		sed -n 's/^summary: //p' "$S/daemon.out" | tr ' ' '\n' | sed 's/^/d_/'
+	} >"$T/res/$tag.kv"
+	cp "$S/windows" "$OUT/$tag.windows.dat" 2>/dev/null
+	cp "$S/rss" "$OUT/$tag.rss.dat" 2>/dev/null
+	if ! grep -q '^appload:' "$S/client.out" || grep -q 'wrong=[1-9]' "$S/client.out"; then
+		note "$tag: the client: $(tail -n 3 "$S/client.err" "$S/client.out" | tr '\n' ' ')"
+	fi
+	[ "$rc" -eq 0 ] || note "$tag: the daemon exited $rc: $(tail -n 3 "$S/daemon.log" "$S/criu-lazy.log" 2>/dev/null | tr '\n' ' ')"
+	note "$tag: $(tr '\n' ' ' <"$T/res/$tag.kv" | cut -c1-300)"
+}
+
+# view IMG: a copy of IMG whose pages files are sparse, for a daemon that must get every page from a server
+view() {
+	local src=$1 dst=$1.view f
+	if [ ! -d "$dst" ]; then
+		mkdir -p "$dst"
+		for f in "$src"/*; do
+			case "${f##*/}" in
+			pages-*.img) truncate -s "$(stat -c %s "$f")" "$dst/${f##*/}" ;;
+			*) cp -a "$f" "$dst/" ;;
+			esac
+		done
+	fi
+	echo "$dst"
+}
+
+# ---------------------------------------------------------------------------
+# per application
+
+declare -A R
+ROWS=()
+
+load_kv() {	# TAG
+	local k v
+	while IFS='=' read -r k v; do
+		[ -n "$k" ] && R[$1.$k]=$v
+	done <"$T/res/$1.kv"
+}
+
+# bench_app APP
+bench_app() {
+	local app=$1 d=$T/$1 pid steady p path daemon i tag sport spid dlport dlpid img
+	mkdir -p "$d/img" "$T/res" "$T/run"
+	APP_PORT=$(free_port)
+	note "$app: starting on 127.0.0.1:$APP_PORT, storing $KEYS keys of $VALUE bytes ($MIB MiB)"
+	pid=$(app_start "$app" "$APP_PORT" "$d/app.log")
+	BG+=($pid)
+	"$LOAD" load --proto "$(app_proto "$app")" --port "$APP_PORT" --keys "$KEYS" --value "$VALUE" >&2 || {
+		note "$app: loading failed"; return 1; }
+	steady=$("$LOAD" run --proto "$(app_proto "$app")" --port "$APP_PORT" --keys "$KEYS" --value "$VALUE" \
+		--seconds 3 | sed -n 's/.*late_p99_us=\([0-9.]*\).*/\1/p')
+	note "$app: steady p99 ${steady} us (3 s before the dump); RSS $(awk '/^VmRSS/ { print $2 / 1024 " MiB" }' /proc/"$pid"/status)"
+	R[$app.steady_p99_us]=$steady
+	if ! "$CRIU" dump -t "$pid" -D "$d/img" -o "$d/dump.log" -v2; then
+		note "$app: criu dump failed: $(tail -n 3 "$d/img/dump.log" | tr '\n' ' ')"
+		return 1
+	fi
+	wait "$pid" 2>/dev/null
+	for path in $PATHS; do
+		for ((i = 1; i <= REPEAT; i++)); do
+			for daemon in $DAEMONS; do
+				tag=$app-$path-$daemon.$i
+				case $path in
+				local)
+					run_once "$tag" "$app" "$daemon" local "$d/img" "$steady"
+					;;
+				criu-ps)
+					# the server back (restored in full), then dumped lazily: CRIU's page server serves it
+					rm -rf "$d/lazy"
+					mkdir -p "$d/lazy"
+					"$CRIU" restore -D "$d/img" -d -o "$d/plain-restore.log" -v2 --pidfile "$d/plain.pid" ||
+						{ note "$tag: plain restore failed"; continue; }
+					sport=$(free_port)
+					mkfifo "$d/lazy/ready"
+					"$CRIU" dump -t "$(cat "$d/plain.pid")" -D "$d/lazy" --lazy-pages --address 127.0.0.1 \
+						--port "$sport" --status-fd 3 -o "$d/lazy/dump.log" -v2 3>"$d/lazy/ready" &
+					spid=$!
+					BG+=($spid)
+					if ! timeout 60 head -c1 "$d/lazy/ready" >/dev/null; then
+						note "$tag: criu dump --lazy-pages did not start serving"
+						kill -KILL $spid
+						continue
+					fi
+					run_once "$tag" "$app" "$daemon" remote "$d/lazy" "$steady" "$sport"
+					timeout 30 tail --pid=$spid -f /dev/null || kill -KILL $spid
+					wait $spid 2>/dev/null
+					;;
+				lps | delay)
+					img=$(view "$d/img")
+					mkfifo "$d/sready.$tag"
+					"$SERVER" -D "$d/img" --address 127.0.0.1 --port 0 --port-file "$d/sport.$tag" --status-fd 3 \
+						3>"$d/sready.$tag" >/dev/null 2>"$d/server.$tag.log" &
+					spid=$!
+					BG+=($spid)
+					head -c1 "$d/sready.$tag" >/dev/null
+					sport=$(cat "$d/sport.$tag")
+					if [ $path = delay ]; then
+						mkfifo "$d/dport.$tag"
+						"$DELAY" --listen 127.0.0.1:0 --connect "127.0.0.1:$sport" --delay-ms $DELAY_MS \
+							--port-file "$d/dport.$tag" 2>"$d/delay.$tag.log" &
+						dlpid=$!
+						BG+=($dlpid)
+						sport=$(timeout 20 head -n1 "$d/dport.$tag")
+					fi
+					run_once "$tag" "$app" "$daemon" remote "$img" "$steady" "$sport"
+					[ $path = delay ] && kill -TERM $dlpid
+					kill -TERM $spid
+					wait $spid $dlpid 2>/dev/null
+					;;
+				esac
+				[ -f "$T/res/$tag.kv" ] && load_kv "$tag"
+			done
+			ROWS+=("$app-$path.$i")
+		done
+	done
+}
+
+for app in $APPS; do
+	bench_app "$app"
+done
+
+# ---------------------------------------------------------------------------
+# the table
+
+v() {	# ROW DAEMON KEY
+	echo "${R[$1-$2.$3]:-${R[${1%.*}-$2.${1##*.}.$3]:-}}"
+}
+
+get() {	# TAG KEY
+	echo "${R[$1.$2]:-}"
+}
+
+ratio() {	# A B
+	[ -n "$1" ] && [ -n "$2" ] && awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }' || echo "-"
+}
+
+{
+	printf 'Real applications restored by stock CRIU 4.2 (%s MiB each), lazy-pagesd vs criu lazy-pages, same run.\n' "$MIB"
+	printf 'window: first reply until the per-100 ms p99 stays under 2x the steady p99; p50/p99/max over the first 10 s.\n'
+	printf '%-26s %-6s %9s %9s %8s %8s %9s %8s %8s %7s\n' scenario daemon first_ms window_s p50_us p99_us max_us all_in_s cpu_s wrong
+	for row in "${ROWS[@]}"; do
+		base=${row%.*}
+		i=${row##*.}
+		for daemon in $DAEMONS; do
+			tag=$base-$daemon.$i
+			printf '%-26s %-6s %9s %9s %8s %8s %9s %8s %8s %7s\n' "$base" "$daemon" "$(get "$tag" first_reply_ms)" \
+				"$(get "$tag" window_s)" "$(get "$tag" p50_us)" "$(get "$tag" p99_us)" "$(get "$tag" max_us)" \
+				"$(get "$tag" all_in_s)" "$(get "$tag" daemon_cpu_s)" "$(get "$tag" wrong)"
+		done
+		if [[ " $DAEMONS " == *" lpd "* && " $DAEMONS " == *" criu "* ]]; then
+			printf '%-26s %-6s %9s %9s %8s %8s %9s %8s %8s\n' "$base" "ratio" \
+				"$(ratio "$(get "$base-lpd.$i" first_reply_ms)" "$(get "$base-criu.$i" first_reply_ms)")" \
+				"$(ratio "$(get "$base-lpd.$i" window_s)" "$(get "$base-criu.$i" window_s)")" \
+				"$(ratio "$(get "$base-lpd.$i" p50_us)" "$(get "$base-criu.$i" p50_us)")" \
+				"$(ratio "$(get "$base-lpd.$i" p99_us)" "$(get "$base-criu.$i" p99_us)")" \
+				"$(ratio "$(get "$base-lpd.$i" max_us)" "$(get "$base-criu.$i" max_us)")" \
+				"$(ratio "$(get "$base-lpd.$i" all_in_s)" "$(get "$base-criu.$i" all_in_s)")" \
+				"$(ratio "$(get "$base-lpd.$i" daemon_cpu_s)" "$(get "$base-criu.$i" daemon_cpu_s)")"
+		fi
+	done
+	for app in $APPS; do
+		printf '%s: steady p99 %s us before the dump\n' "$app" "${R[$app.steady_p99_us]:-?}"
+	done
+	printf 'lazy-pagesd fill while the application faults (local): '
+	for row in "${ROWS[@]}"; do
+		case $row in *-local.*) ;; *) continue ;; esac
+		tag=${row%.*}-lpd.${row##*.}
+		printf '%s %s GB/s (%s faults)  ' "${row%.*}" \
+			"$(awk -v p="$(get "$tag" d_pages_copied)" -v s="$(get "$tag" d_seconds)" 'BEGIN { if (s > 0) printf "%.2f", p * 4096 / s / 1e9; else print "-" }')" \
+			"$(get "$tag" d_faults)"
+	done
+	echo
+} | tee "$OUT/app.txt"
+
+{
+	echo "{"
+	first=1
+	for k in "${!R[@]}"; do
+		[ $first = 1 ] || echo ","
+		first=0
+		printf '  "%s": "%s"' "$k" "${R[$k]}"
+	done
+	echo
+	echo "}"
+} >"$OUT/app.json"
+
+# the plot: per-window p99 and the restored server's RSS over time, both daemons, each scenario
+if command -v gnuplot >/dev/null && [ ${#ROWS[@]} -gt 0 ]; then
+	n=${#ROWS[@]}
+	{
+		echo "set terminal pngcairo size 1400,$((320 * n)) font ',9'"
+		echo "set output '$OUT/app.png'"
+		echo "set multiplot layout $n,2"
+		echo "set key top right"
+		echo "set grid"
+		for row in "${ROWS[@]}"; do
+			base=${row%.*}
+			i=${row##*.}
+			echo "set title '$base: per-100 ms p99 latency (us, log)'"
+			echo "set logscale y"
+			echo "set xlabel 's since criu restore started'"
+			printf "plot "
+			sep=""
+			for daemon in $DAEMONS; do
+				f=$OUT/$base-$daemon.$i.windows.dat
+				[ -f "$f" ] && printf "%s'%s' using 1:(\$4 > 0 ? \$4 : 1/0) with lines title '%s'" "$sep" "$f" "$daemon" && sep=", "
+			done
+			echo
+			echo "unset logscale y"
+			echo "set title '$base: restored server RSS (MiB)'"
+			printf "plot "
+			sep=""
+			for daemon in $DAEMONS; do
+				f=$OUT/$base-$daemon.$i.rss.dat
+				[ -f "$f" ] && printf "%s'%s' using 1:(\$2/1024) with lines title '%s'" "$sep" "$f" "$daemon" && sep=", "
+			done
+			echo
+		done
+		echo "unset multiplot"
+	} >"$T/plot.gp"
+	gnuplot "$T/plot.gp" 2>"$T/gnuplot.err" || note "gnuplot: $(head -n 3 "$T/gnuplot.err")"
+fi
+echo "bench-app: results in $OUT (app.txt, app.json, app.png)"
