@@ -337,6 +337,15 @@ static int place(struct proc *p, uint64_t addr, const uint8_t *src, uint64_t nr_
 			off += done + psz;
 			break;
 		case UFFD_AGAIN:
+			/*
+			 * A COPY that placed some pages and then met a present one
+			 * answers EAGAIN (with the bytes it copied), not EEXIST: go on
+			 * from that page. With nothing copied, an event is queued.
+			 */
+			if (done) {
+				off += done;
+				break;
+			}
 			atomic_fetch_add_explicit(&st->retries, 1, memory_order_relaxed);
 			return -EAGAIN;
 		case UFFD_GONE:

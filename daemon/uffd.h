@@ -9,7 +9,8 @@
 enum uffd_res {
 	UFFD_OK,	/* everything asked for is in */
 	UFFD_EXISTS,	/* stopped at a page already present (success for that page) */
-	UFFD_AGAIN,	/* a layout event is queued and unread: read it, re-check, retry */
+	UFFD_AGAIN,	/* a layout event is queued and unread (nothing done), or a COPY stopped at a present page
+			   after placing *done bytes: go on from there */
 	UFFD_NOENT,	/* the range is not (or no longer) a registered VMA */
 	UFFD_GONE,	/* the process has gone (ESRCH, ENOSPC) */
 	UFFD_ERR,	/* anything else: *err holds the errno */
