@@ -137,10 +137,9 @@ static void req_done(struct source_req *r, uint64_t nr_pages, const struct lp_er
 	uint64_t one = 1;
 
 	ret = req_place(q, nr_pages, e);
-	if (atomic_compare_exchange_strong(&q->state, &expect, REQ_DONE_EARLY)) {
-		q->ret = ret;	/* the submitter takes it from here */
-		return;
-	}
+	q->ret = ret;
+	if (atomic_compare_exchange_strong(&q->state, &expect, REQ_DONE_EARLY))
+		return;		/* the submitter takes it from here */
 	if (ret == 1 || ret == -EAGAIN) {
 		pthread_mutex_lock(&t->lock);
 		q->next = t->retry;

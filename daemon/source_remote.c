@@ -65,7 +65,7 @@ static void rx_complete(void *arg, struct ps_req *pq, const void *data, uint64_t
 	struct rreq *q = (struct rreq *)pq;
 	struct source_req *sr = q->r;
 	struct stats *st = r->cfg.stats;
-	uint64_t now = stats_now_ns();
+	uint64_t now = stats_now_ns(), rtt = now - pq->t_sent;
 	struct lp_err e;
 
 	(void)data;
@@ -74,8 +74,8 @@ static void rx_complete(void *arg, struct ps_req *pq, const void *data, uint64_t
 	if (!sr->urgent)
 		r->bulk_bytes -= q->ps.nr_pages * r->psz;
 	if (n) {
-		if (sr->urgent && sr->nr_pages == 1 && (!r->rtt_min || now - q->ps.t_sent < r->rtt_min))
-			r->rtt_min = now - q->ps.t_sent;
+		if (sr->urgent && sr->nr_pages == 1 && (!r->rtt_min || rtt < r->rtt_min))
+			r->rtt_min = rtt;
 		r->bw_bytes += n * r->psz;
 		if (!r->bw_t)
 			r->bw_t = now;
@@ -98,7 +98,7 @@ static void rx_complete(void *arg, struct ps_req *pq, const void *data, uint64_t
 	atomic_fetch_add_explicit(&st->remote_bytes, n * r->psz, memory_order_relaxed);
 	atomic_fetch_add_explicit(&st->remote_requests, 1, memory_order_relaxed);
 	if (sr->urgent)
-		hist_add(&st->rtt, now - q->ps.t_sent);
+		hist_add(&st->rtt, rtt);
 	sr->done(sr, n, NULL);
 }
 
