@@ -169,11 +169,12 @@ sample_rss() {
 	done >"$out"
 }
 
-# run_once TAG APP DAEMON PATH IMG STEADY [PORT]: one restore of IMG with
-# DAEMON (lpd or criu) on PATH (local, or remote at 127.0.0.1:PORT), the
-# client checking every reply. Results in $T/res/TAG.kv.
+# run_once TAG APP DAEMON PATH IMG STEADY [PORT [DIMG]]: one restore of IMG
+# with DAEMON (lpd or criu) on PATH (local, or remote at 127.0.0.1:PORT,
+# the daemon reading DIMG), the client checking every reply. Results in
+# $T/res/TAG.kv.
 run_once() {
-	local tag=$1 app=$2 daemon=$3 path=$4 img=$5 steady=$6 port=${7:-}
+	local tag=$1 app=$2 daemon=$3 path=$4 img=$5 steady=$6 port=${7:-} dimg=${8:-$5}
 	local S=$T/run/$tag ns=lpb$$.$RANDOM dpid cpid rpid spid t0 t_done line rc
 	local -a dcmd
 
@@ -185,11 +186,11 @@ run_once() {
 	case $daemon in
 	lpd)
 		# shellcheck disable=SC2206 # BENCH_DAEMON_ARGS: words, for trying daemon options
-		dcmd=("$DAEMON" -D "$img" -W "$S/work" --status-fd 3 --progress-file "$S/progress" -v ${BENCH_DAEMON_ARGS:-})
+		dcmd=("$DAEMON" -D "$dimg" -W "$S/work" --status-fd 3 --progress-file "$S/progress" -v ${BENCH_DAEMON_ARGS:-})
 		[ -n "$port" ] && dcmd+=(--page-server --address 127.0.0.1 --port "$port")
 		;;
 	criu)
-		dcmd=("$CRIU" lazy-pages -D "$img" -W "$S/work" --status-fd 3 -o "$S/criu-lazy.log" -v2)
+		dcmd=("$CRIU" lazy-pages -D "$dimg" -W "$S/work" --status-fd 3 -o "$S/criu-lazy.log" -v2)
 		[ -n "$port" ] && dcmd+=(--page-server --address 127.0.0.1 --port "$port")
 		;;
 	esac
@@ -201,11 +202,13 @@ run_once() {
 		kill -KILL $dpid 2>/dev/null
 		return 1
 	fi
-	ip netns exec "$ns" "$LOAD" run --proto "$(app_proto "$app")" --port "$APP_PORT" --keys "$KEYS" --value "$VALUE" \
-		--seconds $MAX_SECONDS --epoch "$S/epoch" --steady-p99 "$steady" --windows "$S/windows" \
-		>"$S/client.out" 2>"$S/client.err" &
-	cpid=$!
-	BG+=($cpid)
+	if [ -z "${IDLE:-}" ]; then
+		ip netns exec "$ns" "$LOAD" run --proto "$(app_proto "$app")" --port "$APP_PORT" --keys "$KEYS" \
+			--value "$VALUE" --seconds $MAX_SECONDS --epoch "$S/epoch" --steady-p99 "$steady" \
+			--windows "$S/windows" >"$S/client.out" 2>"$S/client.err" &
+		cpid=$!
+		BG+=($cpid)
+	fi
 	sleep 0.2
 	date +%s%N >"$S/epoch"
 	sample_rss "$ns" "$S/epoch" "$S/rss" &
@@ -225,11 +228,13 @@ run_once() {
 	wait $dpid
 	rc=$?
 	# the client: at least MIN_SECONDS, and STEADY_AFTER past the end of the fill
-	line=$(calc "($t_done - $t0) / 1e9 + $STEADY_AFTER")
-	awk -v a="$line" -v b=$MIN_SECONDS 'BEGIN { exit !(a < b) }' && line=$MIN_SECONDS
-	sleep "$(calc "$line - ($(date +%s%N) - $t0) / 1e9")" 2>/dev/null
-	kill -TERM $cpid 2>/dev/null
-	wait $cpid
+	if [ -z "${IDLE:-}" ]; then
+		line=$(calc "($t_done - $t0) / 1e9 + $STEADY_AFTER")
+		awk -v a="$line" -v b=$MIN_SECONDS 'BEGIN { exit !(a < b) }' && line=$MIN_SECONDS
+		sleep "$(calc "$line - ($(date +%s%N) - $t0) / 1e9")" 2>/dev/null
+		kill -TERM $cpid 2>/dev/null
+		wait $cpid
+	fi
 	kill $spid 2>/dev/null
 	wait $spid 2>/dev/null
 	for p in $(ip netns pids "$ns"); do kill -KILL "$p" 2>/dev/null; done
@@ -239,12 +244,12 @@ run_once() {
 		echo "daemon_rc=$rc"
 		echo "all_in_s=$(calc "($t_done - $t0) / 1e9")"
 		read -r wall usr sys <"$S/cpu" 2>/dev/null && echo "daemon_cpu_s=$(calc "$usr + $sys")"
-		sed -n 's/^appload: //p' "$S/client.out" | tr ' ' '\n'
+		[ -z "${IDLE:-}" ] && sed -n 's/^appload: //p' "$S/client.out" | tr ' ' '\n'
 		sed -n 's/^summary: //p' "$S/daemon.out" | tr ' ' '\n' | sed 's/^/d_/'
 	} >"$T/res/$tag.kv"
 	cp "$S/windows" "$OUT/$tag.windows.dat" 2>/dev/null
 	cp "$S/rss" "$OUT/$tag.rss.dat" 2>/dev/null
-	if ! grep -q '^appload:' "$S/client.out" || grep -q 'wrong=[1-9]' "$S/client.out"; then
+	if [ -z "${IDLE:-}" ] && { ! grep -q '^appload:' "$S/client.out" || grep -q 'wrong=[1-9]' "$S/client.out"; }; then
 		note "$tag: the client: $(tail -n 3 "$S/client.err" "$S/client.out" | tr '\n' ' ')"
 	fi
 	[ "$rc" -eq 0 ] || note "$tag: the daemon exited $rc: $(tail -n 3 "$S/daemon.log" "$S/criu-lazy.log" 2>/dev/null | tr '\n' ' ')"
@@ -281,7 +286,7 @@ load_kv() {	# TAG
 
 # bench_app APP
 bench_app() {
-	local app=$1 d=$T/$1 pid steady p path daemon i tag sport spid dlport dlpid img
+	local app=$1 d=$T/$1 pid steady p path daemon i k tag sport spid dlpid img
 	mkdir -p "$d/img" "$T/res" "$T/run"
 	APP_PORT=$(free_port)
 	note "$app: starting on 127.0.0.1:$APP_PORT, storing $KEYS keys of $VALUE bytes ($MIB MiB)"
@@ -297,7 +302,9 @@ bench_app() {
 		note "$app: criu dump failed: $(tail -n 3 "$d/img/dump.log" | tr '\n' ' ')"
 		return 1
 	fi
-	wait "$pid" 2>/dev/null
+	# killed by the dump; a pid of ours is reaped late (../shared/criu/README.md): wait until it is free
+	k=0
+	while [ -d /proc/"$pid" ] && [ $((k += 1)) -lt 100 ]; do sleep 0.1; done
 	for path in $PATHS; do
 		for ((i = 1; i <= REPEAT; i++)); do
 			for daemon in $DAEMONS; do
@@ -308,10 +315,10 @@ bench_app() {
 					;;
 				criu-ps)
 					# the server back (restored in full), then dumped lazily: CRIU's page server serves it
-					rm -rf "$d/lazy"
+					rm -rf "$d/lazy" "$d/plain.pid"
 					mkdir -p "$d/lazy"
 					"$CRIU" restore -D "$d/img" -d -o "$d/plain-restore.log" -v2 --pidfile "$d/plain.pid" ||
-						{ note "$tag: plain restore failed"; continue; }
+						{ note "$tag: plain restore failed: $(grep Error "$d/plain-restore.log" | tail -n 2 | tr '\n' ' ')"; continue; }
 					sport=$(free_port)
 					mkfifo "$d/lazy/ready"
 					"$CRIU" dump -t "$(cat "$d/plain.pid")" -D "$d/lazy" --lazy-pages --address 127.0.0.1 \
@@ -326,6 +333,9 @@ bench_app() {
 					run_once "$tag" "$app" "$daemon" remote "$d/lazy" "$steady" "$sport"
 					timeout 30 tail --pid=$spid -f /dev/null || kill -KILL $spid
 					wait $spid 2>/dev/null
+					# the lazily dumped tree is gone once served: wait for its pid to be free again
+					k=0
+					while [ -d /proc/"$(cat "$d/plain.pid")" ] && [ $((k += 1)) -lt 100 ]; do sleep 0.1; done
 					;;
 				lps | delay)
 					img=$(view "$d/img")
@@ -344,18 +354,31 @@ bench_app() {
 						BG+=($dlpid)
 						sport=$(timeout 20 head -n1 "$d/dport.$tag")
 					fi
-					run_once "$tag" "$app" "$daemon" remote "$img" "$steady" "$sport"
-					[ $path = delay ] && kill -TERM $dlpid
+					# criu restore reads the pages that are not lazy from the real images
+					run_once "$tag" "$app" "$daemon" remote "$d/img" "$steady" "$sport" "$img"
+					[ $path = delay ] && kill -TERM $dlpid && wait $dlpid 2>/dev/null
 					kill -TERM $spid
-					wait $spid $dlpid 2>/dev/null
+					wait $spid 2>/dev/null
 					;;
 				esac
 				[ -f "$T/res/$tag.kv" ] && load_kv "$tag"
 			done
+			# lazy-pagesd's fill with nobody faulting, the same images and path: what it does while faulting is a share of it
+			if [[ " $DAEMONS " == *" lpd "* ]] && [ $path = local ]; then
+				IDLE=1 run_once "$app-$path-idle.$i" "$app" lpd local "$d/img" "$steady"
+				[ -f "$T/res/$app-$path-idle.$i.kv" ] && load_kv "$app-$path-idle.$i"
+			fi
 			ROWS+=("$app-$path.$i")
 		done
 	done
 }
+
+# the loopback TCP ceiling of this run (bulk transfer), for the page-server fill
+if [ -x "$ROOT/build/tests/bench" ]; then
+	R[tcp_gbps]=$("$ROOT/build/tests/bench" rtt-ceiling --count 200 --reply-kib 64 --bulk-mib 512 |
+		sed -n 's/^tcp_gbps=//p')
+	note "loopback TCP: ${R[tcp_gbps]} GB/s"
+fi
 
 for app in $APPS; do
 	bench_app "$app"
@@ -370,6 +393,18 @@ v() {	# ROW DAEMON KEY
 
 get() {	# TAG KEY
 	echo "${R[$1.$2]:-}"
+}
+
+gbps() {	# TAG: lazy-pagesd's fill rate
+	awk -v p="$(get "$1" d_pages_copied)" -v z="$(get "$1" d_zero_pages)" -v s="$(get "$1" d_seconds)" \
+		'BEGIN { if (s > 0 && p != "") printf "%.2f", (p + z) * 4096 / s / 1e9 }'
+}
+
+target() {	# SCENARIO TEXT VALUE LIMIT le|ge
+	local met=-
+	[ -n "$3" ] && [ "$3" != - ] && met=$(awk -v v="$3" -v l="$4" -v o="$5" \
+		'BEGIN { print ((o == "le" ? v <= l : v >= l) ? "yes" : "NO") }')
+	printf '%-26s %-44s %10s %10s %6s\n' "$1" "$2" "${3:--}" "$4" "$met"
 }
 
 ratio() {	# A B
@@ -403,15 +438,42 @@ ratio() {	# A B
 	for app in $APPS; do
 		printf '%s: steady p99 %s us before the dump\n' "$app" "${R[$app.steady_p99_us]:-?}"
 	done
-	printf 'lazy-pagesd fill while the application faults (local): '
-	for row in "${ROWS[@]}"; do
-		case $row in *-local.*) ;; *) continue ;; esac
-		tag=${row%.*}-lpd.${row##*.}
-		printf '%s %s GB/s (%s faults)  ' "${row%.*}" \
-			"$(awk -v p="$(get "$tag" d_pages_copied)" -v s="$(get "$tag" d_seconds)" 'BEGIN { if (s > 0) printf "%.2f", p * 4096 / s / 1e9; else print "-" }')" \
-			"$(get "$tag" d_faults)"
-	done
 	echo
+	echo "Targets (issue 13), lazy-pagesd against criu lazy-pages in this run:"
+	printf '%-26s %-44s %10s %10s %6s\n' scenario target value limit met
+	for row in "${ROWS[@]}"; do
+		base=${row%.*}
+		i=${row##*.}
+		app=${base%%-*}
+		path=${base#*-}
+		l=$base-lpd.$i
+		c=$base-criu.$i
+		case $path in
+		local)
+			target "$base" "window <= 0.5x criu's" "$(ratio "$(get "$l" window_s)" "$(get "$c" window_s)")" 0.5 le
+			target "$base" "p99 over the first 10 s <= criu's" "$(ratio "$(get "$l" p99_us)" "$(get "$c" p99_us)")" 1 le
+			target "$base" "fill while faulting >= 0.75x idle fill" \
+				"$(ratio "$(gbps "$l")" "$(gbps "$app-local-idle.$i")")" 0.75 ge
+			;;
+		criu-ps)
+			target "$base" "window <= 0.2x criu's" "$(ratio "$(get "$l" window_s)" "$(get "$c" window_s)")" 0.2 le
+			target "$base" "fault round trip p99 <= 1000 us" "$(get "$l" d_fault_rtt_p99_us)" 1000 le
+			;;
+		lps)
+			target "$base" "window <= 0.15x criu's via CRIU's server" \
+				"$(ratio "$(get "$l" window_s)" "$(get "$app-criu-ps-criu.$i" window_s)")" 0.15 le
+			target "$base" "fill >= 0.6x loopback TCP" "$(ratio "$(gbps "$l")" "${R[tcp_gbps]:-}")" 0.6 ge
+			;;
+		esac
+	done
+	printf '\nlazy-pagesd fill (GB/s, pages copied over the daemon seconds): '
+	for row in "${ROWS[@]}"; do
+		printf '%s %s  ' "${row%.*}" "$(gbps "${row%.*}-lpd.${row##*.}")"
+	done
+	for row in "${ROWS[@]}"; do
+		case $row in *-local.*) printf '%s-idle %s  ' "${row%.*}" "$(gbps "${row%%-*}-local-idle.${row##*.}")" ;; esac
+	done
+	printf '; loopback TCP %s GB/s\n' "${R[tcp_gbps]:-?}"
 } | tee "$OUT/app.txt"
 
 {
@@ -427,15 +489,19 @@ ratio() {	# A B
 } >"$OUT/app.json"
 
 # the plot: per-window p99 and the restored server's RSS over time, both daemons, each scenario
-if command -v gnuplot >/dev/null && [ ${#ROWS[@]} -gt 0 ]; then
-	n=${#ROWS[@]}
+PROWS=()
+for row in "${ROWS[@]}"; do
+	ls "$OUT/${row%.*}"-*."${row##*.}".windows.dat >/dev/null 2>&1 && PROWS+=("$row")
+done
+if command -v gnuplot >/dev/null && [ ${#PROWS[@]} -gt 0 ]; then
+	n=${#PROWS[@]}
 	{
 		echo "set terminal pngcairo size 1400,$((320 * n)) font ',9'"
 		echo "set output '$OUT/app.png'"
 		echo "set multiplot layout $n,2"
 		echo "set key top right"
 		echo "set grid"
-		for row in "${ROWS[@]}"; do
+		for row in "${PROWS[@]}"; do
 			base=${row%.*}
 			i=${row##*.}
 			echo "set title '$base: per-100 ms p99 latency (us, log)'"
