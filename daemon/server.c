@@ -281,8 +281,8 @@ static int server_check_exposure(struct server *s, const struct sockaddr *sa, st
 		for (i = 0; i < s->cfg.nr_allow; i++)
 			if (access_net_overlaps(&s->allow[i], &lo))
 				return 0;
-		return lp_err_set(e, EINVAL, "listening on %s (loopback%s) but no --allow entry is a "
-				  "loopback address: no client could connect (give --address for others)",
+		return lp_err_set(e, EINVAL, "listening on %s (loopback%s) but no --allow entry matches "
+				  "a loopback client: none could connect (give --address for others)",
 				  s->address, s->cfg.address ? "" : ", the default without --tls");
 	}
 	if (s->cfg.tls || s->cfg.nr_allow)

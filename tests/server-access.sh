@@ -443,8 +443,8 @@ tc_start-refusals() {
 		# shellcheck disable=SC2086
 		refuse_start "refusing to listen on .* without --tls.*--allow ADDR.*--insecure" $args
 	done
-	refuse_start "no --allow entry is a loopback address" --allow 10.0.0.0/8
-	refuse_start "no --allow entry is a loopback address" --address ::1 --allow 127.0.0.1
+	refuse_start "no --allow entry matches a loopback client" --allow 10.0.0.0/8
+	refuse_start "no --allow entry matches a loopback client" --address ::1 --allow 127.0.0.1
 	refuse_start "--allow '10.0.0.1/8': bits set after the prefix \(the network is 10.0.0.0/8" \
 		--address 0.0.0.0 --allow 10.0.0.1/8
 	refuse_start "--allow 'host.example': not a numeric" --address 0.0.0.0 --allow host.example
