@@ -19,7 +19,8 @@
 # Binaries come from ${LP_BUILD:-build}/ (LAZY_PAGESD, LAZY_PAGES_SERVER,
 # LP_DUMP, LP_RESTORE, LP_PSGET, LP_MEMCHECK override them); stock CRIU is
 # $CRIU, else ../shared/criu/criu; tcpdump and certtool/gnutls-cli (from
-# gnutls-bin) are needed.
+# gnutls-bin) are needed. LP_KEEP=1 keeps the run's directory (logs,
+# captures) for a look afterwards.
 set -u
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
