@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -16,8 +17,10 @@
 #include <sys/eventfd.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "access.h"
 #include "images.h"
 #include "io.h"
 #include "log.h"
@@ -47,13 +50,19 @@ struct server_conn {
 	int fd;				/* closed by the accept loop, after the join */
 	struct tls *tls;		/* with --tls */
 	uint8_t *buf;			/* with --tls: pages on their way */
+	atomic_bool served;		/* past the TLS check (at once without --tls) */
 	atomic_bool done;
+	bool hello;			/* lazy-pagesd's second connection: part of another restore */
+	bool closed;			/* the client reached CLOSE: a restore complete */
 	char peer[SERVER_PEER_LEN];
 	uint64_t gets, pages, misses;
 };
 
 struct server {
 	struct server_cfg cfg;
+	struct access_net *allow;	/* cfg.allow, our copy */
+	struct access_log *refusals;
+	const char *address;		/* cfg.address or its default */
 	struct imgdir *d;
 	struct server_task *tasks;	/* sorted by pid */
 	size_t nr_tasks;
@@ -67,7 +76,17 @@ struct server {
 	/* the accept loop's own: conns are added, reaped and shut down only there */
 	struct server_conn *conns;
 	int nr_conns;
+	unsigned int restores;		/* clients that reached CLOSE (not counting second connections) */
+	uint64_t idle_since_ms;		/* when the last client that was served went away */
 };
+
+static uint64_t server_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
 
 void server_cfg_defaults(struct server_cfg *cfg)
 {
@@ -82,6 +101,11 @@ void server_cfg_defaults(struct server_cfg *cfg)
 int server_port(const struct server *s)
 {
 	return s->port;
+}
+
+const char *server_address(const struct server *s)
+{
+	return s->address;
 }
 
 /* ---- images ---- */
@@ -178,12 +202,27 @@ struct server *server_new(const struct server_cfg *cfg, struct lp_err *e)
 		return NULL;
 	}
 	s->cfg = *cfg;
+	s->address = cfg->address ? cfg->address
+				  : cfg->tls ? SERVER_DEFAULT_ADDRESS_TLS : SERVER_DEFAULT_ADDRESS;
 	s->lfd = s->reap_fd = s->spare_fd = -1;
 	s->port = -1;
 	s->ps = pagemap_page_size();
 	s->hsz = ps_iov_size(cfg->wire);
 	if (s->cfg.max_clients < 1)
 		s->cfg.max_clients = 1;
+	if (cfg->nr_allow > ACCESS_MAX_NETS) {
+		lp_err_set(e, E2BIG, "more than %d --allow entries", ACCESS_MAX_NETS);
+		goto fail;
+	}
+	s->allow = calloc(cfg->nr_allow ? cfg->nr_allow : 1, sizeof(*s->allow));
+	s->refusals = access_log_new();
+	if (!s->allow || !s->refusals) {
+		lp_err_set(e, ENOMEM, "server");
+		goto fail;
+	}
+	if (cfg->nr_allow)
+		memcpy(s->allow, cfg->allow, cfg->nr_allow * sizeof(*s->allow));
+	s->cfg.allow = s->allow;
 	ret = imgdir_open(cfg->images_dir, &s->d, e);
 	if (ret < 0)
 		goto fail;
@@ -207,6 +246,8 @@ void server_free(struct server *s)
 		pthread_mutex_destroy(&s->tasks[i].lock);
 	}
 	free(s->tasks);
+	free(s->allow);
+	access_log_free(s->refusals);
 	imgdir_close(s->d);
 	if (s->lfd >= 0)
 		close(s->lfd);
@@ -219,6 +260,46 @@ void server_free(struct server *s)
 
 /* ---- listening ---- */
 
+/*
+ * Closed by default: loopback, or TLS (client certificates), or a list of
+ * the peers allowed, or the operator's explicit --insecure.
+ */
+static int server_check_exposure(struct server *s, const struct sockaddr *sa, struct lp_err *e)
+{
+	struct access_net bound, lo;
+	size_t i;
+
+	if (access_net_of(sa, &bound) < 0)
+		return lp_err_set(e, EAFNOSUPPORT, "address %s: not IPv4 or IPv6", s->address);
+	if (access_net_loopback(&bound)) {
+		if (!s->cfg.nr_allow)
+			return 0;
+		/* a loopback peer's address is of the listener's family */
+		access_net_parse("127.0.0.0/8", &lo, NULL);
+		if (!access_net_contains(&lo, &bound))
+			access_net_parse("::1", &lo, NULL);
+		for (i = 0; i < s->cfg.nr_allow; i++)
+			if (access_net_overlaps(&s->allow[i], &lo))
+				return 0;
+		return lp_err_set(e, EINVAL, "listening on %s (loopback%s) but no --allow entry matches "
+				  "a loopback client: none could connect (give --address for others)",
+				  s->address, s->cfg.address ? "" : ", the default without --tls");
+	}
+	if (s->cfg.tls || s->cfg.nr_allow)
+		return 0;
+	if (s->cfg.insecure) {
+		log_warn("--insecure: the pages of %s go unencrypted to anyone who can reach %s",
+			 s->cfg.images_dir, s->address);
+		return 0;
+	}
+	return lp_err_set(e, EACCES, "refusing to listen on %s without --tls: every page of %s (the "
+			  "memory of the dumped processes: keys, passwords, tokens) would go unencrypted "
+			  "to anyone who can reach it. Use --tls (clients need a certificate from "
+			  "--tls-cacert), --allow ADDR[/PREFIX] for the peers that may read it, or "
+			  "--insecure if that is meant",
+			  s->address, s->cfg.images_dir);
+}
+
 int server_listen(struct server *s, struct lp_err *e)
 {
 	struct addrinfo hints = {
@@ -226,7 +307,7 @@ int server_listen(struct server *s, struct lp_err *e)
 		.ai_socktype = SOCK_STREAM,
 		.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE,
 	};
-	const char *addr = s->cfg.address ? s->cfg.address : "0.0.0.0";
+	const char *addr = s->address;
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
 	struct addrinfo *ai = NULL;
@@ -240,6 +321,9 @@ int server_listen(struct server *s, struct lp_err *e)
 	if (ret)
 		return lp_err_set(e, EINVAL, "address %s: %s (a numeric IPv4 or IPv6 address)", addr,
 				  gai_strerror(ret));
+	ret = server_check_exposure(s, ai->ai_addr, e);
+	if (ret < 0)
+		goto out;
 	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		ret = lp_err_set(e, errno, "socket: %s", strerror(errno));
@@ -350,21 +434,26 @@ static int conn_sendfile(int sk, int fd, uint64_t off, uint64_t len)
 	return 0;
 }
 
-/* With TLS the pages cannot go by sendfile: they are read and sent, the header in front. */
+/*
+ * With TLS the pages cannot go by sendfile: they are read and sent. The
+ * header goes in a TLS record of its own, as CRIU's server sends it:
+ * CRIU's client reads the header, then waits on epoll for the pages, and
+ * pages decrypted along with the header would sit in its TLS buffer with
+ * nothing left on the socket to wake it.
+ */
 static int conn_send_run_tls(struct server_conn *c, const struct ps_iov *rep, const struct pm_run *run)
 {
 	uint64_t off = run->off, len = run->nr_pages * c->s->ps;
-	size_t have = c->s->hsz;
 	int ret;
 
 	if (!c->buf && !(c->buf = io_page_alloc(SERVER_TLS_CHUNK)))
 		return -ENOMEM;
-	ret = ps_iov_encode(c->s->cfg.wire, rep, c->buf);
+	ret = conn_send_iov(c, rep, 0);
 	if (ret < 0)
 		return ret;
 	while (len) {
-		size_t want = SERVER_TLS_CHUNK - have < len ? SERVER_TLS_CHUNK - have : (size_t)len;
-		ssize_t r = pread(run->fd, c->buf + have, want, (off_t)off);
+		size_t want = SERVER_TLS_CHUNK < len ? SERVER_TLS_CHUNK : (size_t)len;
+		ssize_t r = pread(run->fd, c->buf, want, (off_t)off);
 
 		if (r < 0 && errno == EINTR)
 			continue;
@@ -374,10 +463,9 @@ static int conn_send_run_tls(struct server_conn *c, const struct ps_iov *rep, co
 			return -EIO;	/* the pages file shrank under us */
 		off += (uint64_t)r;
 		len -= (uint64_t)r;
-		ret = tls_write_full(c->tls, c->buf, have + (size_t)r, NULL);
+		ret = tls_write_full(c->tls, c->buf, (size_t)r, NULL);
 		if (ret < 0)
 			return ret;
-		have = 0;
 	}
 	return 0;
 }
@@ -488,6 +576,7 @@ static int conn_hello(struct server_conn *c, const struct ps_iov *req)
 
 	log_info("%s: lazy-pages hello, version %" PRIu64 ", role %" PRIu64, c->peer,
 		 req->nr_pages, req->dst_id);
+	c->hello = true;
 	rep.cmd = PS_LP_HELLO_REPLY;
 	rep.nr_pages = PS_LP_HELLO_VERSION;
 	return conn_send_iov(c, &rep, 0);
@@ -513,7 +602,7 @@ static void conn_serve(struct server_conn *c)
 		}
 		ps_iov_decode(c->s->cfg.wire, buf, &req);
 		if (req.cmd == PS_IOV_CLOSE || req.cmd == PS_IOV_FORCE_CLOSE) {
-			ret = conn_close_cmd(c);
+			c->closed = conn_close_cmd(c) == 0;
 			break;
 		}
 		if ((req.cmd & PS_CMD_MASK) == PS_IOV_GET)
@@ -565,8 +654,10 @@ static void *conn_main(void *arg)
 	struct server_conn *c = arg;
 	uint64_t one = 1;
 
-	if (!c->s->cfg.tls || conn_start_tls(c) == 0)
+	if (!c->s->cfg.tls || conn_start_tls(c) == 0) {
+		atomic_store(&c->served, true);
 		conn_serve(c);
+	}
 	tls_free(c->tls);
 	c->tls = NULL;
 	free(c->buf);
@@ -601,11 +692,51 @@ static void server_reap(struct server *s, bool all)
 			continue;
 		}
 		pthread_join(c->thread, NULL);
+		if (atomic_load(&c->served))
+			s->idle_since_ms = server_now_ms();
+		if (c->closed && !c->hello) {
+			s->restores++;
+			if (s->cfg.max_restores)
+				log_info("%s: restore complete (%u of --max-restores %u)", c->peer, s->restores,
+					 s->cfg.max_restores);
+		}
 		close(c->fd);
 		*pp = c->next;
 		s->nr_conns--;
 		free(c);
 	}
+}
+
+/*
+ * The --allow check, on the address accept returned: nothing has been read
+ * from the peer nor sent to it. A refused peer is logged when the rate
+ * limit lets it: its first refusal, then a count at most once a minute.
+ */
+static bool server_allowed(struct server *s, const struct sockaddr_storage *ss, const char *name)
+{
+	struct access_note note;
+	struct access_net peer = { { 0 }, 128 };
+	char addr[INET6_ADDRSTRLEN + 8];
+	size_t i;
+
+	if (!s->cfg.nr_allow)
+		return true;
+	if (access_net_of((const struct sockaddr *)ss, &peer) == 0) {
+		for (i = 0; i < s->cfg.nr_allow; i++)
+			if (access_net_contains(&s->allow[i], &peer))
+				return true;
+	}
+	access_log_refused(s->refusals, &peer, server_now_ms(), &note);
+	if (!note.log)
+		return false;
+	access_net_format(&peer, addr, sizeof(addr));
+	if (note.first)
+		log_warn("%s: refused: not on the --allow list; closed unread (later refusals of %s: "
+			 "one line a minute at most)", name, addr);
+	else
+		log_warn("%s: refused %" PRIu64 " times in the last %" PRIu64 " s: not on the --allow list",
+			 addr, note.count, note.since_ms / 1000);
+	return false;
 }
 
 /* EMFILE: free the spare fd to take the pending connection off the queue and refuse it. */
@@ -642,6 +773,10 @@ static void server_accept(struct server *s)
 		return;
 	}
 	peer_name(&ss, sl, peer, sizeof(peer));
+	if (!server_allowed(s, &ss, peer)) {
+		close(fd);
+		return;
+	}
 	/* a client that just hung up must not count against the limit */
 	server_reap(s, false);
 	if (s->nr_conns >= s->cfg.max_clients) {
@@ -660,6 +795,7 @@ static void server_accept(struct server *s)
 	c->s = s;
 	c->fd = fd;
 	memcpy(c->peer, peer, sizeof(peer));
+	atomic_init(&c->served, !s->cfg.tls);
 	atomic_init(&c->done, false);
 	pthread_attr_init(&attr);
 	pthread_attr_setstacksize(&attr, SERVER_STACK);
@@ -677,6 +813,46 @@ static void server_accept(struct server *s)
 	log_info("%s: connected (%d clients)", peer, s->nr_conns);
 }
 
+/*
+ * --idle-exit: milliseconds until the server has been idle long enough (0:
+ * now), or -1 while a client that got past the checks is connected.
+ */
+static int server_idle_wait(struct server *s)
+{
+	uint64_t now = server_now_ms(), limit = (uint64_t)s->cfg.idle_exit_s * 1000;
+	struct server_conn *c;
+
+	if (!s->cfg.idle_exit_s)
+		return -1;
+	for (c = s->conns; c; c = c->next) {
+		if (atomic_load(&c->served) && !atomic_load(&c->done)) {
+			s->idle_since_ms = now;
+			return -1;
+		}
+	}
+	if (now - s->idle_since_ms >= limit)
+		return 0;
+	/* a client in its TLS handshake does not count: poll again when it would run out */
+	limit -= now - s->idle_since_ms;
+	return limit > INT_MAX ? INT_MAX : (int)limit;
+}
+
+/* --max-restores reached: no more connections; true once the last one open is done too. */
+static bool server_limit_reached(struct server *s, bool *listening)
+{
+	if (!s->cfg.max_restores || s->restores < s->cfg.max_restores)
+		return false;
+	if (*listening) {
+		close(s->lfd);
+		s->lfd = -1;
+		*listening = false;
+		log_info("%u restore%s complete (--max-restores %u): no more connections accepted%s",
+			 s->restores, s->restores == 1 ? "" : "s", s->cfg.max_restores,
+			 s->nr_conns ? "; serving the clients still connected to their end" : "");
+	}
+	return s->nr_conns == 0;
+}
+
 int server_run(struct server *s, int stop_fd, struct lp_err *e)
 {
 	struct pollfd pfd[3] = {
@@ -684,14 +860,21 @@ int server_run(struct server *s, int stop_fd, struct lp_err *e)
 		{ .fd = s->reap_fd, .events = POLLIN },
 		{ .fd = s->lfd, .events = POLLIN },
 	};
+	bool listening = true;
 	struct server_conn *c;
-	uint64_t v;
-	int ret = 0;
+	uint64_t v, refused, addrs;
+	int ret = 0, wait;
 
 	if (s->lfd < 0)
 		return lp_err_set(e, EINVAL, "server_run before server_listen");
+	s->idle_since_ms = server_now_ms();
 	for (;;) {
-		if (poll(pfd, 3, -1) < 0) {
+		wait = server_idle_wait(s);
+		if (wait == 0) {
+			log_info("no client for %u s (--idle-exit): stopping", s->cfg.idle_exit_s);
+			break;
+		}
+		if (poll(pfd, listening ? 3 : 2, wait) < 0) {
 			if (errno == EINTR)
 				continue;
 			ret = lp_err_set(e, errno, "poll: %s", strerror(errno));
@@ -704,10 +887,19 @@ int server_run(struct server *s, int stop_fd, struct lp_err *e)
 				log_warn("eventfd: %s", strerror(errno));
 			server_reap(s, false);
 		}
-		if (pfd[2].revents & POLLIN)
+		if (server_limit_reached(s, &listening)) {
+			log_info("the last client is done: stopping");
+			break;
+		}
+		if (listening && (pfd[2].revents & POLLIN))
 			server_accept(s);
 	}
-	close(s->lfd);
+	access_log_totals(s->refusals, &refused, &addrs);
+	if (refused)
+		log_warn("refused %" PRIu64 " connection%s from %" PRIu64 " address%s not on the --allow list",
+			 refused, refused == 1 ? "" : "s", addrs, addrs == 1 ? "" : "es");
+	if (s->lfd >= 0)
+		close(s->lfd);
 	s->lfd = -1;
 	/* wakes threads blocked in read or sendfile; their fds stay open until the join */
 	for (c = s->conns; c; c = c->next)

@@ -12,6 +12,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include "access.h"
 #include "cli.h"
 #include "log.h"
 #include "ps_wire.h"
@@ -22,6 +23,8 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: lazy-pages-server -D DIR --port P [--address A] [--ps-wire 3|4]\n"
+		"                         [--allow ADDR[/PREFIX]]... [--insecure]\n"
+		"                         [--serve-once | --max-restores N] [--idle-exit SECONDS]\n"
 		"                         [-d|--daemon] [--pidfile F] [--status-fd N] [--port-file F]\n"
 		"                         [--max-clients N] [-o LOG] [-v[N]]\n"
 		"                         [--tls [--tls-cacert F] [--tls-cacrl F] [--tls-cert F]\n"
@@ -30,8 +33,13 @@ static void usage(FILE *f)
 		"and lazy-pagesd clients (page-server GET), to many clients at once, as often as\n"
 		"asked. --ps-wire 4 (default) is CRIU 4.2's 32-byte header, 3 the 24-byte one of\n"
 		"CRIU <= 4.1. Port 0 binds an ephemeral port (see --port-file). Stops on SIGTERM.\n"
-		"--tls as `criu page-server --tls`: clients must show a certificate from the CA,\n"
-		"issued to --address (if given) unless --tls-no-cn-verify.\n");
+		"Who may read the pages: without --tls it listens on " SERVER_DEFAULT_ADDRESS " only;\n"
+		"another --address needs --allow (the peers that may connect, checked before\n"
+		"anything is read; repeatable) or --insecure. --tls as `criu page-server --tls`:\n"
+		"clients must show a certificate from the CA, issued to --address (if given)\n"
+		"unless --tls-no-cn-verify; it listens on " SERVER_DEFAULT_ADDRESS_TLS " unless --address.\n"
+		"--serve-once stops after the first client that reached CLOSE (a complete\n"
+		"restore), --max-restores after N; --idle-exit after SECONDS without a client.\n");
 }
 
 enum {
@@ -42,6 +50,11 @@ enum {
 	OPT_STATUS_FD,
 	OPT_PORT_FILE,
 	OPT_MAX_CLIENTS,
+	OPT_ALLOW,
+	OPT_INSECURE,
+	OPT_SERVE_ONCE,
+	OPT_MAX_RESTORES,
+	OPT_IDLE_EXIT,
 };
 
 int main(int argc, char **argv)
@@ -56,6 +69,11 @@ int main(int argc, char **argv)
 		{ "status-fd", required_argument, NULL, OPT_STATUS_FD },
 		{ "port-file", required_argument, NULL, OPT_PORT_FILE },
 		{ "max-clients", required_argument, NULL, OPT_MAX_CLIENTS },
+		{ "allow", required_argument, NULL, OPT_ALLOW },
+		{ "insecure", no_argument, NULL, OPT_INSECURE },
+		{ "serve-once", no_argument, NULL, OPT_SERVE_ONCE },
+		{ "max-restores", required_argument, NULL, OPT_MAX_RESTORES },
+		{ "idle-exit", required_argument, NULL, OPT_IDLE_EXIT },
 		CLI_TLS_OPTIONS,
 		{ "log-file", required_argument, NULL, 'o' },
 		{ "verbose", optional_argument, NULL, 'v' },
@@ -63,7 +81,8 @@ int main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *pidfile = NULL, *logfile = NULL, *portfile = NULL;
-	int daemon_mode = 0, status_fd = -1, sfd = -1, c, ret = 1, use_tls = 0;
+	int daemon_mode = 0, status_fd = -1, sfd = -1, c, ret = 1, use_tls = 0, serve_once = 0;
+	static struct access_net allow[ACCESS_MAX_NETS];
 	struct tls_cfg tls = { 0 };
 	struct server_cfg cfg;
 	struct server *s = NULL;
@@ -112,6 +131,35 @@ int main(int argc, char **argv)
 				return 1;
 			cfg.max_clients = (int)v;
 			break;
+		case OPT_ALLOW:
+			if (cfg.nr_allow == ACCESS_MAX_NETS) {
+				fprintf(stderr, "lazy-pages-server: --allow: more than %d entries\n",
+					ACCESS_MAX_NETS);
+				return 1;
+			}
+			if (access_net_parse(optarg, &allow[cfg.nr_allow], &e) < 0) {
+				fprintf(stderr, "lazy-pages-server: --allow %s\n", e.msg);
+				return 1;
+			}
+			cfg.allow = allow;
+			cfg.nr_allow++;
+			break;
+		case OPT_INSECURE:
+			cfg.insecure = true;
+			break;
+		case OPT_SERVE_ONCE:
+			serve_once = 1;
+			break;
+		case OPT_MAX_RESTORES:
+			if (cli_num("lazy-pages-server", "--max-restores", optarg, 1, INT_MAX, &v))
+				return 1;
+			cfg.max_restores = (unsigned int)v;
+			break;
+		case OPT_IDLE_EXIT:
+			if (cli_num("lazy-pages-server", "--idle-exit", optarg, 1, INT_MAX, &v))
+				return 1;
+			cfg.idle_exit_s = (unsigned int)v;
+			break;
 		case 'o':
 			logfile = optarg;
 			break;
@@ -139,6 +187,12 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 1;
 	}
+	if (serve_once && cfg.max_restores) {
+		fprintf(stderr, "lazy-pages-server: --serve-once is --max-restores 1: give one of them\n");
+		return 1;
+	}
+	if (serve_once)
+		cfg.max_restores = 1;
 	if (status_fd >= 0 && fcntl(status_fd, F_GETFD) < 0) {
 		fprintf(stderr, "lazy-pages-server: --status-fd %d: not an open file descriptor\n",
 			status_fd);
@@ -180,10 +234,11 @@ int main(int argc, char **argv)
 		log_err("%s", e.msg);
 		goto out;
 	}
-	log_info("serving %s on %s port %d, CRIU page-server wire %s, up to %d clients%s",
-		 cfg.images_dir, cfg.address ? cfg.address : "0.0.0.0", server_port(s),
+	log_info("serving %s on %s port %d, CRIU page-server wire %s, up to %d clients%s%s",
+		 cfg.images_dir, server_address(s), server_port(s),
 		 cfg.wire == PS_WIRE_3 ? "3.x (24-byte header)" : "4.2 (32-byte header)",
-		 cfg.max_clients, use_tls ? ", TLS" : "");
+		 cfg.max_clients, use_tls ? ", TLS with client certificates" : "",
+		 cfg.nr_allow ? ", peers on the --allow list only" : "");
 	if (portfile) {
 		int r;
 

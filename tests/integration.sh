@@ -126,15 +126,16 @@ read_port() {
 	echo "$p"
 }
 
-# start_server DIR ADDRESS: lazy-pages-server on ADDRESS port 0 (in
+# start_server DIR ADDRESS [ARGS...]: lazy-pages-server on ADDRESS port 0 (in
 # NS_SERVER), ready once its status fd says so. Sets SPID, PS_ADDR, PS_PORT.
 start_server() {
 	local dir=$1 addr=$2
+	shift 2
 	[ -x "$SERVER" ] || fail "not built: $SERVER"
 	rm -f "$T/server.ready" "$T/server.port"
 	mkfifo "$T/server.ready" || fail "mkfifo"
 	timeout -k 5 $SCENARIO_TIMEOUT "${NS_SERVER[@]}" "$SERVER" -D "$dir" --address "$addr" --port 0 \
-		--ps-wire "$WIRE" --port-file "$T/server.port" --status-fd 3 \
+		--ps-wire "$WIRE" --port-file "$T/server.port" --status-fd 3 "$@" \
 		3>"$T/server.ready" >"$T/server.out" 2>"$T/server.log" &
 	SPID=$!
 	BG_PIDS+=("$SPID")
@@ -611,7 +612,7 @@ sc_netns-veth() {
 		ip -n "$a" link set lpv0 up && ip -n "$b" link set lpv1 up || fail "ip link set up"
 	dump "$T/d" --size 256
 	NS_SERVER=(ip netns exec "$a")
-	start_server "$T/d" 10.231.0.1
+	start_server "$T/d" 10.231.0.1 --allow 10.231.0.2
 	NS_CLIENT=(ip netns exec "$b")
 	good "$T/d" 1 --scenario random
 	rx=$(ip netns exec "$b" cat /sys/class/net/lpv1/statistics/rx_bytes) || fail "no rx_bytes for lpv1"
@@ -635,7 +636,7 @@ sc_link-down() {
 		ip -n "$a" link set lpv0 up && ip -n "$b" link set lpv1 up || fail "ip link set up"
 	dump "$T/d" --size 256
 	NS_SERVER=(ip netns exec "$a")
-	start_server "$T/d" 10.231.1.1
+	start_server "$T/d" 10.231.1.1 --allow 10.231.1.2
 	NS_CLIENT=(ip netns exec "$b")
 	# down once the daemon is serving (its log says so), up 2 s later
 	( for i in $(seq 500); do grep -q 'prefetch starts' "$T/daemon.log" 2>/dev/null && break; sleep 0.01; done
