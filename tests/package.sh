@@ -217,6 +217,11 @@ in_installed() {
 	systemctl enable --now lazy-pages.socket 2>"$T/err" || fail "systemctl enable --now: $(cat "$T/err")"
 	out=$(systemd-analyze verify lazy-pages.socket lazy-pages.service lazy-pages-server.service 2>&1) ||
 		fail "systemd-analyze verify: $out"
+	# the units' Documentation= files are there (not compressed away)
+	for p in $(systemctl show -P Documentation lazy-pages.socket lazy-pages.service lazy-pages-server.service |
+		tr ' ' '\n' | sed -n 's|^file://||p' | sort -u); do
+		[ -f "$p" ] || fail "the units' Documentation= names $p, which is not installed"
+	done
 
 	# man pages, as a user reads them
 	[ "$(man -w lazy-pagesd)" = /usr/share/man/man8/lazy-pagesd.8.gz ] || fail "man -w lazy-pagesd: $(man -w lazy-pagesd 2>&1)"
