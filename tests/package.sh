@@ -21,6 +21,8 @@ set -u
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=tests/pkglib.sh
 . "$ROOT/tests/pkglib.sh"
+# shellcheck source=tests/suitelib.sh
+. "$ROOT/tests/suitelib.sh"
 DEBS=${LP_DEB_DIR:-$ROOT/build/deb}
 WITH_SYSTEMD=${LP_WITH_SYSTEMD:-}
 for f in "$ROOT/../shared/tools/with-systemd.sh" /work/shared/tools/with-systemd.sh; do
@@ -370,22 +372,7 @@ for n in "${want[@]}"; do
 		rc=$?
 	fi
 	[ "$n" = deb-build ] && [ $rc -ne 0 ] && built=no
-	secs=$(awk "BEGIN { printf \"%.1f\", $(date +%s.%N) - $t0 }")
-	if [ $rc -eq 0 ]; then
-		passed=$((passed + 1))
-		echo "PASS $n (${secs} s)"
-		[ -s "$dir/info" ] && sed 's/^/    /' "$dir/info"
-	else
-		failed=$((failed + 1))
-		if [ -s "$dir/reason" ]; then
-			reason=$(cat "$dir/reason")
-		elif [ $rc -eq 124 ]; then
-			reason="timed out after ${CASE_TIMEOUT} s"
-		else
-			reason="exit $rc: $(tail -n 3 "$dir/case.out" | tr '\n' ' ')"
-		fi
-		echo "FAIL $n: $reason"
-	fi
+	suite_verdict "$n" $rc "$dir" "$(awk "BEGIN { printf \"%.1f\", $(date +%s.%N) - $t0 }")" "$CASE_TIMEOUT"
 	rm -rf "$dir"
 done
 echo "$passed passed, $failed failed"
