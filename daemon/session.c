@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /* session: takes CRIU's hand-off, builds each process's lazy ranges and runs it to completion. */
 #include <errno.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -939,10 +941,50 @@ out:
 	return s;
 }
 
+#define SESSION_PROBE_NS 100000000ull	/* --no-prefetch: how often exits are looked for */
+
+/* The lowest page a process may map (vm.mmap_min_addr), where nothing is mapped in practice. */
+static uint64_t session_probe_addr(const struct session *s)
+{
+	uint64_t psz = session_page_size(s), v = 65536;
+	FILE *f = fopen("/proc/sys/vm/mmap_min_addr", "re");
+
+	if (f) {
+		if (fscanf(f, "%" SCNu64, &v) != 1)
+			v = 65536;
+		fclose(f);
+	}
+	return (v + psz - 1) / psz * psz;
+}
+
+/*
+ * With --no-prefetch nothing but faults COPYs, and a process's exit comes
+ * with no uffd event: one that exits before touching all of its lazy pages
+ * (a CRIU-restored process has many it never touches: heap, thread stacks)
+ * would keep the session open for ever. Asks each live process instead.
+ * Called with s->lock held; drops it around each process.
+ */
+static void session_find_exited(struct session *s, uint64_t probe)
+{
+	size_t i;
+
+	for (i = 0; i < s->nprocs; i++) {
+		struct proc *p = s->procs[i];
+
+		if (!proc_live(p))
+			continue;
+		pthread_mutex_unlock(&s->lock);
+		if (proc_check_alive(p, probe) == -ESRCH)
+			proc_finish(p, PROC_GONE);
+		pthread_mutex_lock(&s->lock);
+	}
+}
+
 /* Starts prefetch and waits until no process is live (or a fatal failure). */
 static int session_run(struct session *s, struct lp_err *e)
 {
 	struct lp_err e2;
+	uint64_t probe, probed = 0;
 	int ret;
 
 	pthread_mutex_lock(&s->lock);
@@ -959,19 +1001,25 @@ static int session_run(struct session *s, struct lp_err *e)
 	if (s->remote && !s->cfg.no_prefetch)
 		remote_start(s->remote);
 
+	probe = s->cfg.no_prefetch ? session_probe_addr(s) : 0;
 	pthread_mutex_lock(&s->lock);
 	while (!s->failed && s->live) {
-		if (s->cfg.progress) {
+		if (s->cfg.progress || probe) {
 			struct timespec ts;
 
 			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_nsec += 10000000;
+			ts.tv_nsec += s->cfg.progress ? 10000000 : SESSION_PROBE_NS;
 			if (ts.tv_nsec >= 1000000000) {
 				ts.tv_sec++;
 				ts.tv_nsec -= 1000000000;
 			}
 			pthread_cond_timedwait(&s->done_cv, &s->lock, &ts);
-			progress_line(s);
+			if (s->cfg.progress)
+				progress_line(s);
+			if (probe && stats_now_ns() - probed >= SESSION_PROBE_NS) {
+				session_find_exited(s, probe);
+				probed = stats_now_ns();
+			}
 		} else {
 			pthread_cond_wait(&s->done_cv, &s->lock);
 		}
