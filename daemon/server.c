@@ -350,21 +350,27 @@ static int conn_sendfile(int sk, int fd, uint64_t off, uint64_t len)
 	return 0;
 }
 
-/* With TLS the pages cannot go by sendfile: they are read and sent, the header in front. */
+/*
+ * With TLS the pages cannot go by sendfile: they are read and sent. The
+ * header goes in a TLS record of its own, as CRIU's page server sends it:
+ * CRIU's client (criu lazy-pages) reads the header, returns to epoll and
+ * waits for the socket to be readable again for the pages; pages that came
+ * in the header's record are already decrypted in GnuTLS's buffer, the
+ * socket never becomes readable, and it waits for ever (seen with CRIU 4.2).
+ */
 static int conn_send_run_tls(struct server_conn *c, const struct ps_iov *rep, const struct pm_run *run)
 {
 	uint64_t off = run->off, len = run->nr_pages * c->s->ps;
-	size_t have = c->s->hsz;
 	int ret;
 
 	if (!c->buf && !(c->buf = io_page_alloc(SERVER_TLS_CHUNK)))
 		return -ENOMEM;
-	ret = ps_iov_encode(c->s->cfg.wire, rep, c->buf);
+	ret = conn_send_iov(c, rep, 0);
 	if (ret < 0)
 		return ret;
 	while (len) {
-		size_t want = SERVER_TLS_CHUNK - have < len ? SERVER_TLS_CHUNK - have : (size_t)len;
-		ssize_t r = pread(run->fd, c->buf + have, want, (off_t)off);
+		size_t want = SERVER_TLS_CHUNK < len ? SERVER_TLS_CHUNK : (size_t)len;
+		ssize_t r = pread(run->fd, c->buf, want, (off_t)off);
 
 		if (r < 0 && errno == EINTR)
 			continue;
@@ -374,10 +380,9 @@ static int conn_send_run_tls(struct server_conn *c, const struct ps_iov *rep, co
 			return -EIO;	/* the pages file shrank under us */
 		off += (uint64_t)r;
 		len -= (uint64_t)r;
-		ret = tls_write_full(c->tls, c->buf, have + (size_t)r, NULL);
+		ret = tls_write_full(c->tls, c->buf, (size_t)r, NULL);
 		if (ret < 0)
 			return ret;
-		have = 0;
 	}
 	return 0;
 }
