@@ -11,7 +11,7 @@
 #   criu_wait_gone "$D"                                # the dumped pids are free again
 #   <start lazy-pagesd -D $D/img>
 #   criu_restore "$D"                                  # detached, --lazy-pages
-#   criu_wait_action "$D" post-resume && criu_go "$D"
+#   criu_wait_action "$D" post-resume               # DIR/go is there now (CRL_AUTO_GO=0: criu_go)
 #   criu_wait_results "$D" 1 && criu_final "$D" && criu_wait_results "$D" 2
 #   criu_kill_dir "$D"; rm -rf "$D"
 #
@@ -159,13 +159,29 @@ criu_dump() {
 	fi
 }
 
+# crl_free_port: a TCP port nothing listens on now (CRIU refuses --port 0)
+crl_free_port() {
+	local p i
+	for ((i = 0; i < 100; i++)); do
+		p=$((20000 + RANDOM % 40000))
+		if [ -z "$(ss -Htln "sport = :$p" 2>/dev/null)" ]; then
+			echo "$p"
+			return 0
+		fi
+	done
+	return 1
+}
+
 # criu_dump_lazy DIR ADDRESS PORT [criu dump options]: `criu dump
 # --lazy-pages --address --port` in the background (CRL_DUMP_JOB): it
 # keeps the tree frozen and serves its pages until a client has them all.
-# Returns once its page server listens (--status-fd).
+# Returns once its page server listens (--status-fd). PORT 0: a free one,
+# in CRL_PORT either way.
 criu_dump_lazy() {
 	local dir=$1 addr=$2 port=$3
 	shift 3
+	[ "$port" != 0 ] || port=$(crl_free_port) || { CRL_WHY="no free port"; return 1; }
+	CRL_PORT=$port
 	mkdir -p "$dir/img"
 	: >"$dir/dump.status"
 	"$CRIU" dump -t "$CRL_PID" -D "$dir/img" -o dump.log -v4 --lazy-pages --address "$addr" \
@@ -173,7 +189,7 @@ criu_dump_lazy() {
 	CRL_DUMP_JOB=$!
 	if ! crl_until "$CRL_TIMEOUT" crl_nonempty_or_gone "$dir/dump.status" "$CRL_DUMP_JOB" ||
 		[ ! -s "$dir/dump.status" ]; then
-		CRL_WHY="criu dump --lazy-pages did not listen: $(grep -E 'Error|error' "$dir/img/dump.log" 2>/dev/null | grep -v RLIMIT_NOFILE | tail -n 3)"
+		CRL_WHY="criu dump --lazy-pages did not listen: $(tail -n 2 "$dir/dump.out") $(grep -E 'Error|error' "$dir/img/dump.log" 2>/dev/null | grep -v RLIMIT_NOFILE | tail -n 3)"
 		return 1
 	fi
 }
@@ -205,12 +221,17 @@ criu_wait_gone() {
 	fi
 }
 
-# Writes DIR/action.sh: records each CRIU action (and the root pid) in DIR/actions.
+# Writes DIR/action.sh: records each CRIU action (and the root pid) in
+# DIR/actions and, unless CRL_AUTO_GO=0, creates DIR/go at post-resume, so
+# the restored processes start at once, while the daemon is still filling.
 crl_action_script() {
-	local dir=$1
+	local dir=$1 go=
+	[ "${CRL_AUTO_GO:-1}" = 0 ] || go="[ \"\$CRTOOLS_SCRIPT_ACTION\" = post-resume ] && : >\"$dir/go\""
 	cat >"$dir/action.sh" <<-EOF
 		#!/bin/sh
 		echo "\$CRTOOLS_SCRIPT_ACTION \$CRTOOLS_INIT_PID" >>"$dir/actions"
+		$go
+		exit 0
 	EOF
 	chmod +x "$dir/action.sh"
 }
@@ -296,7 +317,7 @@ criu_sum() {
 # or a path under it (the workload, CRIU, daemons started with paths in
 # DIR): this test's only. The calling shell and its ancestors are spared.
 criu_kill_dir() {
-	local dir=${1%/} p q cmd spare=" "
+	local dir=${1%/} p q cmd args spare=" "
 	p=$BASHPID
 	while [ -n "$p" ] && [ "$p" != 0 ]; do
 		spare+="$p "
@@ -305,7 +326,9 @@ criu_kill_dir() {
 	for q in /proc/[0-9]*; do
 		q=${q#/proc/}
 		case "$spare" in *" $q "*) continue ;; esac
-		cmd=" $({ tr '\0' ' ' <"/proc/$q/cmdline"; } 2>/dev/null) "
+		args=()
+		{ mapfile -d '' args <"/proc/$q/cmdline"; } 2>/dev/null	# a builtin: no fork per process
+		cmd=" ${args[*]} "
 		case "$cmd" in
 		*" $dir "* | *"$dir/"* | *"=$dir "*) kill -KILL "$q" 2>/dev/null ;;
 		esac

@@ -42,6 +42,8 @@
  *   result.TAG.1, result.TAG.2  written by each process at the end of a
  *                phase (write to a temporary name, then rename): key=value
  *                lines, then "ok" or "FAIL: reason" as the last line.
+ *   bad.TAG      appended the moment a wrong page is read (the first 8 of a
+ *                phase): its number, offset and what it held instead.
  * TAG is 0 for the first process, 1..CHILDREN for the children, and gets an
  * "f" appended for a child made by the fork op ("0f", "1f").
  *
@@ -219,6 +221,26 @@ static int result_write(struct work *w, int phase, const char *failure)
 	return rc;
 }
 
+/*
+ * Appends to bad.TAG at once: a process killed later in the phase (a failed
+ * session kills it) still leaves the wrong page it read on record.
+ */
+static void bad_now(const struct work *w, size_t p, const char *what)
+{
+	char path[PATH_MAX], line[320];
+	int fd, n;
+
+	snprintf(path, sizeof(path), "%s/bad.%s", w->dir, w->tag);
+	n = snprintf(line, sizeof(line), "bad page %zu (offset 0x%zx): %s\n", p, p * PAGE, what);
+	fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return;
+	if (write(fd, line, n) != n) {
+		/* the result file says it too */
+	}
+	close(fd);
+}
+
 /* ---- what a page must hold ------------------------------------------- */
 
 enum kind { K_HOLE, K_ZERO, K_DATA };
@@ -311,6 +333,7 @@ static void describe(struct pass *ps, size_t p, const uint8_t *got, const uint8_
 	}
 	pthread_mutex_lock(&ps->report_lock);
 	out(w, "bad page %zu (offset 0x%zx, addr %p): %s\n", p, p * PAGE, (void *)page_addr(w, p), what);
+	bad_now(w, p, what);
 	pthread_mutex_unlock(&ps->report_lock);
 }
 
