@@ -737,42 +737,100 @@ static int take_record(struct session *s, const struct restore_peer *peer, uint6
 	return take_live(s, i, vpid, uffd, e);
 }
 
+/* Is PID in the first N of LIST? */
+static int pid_in(const pid_t *list, int n, pid_t pid)
+{
+	int i;
+
+	for (i = 0; i < n; i++)
+		if (list[i] == pid)
+			return 1;
+	return 0;
+}
+
+#define KILL_MAX 256
+
 /*
  * The session cannot go on: kill its live processes before their uffds
  * close (closing would let them read zeros where pages are missing), and
  * wait a little for them to be gone. Says which and why.
+ *
+ * Each restored process is found by its own pid (the innermost NSpid: CRIU
+ * restores the image pids, in a pid namespace too), and only if that fails
+ * among the restorer's descendants. Not by layout first: a child forked
+ * before the dump maps what its parent maps, and in a pid-namespace restore
+ * (CRIU stays as its init) the parent's entry took the child as well, the
+ * child's own entry then found nothing (seen with stock CRIU 4.2). A child
+ * forked after the restore has no pid of its own here: it is looked for
+ * among the descendants of its ancestor's host pid, not below the other
+ * restored processes (a child restored with its parent, and that child's
+ * own forks, descend from the parent too). Everything is found before
+ * anything is killed: a killed parent's children are re-parented.
  */
 static void session_kill_live(struct session *s, const char *why)
 {
-	pid_t killed[256], found[16];
-	int nk = 0, n, i, t;
-	size_t k;
+	pid_t hits[KILL_MAX], found[16], *host;
+	unsigned owner[KILL_MAX];
+	int nh = 0, nh1 = 0, n, i, t, pass;	/* nh1: the restored processes, found in the first pass */
+	size_t k, j;
 
 	pthread_mutex_lock(&s->lock);
-	for (k = 0; k < s->nprocs; k++) {
-		struct proc *p = s->procs[k];
+	host = calloc(s->nprocs ? s->nprocs : 1, sizeof(*host));	/* NULL: no fork children looked for */
+	for (pass = 0; pass < 2; pass++) {
+		if (pass == 1)
+			nh1 = nh;
+		for (k = 0; k < s->nprocs; k++) {
+			struct proc *p = s->procs[k];
+			pid_t root = 0;
+			int got = 0;
 
-		if (!proc_live(p) || !atomic_load(&p->remaining))
-			continue;
-		n = p->probe ? pidfind(p->pid, s->peer_pid, p->probe, p->probe + s->psz, found, 16) : 0;
-		if (n <= 0) {
-			log_err("pid %d%s: cannot find it to kill it; with its userfaultfd closed, its %llu missing pages will read as zeros",
-				p->pid, p->forked ? " (forked child)" : "", (unsigned long long)atomic_load(&p->remaining));
-			continue;
-		}
-		for (i = 0; i < n; i++) {
-			if (kill(found[i], SIGKILL) == 0 && nk < 256)
-				killed[nk++] = found[i];
-			log_err("pid %d%s (host pid %d) killed with %llu pages missing: %s", p->pid,
-				p->forked ? " (forked child)" : "", (int)found[i],
-				(unsigned long long)atomic_load(&p->remaining), why);
+			if (!proc_live(p) || !atomic_load(&p->remaining) || p->forked != pass || !p->probe)
+				continue;
+			if (!p->forked) {
+				n = pidfind(p->pid, 0, NULL, 0, p->probe, p->probe + s->psz, found, 16);
+				if (n <= 0)
+					n = pidfind(p->pid, s->peer_pid, hits, nh, p->probe, p->probe + s->psz, found, 16);
+			} else {
+				/* the ancestor's host pid, found in the first pass */
+				for (j = 0; host && j < s->nprocs && !root; j++)
+					if (!s->procs[j]->forked && s->procs[j]->pid == p->pid)
+						root = host[j];
+				n = root ? pidfind(0, root, hits, nh1, p->probe, p->probe + s->psz, found, 16) : 0;
+			}
+			for (i = 0; i < n && nh < KILL_MAX; i++) {
+				if (found[i] == root || pid_in(hits, nh, found[i]))
+					continue;
+				owner[nh] = (unsigned)k;
+				hits[nh++] = found[i];
+				if (host && !host[k])
+					host[k] = found[i];
+				got++;
+			}
+			if (!got)
+				log_err("pid %d%s: cannot find it to kill it; with its userfaultfd closed, its %llu missing pages will read as zeros",
+					p->pid, p->forked ? " (forked child)" : "",
+					(unsigned long long)atomic_load(&p->remaining));
 		}
 	}
+	for (i = 0; i < nh; i++) {
+		struct proc *p = s->procs[owner[i]];
+
+		if (kill(hits[i], SIGKILL)) {
+			log_err("pid %d%s (host pid %d): cannot kill it: %s", p->pid, p->forked ? " (forked child)" : "",
+				(int)hits[i], strerror(errno));
+			hits[i] = 0;
+			continue;
+		}
+		log_err("pid %d%s (host pid %d) killed with %llu pages missing: %s", p->pid,
+			p->forked ? " (forked child)" : "", (int)hits[i],
+			(unsigned long long)atomic_load(&p->remaining), why);
+	}
+	free(host);
 	pthread_mutex_unlock(&s->lock);
 	for (t = 0; t < 200; t++) {
-		for (i = 0; i < nk && pid_gone(killed[i]); i++)
+		for (i = 0; i < nh && (!hits[i] || pid_gone(hits[i])); i++)
 			;
-		if (i == nk)
+		if (i == nh)
 			break;
 		usleep(10000);
 	}
