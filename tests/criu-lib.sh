@@ -31,7 +31,8 @@ CRL_PIPE_DIR=/run/lock/lazy-pages-criu-pipe
 CRL_WHY=
 
 # Finds CRIU: $CRIU, else ../shared/criu/criu beside the checkout, else
-# `criu` in PATH if `criu check` passes. Sets CRIU (absolute); 1 if none.
+# `criu` in PATH if `criu check` passes. Sets CRIU (absolute); 1 if none,
+# 2 if $CRIU or ../shared/criu/criu is there but does not run.
 criu_find() {
 	local c
 	CRL_WHY=
@@ -39,7 +40,7 @@ criu_find() {
 		c=$(command -v "$CRIU" 2>/dev/null)
 		if [ -z "$c" ] || ! "$c" --version >/dev/null 2>&1; then
 			CRL_WHY="\$CRIU=$CRIU does not run"
-			return 1
+			return 2
 		fi
 		CRIU=$(readlink -f "$c")
 		return 0
@@ -50,7 +51,7 @@ criu_find() {
 		if ! "$CRIU" --version >/dev/null 2>&1; then
 			CRL_WHY="$CRIU does not run (its runtime libraries: see ../shared/criu/README.md)"
 			unset CRIU
-			return 1
+			return 2
 		fi
 		return 0
 	fi
@@ -59,7 +60,7 @@ criu_find() {
 		CRIU=$(readlink -f "$c")
 		return 0
 	fi
-	CRL_WHY="no CRIU (\$CRIU, ../shared/criu/criu, or a criu in PATH that passes 'criu check')"
+	CRL_WHY="none of: \$CRIU, ../shared/criu/criu, a criu in PATH that passes 'criu check'"
 	return 1
 }
 

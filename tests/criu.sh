@@ -605,11 +605,20 @@ if [ "$(id -u)" != 0 ]; then
 	echo "0 passed, 1 failed"
 	exit 1
 fi
-if ! criu_find; then
+criu_find
+case $? in
+0) ;;
+1)
 	echo "skipped: no CRIU ($CRL_WHY)"
 	echo "0 passed, 0 failed"
 	exit 0
-fi
+	;;
+*)
+	echo "FAIL criu: $CRL_WHY"
+	echo "0 passed, 1 failed"
+	exit 1
+	;;
+esac
 export CRIU
 runs=("$@")
 [ ${#runs[@]} -gt 0 ] || runs=("${SCENARIOS[@]}")
