@@ -305,17 +305,24 @@ sc_local-layout-unfilled() {
 	info "$(checked); every op on $n unfilled pages; faults=$(sget lpd faults)"
 }
 
-# CRIU's page server as the source: criu dump --lazy-pages --address --port
-sc_criu-page-server() {
-	work -m 128 -c 2 -a random
-	dump_lazy
-	lpd lpd -D "$T/img" --page-server --address 127.0.0.1 --port "$PS_PORT"
+# from_criu_ps "DUMP OPTIONS" "LAZY-PAGESD OPTIONS": the tree (lp-work,
+# started) dumped by `criu dump --lazy-pages`, whose page server feeds
+# lazy-pagesd --page-server; restored in a new pid namespace
+from_criu_ps() {
+	dump_lazy $1
+	lpd lpd -D "$T/img" --page-server --address 127.0.0.1 --port "$PS_PORT" $2
 	restore_ns
 	phase1
 	lpd_wait lpd
 	dump_lazy_wait
 	phase2
 	restore_ns_wait
+}
+
+# CRIU's page server as the source: criu dump --lazy-pages --address --port
+sc_criu-page-server() {
+	work -m 128 -c 2 -a random
+	from_criu_ps "" ""
 	info "$(checked); remote_bytes=$(sget lpd remote_bytes) remote_requests=$(sget lpd remote_requests)"
 }
 
@@ -333,18 +340,25 @@ sc_lps-to-lazy-pagesd() {
 	info "$(checked); remote_bytes=$(sget lpd remote_bytes)"
 }
 
-# lazy-pages-server as the source of CRIU's own client (small: CRIU's client
-# scans its lists per fault)
-sc_lps-to-criu-lazy-pages() {
-	work -m 32 -c 1 -a seq
+# to_criu_lazy_pages "SERVER OPTIONS" "CRIU OPTIONS": the tree (lp-work,
+# started) dumped, served by lazy-pages-server to CRIU's own client, criu
+# lazy-pages --page-server, which reads sparse pages files
+to_criu_lazy_pages() {
 	dump
 	sparse_copy
-	lps
-	criu_lazy_pages -D "$T/sparse" -W "$T/img" --page-server --address 127.0.0.1 --port "$PS_PORT"
+	lps $1
+	criu_lazy_pages -D "$T/sparse" -W "$T/img" --page-server --address 127.0.0.1 --port "$PS_PORT" $2
 	restore
 	phase1
 	clp_wait
 	phase2
+}
+
+# lazy-pages-server as the source of CRIU's own client (small: CRIU's client
+# scans its lists per fault)
+sc_lps-to-criu-lazy-pages() {
+	work -m 32 -c 1 -a seq
+	to_criu_lazy_pages "" ""
 	info "$(checked)"
 }
 
@@ -393,29 +407,14 @@ sc_service-two-sessions() {
 # TLS: CRIU's lazy dump page server with --tls to lazy-pagesd --tls
 sc_tls-criu-to-lazy-pagesd() {
 	work -m 64 -c 1 -a random
-	dump_lazy $(pki_opts server)
-	lpd lpd -D "$T/img" --page-server --address 127.0.0.1 --port "$PS_PORT" $(pki_opts client)
-	restore_ns
-	phase1
-	lpd_wait lpd
-	dump_lazy_wait
-	phase2
-	restore_ns_wait
+	from_criu_ps "$(pki_opts server)" "$(pki_opts client)"
 	info "$(checked) over TLS; remote_bytes=$(sget lpd remote_bytes)"
 }
 
 # TLS: lazy-pages-server --tls to CRIU's client criu lazy-pages --tls
 sc_tls-lps-to-criu-lazy-pages() {
 	work -m 32 -a seq
-	dump
-	sparse_copy
-	lps $(pki_opts server)
-	criu_lazy_pages -D "$T/sparse" -W "$T/img" --page-server --address 127.0.0.1 --port "$PS_PORT" \
-		$(pki_opts client)
-	restore
-	phase1
-	clp_wait
-	phase2
+	to_criu_lazy_pages "$(pki_opts server)" "$(pki_opts client)"
 	info "$(checked) over TLS"
 }
 

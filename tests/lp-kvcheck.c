@@ -34,6 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "argnum.h"
 #include "pagehash.h"
 
 #define MAX_BATCH 1024
@@ -277,12 +278,9 @@ static int check(struct kv *kv)
 
 static unsigned long num(const char *opt, const char *s, unsigned long max)
 {
-	char *end;
 	unsigned long v;
 
-	errno = 0;
-	v = strtoul(s, &end, 0);
-	if (errno || *end || end == s || v > max)
+	if (argnum(s, max, &v))
 		fatal(2, "%s: bad number '%s' (at most %lu)", opt, s, max);
 	return v;
 }

@@ -78,6 +78,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "argnum.h"
 #include "pagehash.h"
 
 #define PAGE PH_PAGE
@@ -791,12 +792,9 @@ static void parse_ops(struct work *w, const char *arg)
 
 static unsigned long num(const char *opt, const char *s, unsigned long max)
 {
-	char *end;
 	unsigned long v;
 
-	errno = 0;
-	v = strtoul(s, &end, 0);
-	if (errno || *end || end == s || v > max)
+	if (argnum(s, max, &v))
 		die("%s: bad number '%s' (at most %lu)", opt, s, max);
 	return v;
 }
