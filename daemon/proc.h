@@ -116,6 +116,14 @@ int proc_place_run(struct proc *p, uint64_t addr, uint64_t img, uint64_t nr_page
 /* Counts a fault served, read at T0 (ns), in the process's and the session's figures. */
 void proc_fault_served(struct proc *p, uint64_t t0);
 
+/*
+ * Whether the process still exists: the kernel tells a uffd nothing when its
+ * process exits, only an ioctl answers ESRCH. PROBE is an address outside
+ * every mapping in practice (the lowest mappable page): a ZEROPAGE there
+ * answers ENOENT while the process lives, and is skipped if PROBE is lazy.
+ * Returns -ESRCH once the process has gone, 0 otherwise.
+ */
+int proc_check_alive(struct proc *p, uint64_t probe);
 /* A zero page at ADDR for a fault outside the lazy ranges. Same returns. */
 int proc_zero_fault(struct proc *p, uint64_t addr);
 

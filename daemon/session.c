@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /* session: takes CRIU's hand-off, builds each process's lazy ranges and runs it to completion. */
 #include <errno.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -735,42 +737,100 @@ static int take_record(struct session *s, const struct restore_peer *peer, uint6
 	return take_live(s, i, vpid, uffd, e);
 }
 
+/* Is PID in the first N of LIST? */
+static int pid_in(const pid_t *list, int n, pid_t pid)
+{
+	int i;
+
+	for (i = 0; i < n; i++)
+		if (list[i] == pid)
+			return 1;
+	return 0;
+}
+
+#define KILL_MAX 256
+
 /*
  * The session cannot go on: kill its live processes before their uffds
  * close (closing would let them read zeros where pages are missing), and
  * wait a little for them to be gone. Says which and why.
+ *
+ * Each restored process is found by its own pid (the innermost NSpid: CRIU
+ * restores the image pids, in a pid namespace too), and only if that fails
+ * among the restorer's descendants. Not by layout first: a child forked
+ * before the dump maps what its parent maps, and in a pid-namespace restore
+ * (CRIU stays as its init) the parent's entry took the child as well, the
+ * child's own entry then found nothing (seen with stock CRIU 4.2). A child
+ * forked after the restore has no pid of its own here: it is looked for
+ * among the descendants of its ancestor's host pid, not below the other
+ * restored processes (a child restored with its parent, and that child's
+ * own forks, descend from the parent too). Everything is found before
+ * anything is killed: a killed parent's children are re-parented.
  */
 static void session_kill_live(struct session *s, const char *why)
 {
-	pid_t killed[256], found[16];
-	int nk = 0, n, i, t;
-	size_t k;
+	pid_t hits[KILL_MAX], found[16], *host;
+	unsigned owner[KILL_MAX];
+	int nh = 0, nh1 = 0, n, i, t, pass;	/* nh1: the restored processes, found in the first pass */
+	size_t k, j;
 
 	pthread_mutex_lock(&s->lock);
-	for (k = 0; k < s->nprocs; k++) {
-		struct proc *p = s->procs[k];
+	host = calloc(s->nprocs ? s->nprocs : 1, sizeof(*host));	/* NULL: no fork children looked for */
+	for (pass = 0; pass < 2; pass++) {
+		if (pass == 1)
+			nh1 = nh;
+		for (k = 0; k < s->nprocs; k++) {
+			struct proc *p = s->procs[k];
+			pid_t root = 0;
+			int got = 0;
 
-		if (!proc_live(p) || !atomic_load(&p->remaining))
-			continue;
-		n = p->probe ? pidfind(p->pid, s->peer_pid, p->probe, p->probe + s->psz, found, 16) : 0;
-		if (n <= 0) {
-			log_err("pid %d%s: cannot find it to kill it; with its userfaultfd closed, its %llu missing pages will read as zeros",
-				p->pid, p->forked ? " (forked child)" : "", (unsigned long long)atomic_load(&p->remaining));
-			continue;
-		}
-		for (i = 0; i < n; i++) {
-			if (kill(found[i], SIGKILL) == 0 && nk < 256)
-				killed[nk++] = found[i];
-			log_err("pid %d%s (host pid %d) killed with %llu pages missing: %s", p->pid,
-				p->forked ? " (forked child)" : "", (int)found[i],
-				(unsigned long long)atomic_load(&p->remaining), why);
+			if (!proc_live(p) || !atomic_load(&p->remaining) || p->forked != pass || !p->probe)
+				continue;
+			if (!p->forked) {
+				n = pidfind(p->pid, 0, NULL, 0, p->probe, p->probe + s->psz, found, 16);
+				if (n <= 0)
+					n = pidfind(p->pid, s->peer_pid, hits, nh, p->probe, p->probe + s->psz, found, 16);
+			} else {
+				/* the ancestor's host pid, found in the first pass */
+				for (j = 0; host && j < s->nprocs && !root; j++)
+					if (!s->procs[j]->forked && s->procs[j]->pid == p->pid)
+						root = host[j];
+				n = root ? pidfind(0, root, hits, nh1, p->probe, p->probe + s->psz, found, 16) : 0;
+			}
+			for (i = 0; i < n && nh < KILL_MAX; i++) {
+				if (found[i] == root || pid_in(hits, nh, found[i]))
+					continue;
+				owner[nh] = (unsigned)k;
+				hits[nh++] = found[i];
+				if (host && !host[k])
+					host[k] = found[i];
+				got++;
+			}
+			if (!got)
+				log_err("pid %d%s: cannot find it to kill it; with its userfaultfd closed, its %llu missing pages will read as zeros",
+					p->pid, p->forked ? " (forked child)" : "",
+					(unsigned long long)atomic_load(&p->remaining));
 		}
 	}
+	for (i = 0; i < nh; i++) {
+		struct proc *p = s->procs[owner[i]];
+
+		if (kill(hits[i], SIGKILL)) {
+			log_err("pid %d%s (host pid %d): cannot kill it: %s", p->pid, p->forked ? " (forked child)" : "",
+				(int)hits[i], strerror(errno));
+			hits[i] = 0;
+			continue;
+		}
+		log_err("pid %d%s (host pid %d) killed with %llu pages missing: %s", p->pid,
+			p->forked ? " (forked child)" : "", (int)hits[i],
+			(unsigned long long)atomic_load(&p->remaining), why);
+	}
+	free(host);
 	pthread_mutex_unlock(&s->lock);
 	for (t = 0; t < 200; t++) {
-		for (i = 0; i < nk && pid_gone(killed[i]); i++)
+		for (i = 0; i < nh && (!hits[i] || pid_gone(hits[i])); i++)
 			;
-		if (i == nk)
+		if (i == nh)
 			break;
 		usleep(10000);
 	}
@@ -939,10 +999,50 @@ out:
 	return s;
 }
 
+#define SESSION_PROBE_NS 100000000ull	/* --no-prefetch: how often exits are looked for */
+
+/* The lowest page a process may map (vm.mmap_min_addr), where nothing is mapped in practice. */
+static uint64_t session_probe_addr(const struct session *s)
+{
+	uint64_t psz = session_page_size(s), v = 65536;
+	FILE *f = fopen("/proc/sys/vm/mmap_min_addr", "re");
+
+	if (f) {
+		if (fscanf(f, "%" SCNu64, &v) != 1)
+			v = 65536;
+		fclose(f);
+	}
+	return (v + psz - 1) / psz * psz;
+}
+
+/*
+ * With --no-prefetch nothing but faults COPYs, and a process's exit comes
+ * with no uffd event: one that exits before touching all of its lazy pages
+ * (a CRIU-restored process has many it never touches: heap, thread stacks)
+ * would keep the session open for ever. Asks each live process instead.
+ * Called with s->lock held; drops it around each process.
+ */
+static void session_find_exited(struct session *s, uint64_t probe)
+{
+	size_t i;
+
+	for (i = 0; i < s->nprocs; i++) {
+		struct proc *p = s->procs[i];
+
+		if (!proc_live(p))
+			continue;
+		pthread_mutex_unlock(&s->lock);
+		if (proc_check_alive(p, probe) == -ESRCH)
+			proc_finish(p, PROC_GONE);
+		pthread_mutex_lock(&s->lock);
+	}
+}
+
 /* Starts prefetch and waits until no process is live (or a fatal failure). */
 static int session_run(struct session *s, struct lp_err *e)
 {
 	struct lp_err e2;
+	uint64_t probe, probed = 0;
 	int ret;
 
 	pthread_mutex_lock(&s->lock);
@@ -959,19 +1059,25 @@ static int session_run(struct session *s, struct lp_err *e)
 	if (s->remote && !s->cfg.no_prefetch)
 		remote_start(s->remote);
 
+	probe = s->cfg.no_prefetch ? session_probe_addr(s) : 0;
 	pthread_mutex_lock(&s->lock);
 	while (!s->failed && s->live) {
-		if (s->cfg.progress) {
+		if (s->cfg.progress || probe) {
 			struct timespec ts;
 
 			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_nsec += 10000000;
+			ts.tv_nsec += s->cfg.progress ? 10000000 : SESSION_PROBE_NS;
 			if (ts.tv_nsec >= 1000000000) {
 				ts.tv_sec++;
 				ts.tv_nsec -= 1000000000;
 			}
 			pthread_cond_timedwait(&s->done_cv, &s->lock, &ts);
-			progress_line(s);
+			if (s->cfg.progress)
+				progress_line(s);
+			if (probe && stats_now_ns() - probed >= SESSION_PROBE_NS) {
+				session_find_exited(s, probe);
+				probed = stats_now_ns();
+			}
 		} else {
 			pthread_cond_wait(&s->done_cv, &s->lock);
 		}
