@@ -76,7 +76,8 @@ static int by_pid(const void *a, const void *b)
 	return (x->pid > y->pid) - (x->pid < y->pid);
 }
 
-int pidfind(pid_t vpid, pid_t root, uint64_t start, uint64_t end, pid_t *out, int max)
+int pidfind(pid_t vpid, pid_t root, const pid_t *stop, int nstop, uint64_t start, uint64_t end, pid_t *out,
+	    int max)
 {
 	struct pinfo *v = NULL, *nv;
 	size_t n = 0, cap = 0, i;
@@ -103,7 +104,12 @@ int pidfind(pid_t vpid, pid_t root, uint64_t start, uint64_t end, pid_t *out, in
 			v = nv;
 		}
 		if (read_status(pid, &v[n]) == 0) {
+			int j;
+
 			v[n].mark = pid == root ? 2 : 0;
+			for (j = 0; j < nstop && pid != root; j++)
+				if (stop[j] == pid)
+					v[n].mark = 1;	/* not below ROOT's line: the walk stops here */
 			n++;
 		}
 	}
@@ -127,7 +133,7 @@ int pidfind(pid_t vpid, pid_t root, uint64_t start, uint64_t end, pid_t *out, in
 	for (i = 0; i < n && k < max; i++) {
 		if (v[i].pid == root)
 			continue;
-		if (!(v[i].mark == 2 || v[i].nspid == vpid))
+		if (!(v[i].mark == 2 || (vpid && v[i].nspid == vpid)))
 			continue;
 		if (has_lazy_mapping(v[i].pid, start, end))
 			out[k++] = v[i].pid;

@@ -509,6 +509,29 @@ void proc_fault_served(struct proc *p, uint64_t t0)
 	atomic_fetch_add_explicit(&p->faults, 1, memory_order_relaxed);
 }
 
+int proc_check_alive(struct proc *p, uint64_t probe)
+{
+	uint64_t done, img;
+	int err, ret = 0;
+	bool lazy;
+
+	/*
+	 * Shared, as for any placement: the uffd stays open meanwhile. Were a
+	 * registered VMA at PROBE, a page there that is not lazy is a hole or
+	 * was removed, and reads zeros anyway.
+	 */
+	pthread_rwlock_rdlock(&p->evlock);
+	if (proc_live(p) && p->uffd >= 0) {
+		pthread_mutex_lock(&p->lock);
+		lazy = ranges_lookup(p->ranges, probe, &img);
+		pthread_mutex_unlock(&p->lock);
+		if (!lazy && uffd_zero(p->uffd, probe, p->f->psz, &done, &err) == UFFD_GONE)
+			ret = -ESRCH;
+	}
+	pthread_rwlock_unlock(&p->evlock);
+	return ret;
+}
+
 static void infl_remove(struct proc *p, uint64_t addr)
 {
 	int i;

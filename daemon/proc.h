@@ -120,6 +120,15 @@ void proc_unpick(struct proc *p, uint64_t addr, uint64_t cursor);
 int proc_place_section(struct proc *p, uint64_t addr, uint64_t img, uint64_t nr_pages, uint64_t max,
 		       const void *buf, uint64_t *stop);
 
+/*
+ * Whether the process still exists: the kernel tells a uffd nothing when its
+ * process exits, only an ioctl answers ESRCH. PROBE is an address outside
+ * every mapping in practice (the lowest mappable page): a ZEROPAGE there
+ * answers ENOENT while the process lives, and is skipped if PROBE is lazy.
+ * Returns -ESRCH once the process has gone, 0 otherwise.
+ */
+int proc_check_alive(struct proc *p, uint64_t probe);
+
 /* When a fault of this process was last read (stats_now_ns), 0 if never. */
 uint64_t proc_last_fault_ns(struct proc *p);
 

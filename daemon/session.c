@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /* session: takes CRIU's hand-off, builds each process's lazy ranges and runs it to completion. */
 #include <errno.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -597,60 +599,130 @@ static int take_record(struct session *s, const struct restore_peer *peer, uint6
 }
 
 
-struct kill_ctx {
+struct info_ctx {
 	struct proc_info *v;
 	size_t n, cap;
 };
 
-static void kill_collect(void *arg, struct proc *p)
+static void info_collect(void *arg, struct proc *p)
 {
-	struct kill_ctx *c = arg;
+	struct info_ctx *c = arg;
 
-	if (c->n < c->cap && proc_live(p) && proc_remaining(p))
+	if (c->n < c->cap)
 		proc_info(p, &c->v[c->n++]);
 }
+
+/* What every process of the session is now, in number order (malloc'ed; *N of them), or NULL. */
+static struct proc_info *session_infos(struct session *s, size_t *n)
+{
+	struct info_ctx c = { 0 };
+
+	c.cap = workq_count(s->q);
+	c.v = calloc(c.cap ? c.cap : 1, sizeof(*c.v));
+	if (c.v)
+		workq_each(s->q, info_collect, &c);
+	*n = c.n;
+	return c.v;
+}
+
+/* Is PID in the first N of LIST? */
+static int pid_in(const pid_t *list, int n, pid_t pid)
+{
+	int i;
+
+	for (i = 0; i < n; i++)
+		if (list[i] == pid)
+			return 1;
+	return 0;
+}
+
+#define KILL_MAX 256
 
 /*
  * The session cannot go on: kill its live processes before their uffds
  * close (closing would let them read zeros where pages are missing), and
  * wait a little for them to be gone. Says which and why.
+ *
+ * Each restored process is found by its own pid (the innermost NSpid: CRIU
+ * restores the image pids, in a pid namespace too), and only if that fails
+ * among the restorer's descendants. Not by layout first: a child forked
+ * before the dump maps what its parent maps, and in a pid-namespace restore
+ * (CRIU stays as its init) the parent's entry took the child as well, the
+ * child's own entry then found nothing (seen with stock CRIU 4.2). A child
+ * forked after the restore has no pid of its own here: it is looked for
+ * among the descendants of its ancestor's host pid, not below the other
+ * restored processes (a child restored with its parent, and that child's
+ * own forks, descend from the parent too). Everything is found before
+ * anything is killed: a killed parent's children are re-parented.
  */
 static void session_kill_live(struct session *s, const char *why)
 {
-	struct kill_ctx c = { 0 };
-	pid_t killed[256], found[16];
-	int nk = 0, n, i, t;
-	size_t k;
+	pid_t hits[KILL_MAX], found[16], *host = NULL;
+	unsigned owner[KILL_MAX];
+	int nh = 0, nh1 = 0, n, i, t, pass;	/* nh1: the restored processes, found in the first pass */
+	struct proc_info *v;
+	size_t np, k, j;
 
-	c.cap = workq_count(s->q);
-	c.v = calloc(c.cap ? c.cap : 1, sizeof(*c.v));
-	if (!c.v) {
+	v = session_infos(s, &np);
+	if (v)
+		host = calloc(np ? np : 1, sizeof(*host));	/* NULL: no fork children looked for */
+	if (!v) {
 		log_err("cannot list the processes to kill them (out of memory): %s", why);
 		return;
 	}
-	workq_each(s->q, kill_collect, &c);
-	for (k = 0; k < c.n; k++) {
-		struct proc_info *p = &c.v[k];
+	for (pass = 0; pass < 2; pass++) {
+		if (pass == 1)
+			nh1 = nh;
+		for (k = 0; k < np; k++) {
+			struct proc_info *p = &v[k];
+			pid_t root = 0;
+			int got = 0;
 
-		n = p->probe ? pidfind(p->pid, s->peer_pid, p->probe, p->probe + s->psz, found, 16) : 0;
-		if (n <= 0) {
-			log_err("pid %d%s: cannot find it to kill it; with its userfaultfd closed, its %llu missing pages will read as zeros",
-				p->pid, p->forked ? " (forked child)" : "", (unsigned long long)p->remaining);
-			continue;
-		}
-		for (i = 0; i < n; i++) {
-			if (kill(found[i], SIGKILL) == 0 && nk < 256)
-				killed[nk++] = found[i];
-			log_err("pid %d%s (host pid %d) killed with %llu pages missing: %s", p->pid,
-				p->forked ? " (forked child)" : "", (int)found[i], (unsigned long long)p->remaining,
-				why);
+			if (p->state != PROC_LIVE || !p->remaining || p->forked != pass || !p->probe)
+				continue;
+			if (!p->forked) {
+				n = pidfind(p->pid, 0, NULL, 0, p->probe, p->probe + s->psz, found, 16);
+				if (n <= 0)
+					n = pidfind(p->pid, s->peer_pid, hits, nh, p->probe, p->probe + s->psz, found, 16);
+			} else {
+				/* the ancestor's host pid, found in the first pass */
+				for (j = 0; host && j < np && !root; j++)
+					if (!v[j].forked && v[j].pid == p->pid)
+						root = host[j];
+				n = root ? pidfind(0, root, hits, nh1, p->probe, p->probe + s->psz, found, 16) : 0;
+			}
+			for (i = 0; i < n && nh < KILL_MAX; i++) {
+				if (found[i] == root || pid_in(hits, nh, found[i]))
+					continue;
+				owner[nh] = (unsigned)k;
+				hits[nh++] = found[i];
+				if (host && !host[k])
+					host[k] = found[i];
+				got++;
+			}
+			if (!got)
+				log_err("pid %d%s: cannot find it to kill it; with its userfaultfd closed, its %llu missing pages will read as zeros",
+					p->pid, p->forked ? " (forked child)" : "", (unsigned long long)p->remaining);
 		}
 	}
-	free(c.v);
+	for (i = 0; i < nh; i++) {
+		struct proc_info *p = &v[owner[i]];
+
+		if (kill(hits[i], SIGKILL)) {
+			log_err("pid %d%s (host pid %d): cannot kill it: %s", p->pid, p->forked ? " (forked child)" : "",
+				(int)hits[i], strerror(errno));
+			hits[i] = 0;
+			continue;
+		}
+		log_err("pid %d%s (host pid %d) killed with %llu pages missing: %s", p->pid,
+			p->forked ? " (forked child)" : "", (int)hits[i], (unsigned long long)p->remaining, why);
+	}
+	free(host);
+	free(v);
 	for (t = 0; t < 200; t++) {
-		for (i = 0; i < nk && pid_gone(killed[i]); i++)
+		for (i = 0; i < nh && (!hits[i] || pid_gone(hits[i])); i++)
 			;
-		if (i == nk)
+		if (i == nh)
 			break;
 		usleep(10000);
 	}
@@ -830,9 +902,61 @@ static int remote_open(struct session *s, int ps_socket, struct lp_err *e)
 	return source_remote_new(&rc, &s->fill.src, e);
 }
 
+#define SESSION_PROBE_NS 100000000ull	/* --no-prefetch: how often exits are looked for */
+
+/* The lowest page a process may map (vm.mmap_min_addr), where nothing is mapped in practice. */
+static uint64_t session_probe_addr(const struct session *s)
+{
+	uint64_t v = 65536;
+	FILE *f = fopen("/proc/sys/vm/mmap_min_addr", "re");
+
+	if (f) {
+		if (fscanf(f, "%" SCNu64, &v) != 1)
+			v = 65536;
+		fclose(f);
+	}
+	return (v + s->psz - 1) / s->psz * s->psz;
+}
+
+struct live_ctx {
+	struct proc **v;
+	size_t n, cap;
+};
+
+static void live_collect(void *arg, struct proc *p)
+{
+	struct live_ctx *c = arg;
+
+	if (c->n < c->cap && proc_live(p))
+		c->v[c->n++] = p;
+}
+
+/*
+ * With --no-prefetch nothing but faults COPYs, and a process's exit comes
+ * with no uffd event: one that exits before touching all of its lazy pages
+ * (a CRIU-restored process has many it never touches: heap, thread stacks)
+ * would keep the session open for ever. Asks each live process instead.
+ */
+static void session_find_exited(struct session *s, uint64_t probe)
+{
+	struct live_ctx c = { 0 };
+	size_t i;
+
+	c.cap = workq_count(s->q);
+	c.v = calloc(c.cap ? c.cap : 1, sizeof(*c.v));
+	if (!c.v)
+		return;
+	workq_each(s->q, live_collect, &c);
+	for (i = 0; i < c.n; i++)
+		if (proc_check_alive(c.v[i], probe) == -ESRCH)
+			workq_finish(s->q, c.v[i], PROC_GONE);
+	free(c.v);
+}
+
 /* Starts the background fill and waits until no process is live (or a fatal failure). */
 static int session_run(struct session *s, struct lp_err *e)
 {
+	uint64_t probe, probed = 0;
 	const char *failed;
 	struct lp_err e2;
 	int ret;
@@ -841,8 +965,15 @@ static int session_run(struct session *s, struct lp_err *e)
 	s->t_rstf = stats_now_ns();
 	pthread_mutex_unlock(&s->lock);
 	workq_start(s->q);
-	while (!workq_wait(s->q, s->cfg.progress ? 10000000 : 0))
-		progress_line(s);
+	probe = s->cfg.no_prefetch ? session_probe_addr(s) : 0;
+	while (!workq_wait(s->q, s->cfg.progress ? 10000000 : probe ? SESSION_PROBE_NS : 0)) {
+		if (s->cfg.progress)
+			progress_line(s);
+		if (probe && stats_now_ns() - probed >= SESSION_PROBE_NS) {
+			session_find_exited(s, probe);
+			probed = stats_now_ns();
+		}
+	}
 	pthread_mutex_lock(&s->lock);
 	s->t_done = stats_now_ns();
 	pthread_mutex_unlock(&s->lock);
