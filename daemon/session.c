@@ -1064,6 +1064,20 @@ int session_serve(struct session *s, struct lp_err *e)
 	struct proc *p;
 	int ret;
 
+	/*
+	 * A resumed session's processes are in the workq already: the first
+	 * fault thread reads their faults at once, so their page server must
+	 * be there first (a new restore's connects after the restore does).
+	 */
+	if (s->recovered && s->cfg.remote && !s->fill.src) {
+		ret = remote_open(s, -1, e);
+		if (ret) {
+			/* its processes cannot be served: not left to read zeros once their uffds close */
+			session_kill_live(s, e->msg);
+			atomic_store(&s->phase, SESSION_FAILED);
+			return ret;
+		}
+	}
 	/* threads start here, not in session_new, so that main may fork (--daemon) before */
 	if (!s->faults)
 		s->faults = fault_pool_new(&s->fill, s->cfg.fault_threads, e);
@@ -1080,9 +1094,7 @@ int session_serve(struct session *s, struct lp_err *e)
 		prefetch_pool_start(s->prefetch);
 	if (s->recovered) {
 		atomic_store(&s->phase, SESSION_SERVING);
-		ret = s->cfg.remote ? remote_open(s, -1, e) : 0;
-		if (!ret)
-			ret = session_run(s, e);
+		ret = session_run(s, e);
 	} else if (s->handoff) {
 		p = s->handoff_proc;
 		s->handoff_proc = NULL;
