@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "control.h"
+#include "fdstore.h"
 #include "log.h"
 #include "notify.h"
 #include "persist.h"
@@ -51,6 +52,7 @@ struct service {
 	gid_t gid;
 	char status[256];
 	int persist;			/* keep journals and uffds for a restart */
+	struct fdstore *fs;		/* the service manager's fd store */
 	int conns[CONTROL_MAX_CONNS];	/* control connections being served, -1 free */
 	int nconns, closed;
 	pthread_cond_t conns_cv;
@@ -200,6 +202,50 @@ static int check_room(struct service *svc, const char *work_dir, struct lp_err *
 	return ret;
 }
 
+/*
+ * A session of a daemon a service manager may restart: its journal, and
+ * a slot in the fd store for each process of its pstree.img. Refused if
+ * either cannot be had: its processes would be lost with the daemon.
+ */
+static int keep_session(struct service *svc, struct svc_sess *x, const struct session_cfg *cfg, struct lp_err *e)
+{
+	size_t n = session_nr_tasks(x->s);
+	char text[9000];
+	struct lp_err e2;
+	int ret;
+
+	pthread_mutex_lock(&svc->lock);
+	x->id = ++svc->next_id;
+	pthread_mutex_unlock(&svc->lock);
+	snprintf(text, sizeof(text), "kind=criu\nimages_dir=%s\nwork_dir=%s\nps_address=%s\nps_port=%s\nps_wire=%d\n",
+		 x->images_dir, x->work_dir, x->address, x->port, cfg->ps_wire);
+	ret = persist_open(svc->cfg.state_dir, x->id, text, svc->fs, &x->persist, &e2);
+	if (ret && fdstore_kind(svc->fs) == FDSTORE_UNKNOWN) {
+		/* a service manager that keeps nothing we know of: as without one */
+		log_warn("session %u: not kept for a restart: %s", x->id, e2.msg);
+		return 0;
+	}
+	if (ret)
+		ret = lp_err_set(e, -ret, "session refused: it could not be kept for a restart of the daemon: %s", e2.msg);
+	else
+		session_set_persist(x->s, x->persist);
+	if (!ret && persist_reserve(x->persist, n > UINT32_MAX ? UINT32_MAX : (unsigned)n)) {
+		unsigned size = fdstore_size(svc->fs), used = fdstore_used(svc->fs);
+
+		if (!size)
+			ret = lp_err_set(e, ENOSPC, "session refused: the service manager keeps no fds for this service "
+					 "(FileDescriptorStoreMax=0), so a restart of the daemon would leave the %zu process(es) "
+					 "of %s/pstree.img without their missing pages", n, x->images_dir);
+		else
+			ret = lp_err_set(e, ENOSPC, "session refused: its %zu process(es) (%s/pstree.img) do not fit in the "
+					 "fd store: %u of its %u slots (FileDescriptorStoreMax=) are taken, and a uffd it "
+					 "cannot keep is lost with the daemon", n, x->images_dir, used, size);
+	}
+	if (ret)
+		log_warn("%s", e->msg);
+	return ret;
+}
+
 int service_add(struct service *svc, const struct service_add *a, uid_t uid, uint32_t *id, struct lp_err *e)
 {
 	struct svc_sess *x;
@@ -243,22 +289,14 @@ int service_add(struct service *svc, const struct service_add *a, uid_t uid, uin
 		goto fail;
 	}
 	session_allow_uid(x->s, uid);
+	if (svc->persist) {
+		ret = keep_session(svc, x, &cfg, e);
+		if (ret)
+			goto fail;
+	}
 	ret = session_listen(x->s, e);
 	if (ret)
 		goto fail;
-	if (svc->persist) {
-		char text[9000];
-		struct lp_err e2;
-
-		pthread_mutex_lock(&svc->lock);
-		x->id = ++svc->next_id;
-		pthread_mutex_unlock(&svc->lock);
-		snprintf(text, sizeof(text), "kind=criu\nimages_dir=%s\nwork_dir=%s\nps_address=%s\nps_port=%s\nps_wire=%d\n",
-			 x->images_dir, x->work_dir, x->address, x->port, cfg.ps_wire);
-		if (persist_open(svc->cfg.state_dir, x->id, text, &x->persist, &e2))
-			log_warn("session %u: not kept for a restart: %s", x->id, e2.msg);
-		session_set_persist(x->s, x->persist);
-	}
 	ret = start(svc, x, e);
 	if (ret)
 		goto fail;
@@ -602,8 +640,10 @@ static void recover(struct service *svc, int *fds, char **names, int nfds)
 			}
 		}
 		x = calloc(1, sizeof(*x));
-		if (!x)
+		if (!x) {
+			session_abandon_journal(recs, n, "out of memory while resuming its session");
 			goto next;
+		}
 		kv(text, "images_dir", x->images_dir, sizeof(x->images_dir));
 		kv(text, "work_dir", x->work_dir, sizeof(x->work_dir));
 		kv(text, "ps_address", x->address, sizeof(x->address));
@@ -620,8 +660,9 @@ static void recover(struct service *svc, int *fds, char **names, int nfds)
 			cfg.ps_wire = atoi(wire) == 3 ? 3 : 4;
 		}
 		x->id = (uint32_t)id;
-		if (persist_open(svc->cfg.state_dir, x->id, NULL, &x->persist, &e)) {
+		if (persist_open(svc->cfg.state_dir, x->id, NULL, svc->fs, &x->persist, &e)) {
 			log_err("session %lu: cannot be resumed: %s", id, e.msg);
+			session_abandon_journal(recs, n, "its session cannot be resumed");
 			free(x);
 			goto next;
 		}
@@ -633,7 +674,9 @@ static void recover(struct service *svc, int *fds, char **names, int nfds)
 			goto next;
 		}
 		if (start(svc, x, &e)) {
+			/* sess_free closes the uffds: the processes go first */
 			log_err("session %lu: %s", id, e.msg);
+			session_abandon_journal(recs, n, "its session cannot be resumed");
 			sess_free(x);
 			goto next;
 		}
@@ -646,6 +689,52 @@ next:
 		free(recs);
 	}
 	closedir(d);
+}
+
+int service_reap(const char *state_dir)
+{
+	struct persist_rec_t *recs;
+	struct dirent *de;
+	struct lp_err e;
+	char *text;
+	size_t nrec;
+	int job;
+	DIR *d;
+
+	job = notify_manager_job_pending();
+	if (job < 0) {
+		log_err("--reap: systemd cannot be asked whether the service stops for good: %s; nothing done",
+			strerror(-job));
+		return 1;
+	}
+	if (!job) {
+		log_info("--reap: no stop job: systemd restarts the service, which resumes its sessions");
+		return 0;
+	}
+	d = opendir(state_dir);
+	if (!d)
+		return errno == ENOENT ? 0 : 1;
+	while ((de = readdir(d))) {
+		char *end;
+		unsigned long id = strtoul(de->d_name, &end, 10);
+		struct persist *p;
+
+		if (!id || *end || id > UINT32_MAX)
+			continue;
+		if (persist_load(state_dir, (uint32_t)id, &text, &recs, &nrec, &e)) {
+			log_err("session %lu: %s", id, e.msg);
+			continue;
+		}
+		log_err("session %lu: the service stops for good while it fills processes, and systemd closes its fd store: "
+			"they are killed, not left to read zeros", id);
+		session_abandon_journal(recs, nrec, "the daemon was killed while stopping, and its fd store is closed");
+		if (!persist_open(state_dir, (uint32_t)id, NULL, NULL, &p, &e))
+			persist_close(p, 1);
+		free(text);
+		free(recs);
+	}
+	closedir(d);
+	return 0;
 }
 
 int service_main(const struct service_cfg *cfg)
@@ -702,7 +791,22 @@ int service_main(const struct service_cfg *cfg)
 		log_err("%s", e.msg);
 		goto out;
 	}
-	svc->persist = cfg->state_dir && getenv("NOTIFY_SOCKET");
+	svc->fs = fdstore_new();
+	if (!svc->fs) {
+		log_err("out of memory");
+		goto out;
+	}
+	{
+		char how[512];
+
+		fdstore_describe(svc->fs, how, sizeof(how));
+		if (fdstore_kind(svc->fs) == FDSTORE_UNKNOWN ||
+		    (fdstore_kind(svc->fs) != FDSTORE_NONE && !fdstore_size(svc->fs)))
+			log_warn("%s", how);
+		else
+			log_info("%s", how);
+	}
+	svc->persist = cfg->state_dir && fdstore_kind(svc->fs) != FDSTORE_NONE;
 	if (svc->persist)
 		recover(svc, lfds, lnames, nlfds);
 	for (i = 0; i < nlfds; i++)
@@ -799,6 +903,7 @@ out:
 		close(tfd);
 	if (svc->efd > 0)
 		close(svc->efd);
+	fdstore_free(svc->fs);
 	pthread_cond_destroy(&svc->conns_cv);
 	pthread_mutex_destroy(&svc->lock);
 	free(svc);
