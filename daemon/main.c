@@ -99,7 +99,7 @@ int main(int argc, char **argv)
 				    .state_dir = "/run/lazy-pages/state" };
 	struct session_cfg cfg;
 	static struct tls_cfg tls;	/* static: the loaded credentials last as long as the process */
-	int service = 0, use_tls = 0, reap = 0;
+	int service = 0, use_tls = 0, reap = 0, verbose = 0;
 	const char *pidfile = NULL, *logfile = NULL;
 	int daemon_mode = 0, status_fd = -1, c, ret;
 	struct session *s;
@@ -125,6 +125,7 @@ int main(int argc, char **argv)
 		case 'v':
 			if (cli_verbose("lazy-pagesd", optarg))
 				return 1;
+			verbose = 1;
 			break;
 		case OPT_PIDFILE:
 			pidfile = optarg;
@@ -237,6 +238,9 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 1;
 	}
+	/* a service's journal tells what became of each session and process */
+	if ((service || reap) && !verbose)
+		log_set_level(LOG_INFO);
 	if (reap)
 		return service_reap(scfg.state_dir);
 	if (service) {
