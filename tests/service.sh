@@ -748,21 +748,11 @@ if [ "${1:-}" = "--one" ]; then
 	run_one "$2" "$3"
 fi
 
-if [ "${1:-}" = "--list" ]; then
-	printf '%s\n' "${SCENARIOS[@]}"
-	exit 0
-fi
+. "$ROOT/tests/suite-lib.sh"
+suite_want "$@"
 
-want=("$@")
-[ ${#want[@]} -gt 0 ] || want=("${SCENARIOS[@]}")
-for n in "${want[@]}"; do
-	declare -F "sc_$n" >/dev/null || { echo "unknown scenario: $n (see --list)" >&2; exit 2; }
-done
-
-passed=0
-failed=0
 t_start=$(date +%s.%N)
-for n in "${want[@]}"; do
+for n in "${SUITE_WANT[@]}"; do
 	dir=$(mktemp -d "${TMPDIR:-/tmp}/lp-svc.$n.XXXXXX")
 	t0=$(date +%s.%N)
 	missing=
@@ -780,34 +770,11 @@ for n in "${want[@]}"; do
 			>"$dir/scenario.out" 2>&1
 		rc=$?
 	fi
-	t1=$(date +%s.%N)
-	secs=$(awk "BEGIN { printf \"%.1f\", $t1 - $t0 }")
-	if [ $rc -eq 0 ]; then
-		passed=$((passed + 1))
-		echo "PASS $n (${secs} s)"
-		[ -s "$dir/info" ] && sed 's/^/    /' "$dir/info"
-	else
-		failed=$((failed + 1))
-		if [ -s "$dir/reason" ]; then
-			reason=$(cat "$dir/reason")
-		elif [ $rc -eq 124 ]; then
-			reason="timed out after ${SCENARIO_TIMEOUT} s"
-		else
-			reason="scenario script exit $rc: $(tail -n 2 "$dir/scenario.out" | tr '\n' ' ')"
-		fi
-		echo "FAIL $n: $reason"
-		if [ -s "$dir/daemon.log" ]; then
-			echo "    --- daemon log (tail) ---"
-			tail -n 8 "$dir/daemon.log" | sed 's/^/    /'
-		fi
-		if [ -s "$dir/notify.out" ]; then
-			echo "    --- notifications (tail) ---"
-			tail -n 4 "$dir/notify.out" | sed 's/^/    /'
-		fi
-	fi
+	secs=$(awk "BEGIN { printf \"%.1f\", $(date +%s.%N) - $t0 }")
+	suite_report "$n" $rc "$dir" "$secs" "$SCENARIO_TIMEOUT" "daemon log" daemon.log 8 notifications notify.out 4
 	rm -rf "$dir"
 done
 total=$(awk "BEGIN { printf \"%.1f\", $(date +%s.%N) - $t_start }")
 echo "total ${total} s" >&2
-echo "$passed passed, $failed failed"
-[ $failed -eq 0 ]
+echo "$SUITE_PASSED passed, $SUITE_FAILED failed"
+[ $SUITE_FAILED -eq 0 ]

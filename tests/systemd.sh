@@ -63,7 +63,11 @@ dropin() {
 	systemctl daemon-reload
 }
 
+# up [DROP-IN LINES...]: the project installed, lazy-pages.service with
+# those [Service] lines, and `systemctl enable --now lazy-pages.socket`
 up() {
+	install_project
+	[ $# -eq 0 ] || dropin "$UNIT" "$@"
 	systemctl enable --now lazy-pages.socket >"$T/enable.out" 2>&1 ||
 		fail "systemctl enable --now lazy-pages.socket: $(cat "$T/enable.out")"
 }
@@ -80,16 +84,6 @@ journal() {
 	journalctl -u "$UNIT" -o cat --no-pager 2>/dev/null
 }
 
-# until SECONDS CMD...: CMD every 20 ms until it succeeds
-until_ok() {
-	local end=$((SECONDS + $1))
-	shift
-	until "$@"; do
-		[ "$SECONDS" -lt "$end" ] || return 1
-		sleep 0.02
-	done
-}
-
 prop_is() {
 	[ "$(prop "$1" "${3:-$UNIT}")" = "$2" ]
 }
@@ -99,7 +93,7 @@ journal_has() {
 }
 
 await_journal() {
-	until_ok "${2:-$STEP}" journal_has "$1" || fail "not in the journal within ${2:-$STEP} s: '$1'; last lines: $(journal | tail -n 4 | tr '\n' ' ')"
+	crl_until "${2:-$STEP}" journal_has "$1" || fail "not in the journal within ${2:-$STEP} s: '$1'; last lines: $(journal | tail -n 4 | tr '\n' ' ')"
 }
 
 # prepare [lp-work options]: lp-work in $W (the workload's directory,
@@ -121,6 +115,13 @@ add_session() {
 restore() {
 	criu_restore "$W" || fail "$CRL_WHY"
 	criu_wait_action "$W" post-resume || fail "$CRL_WHY"
+}
+
+# restored [lp-work options]: prepare, a session for it, restore
+restored() {
+	prepare "$@"
+	add_session
+	restore
 }
 
 # session_wait: until session $SID is done or failed; its state in SSTATE
@@ -157,15 +158,14 @@ resumed_pages() {
 
 sc_socket-activation() {
 	local st
-	install_project
 	up
 	prop_is ActiveState inactive || fail "$UNIT is $(prop ActiveState) before any client"
 	prop_is ActiveState active lazy-pages.socket || fail "lazy-pages.socket is $(prop ActiveState lazy-pages.socket)"
 	ctl status --json >"$T/status.json" 2>"$T/ctl.err" || fail "the first lazy-pagesctl status: $(cat "$T/ctl.err")"
-	until_ok 10 prop_is SubState running || fail "$UNIT is $(prop ActiveState)/$(prop SubState) after the first status"
+	crl_until 10 prop_is SubState running || fail "$UNIT is $(prop ActiveState)/$(prop SubState) after the first status"
 	[ "$(prop MainPID)" = "$(jq -r .pid "$T/status.json")" ] ||
 		fail "MainPID $(prop MainPID) is not the pid lazy-pagesctl status gave: $(cat "$T/status.json")"
-	until_ok 10 eval '[[ "$(prop StatusText)" == *serving* ]]' || fail "no STATUS= line: StatusText='$(prop StatusText)'"
+	crl_until 10 eval '[[ "$(prop StatusText)" == *serving* ]]' || fail "no STATUS= line: StatusText='$(prop StatusText)'"
 	[ "$(prop FileDescriptorStoreMax)" = 65536 ] || fail "FileDescriptorStoreMax=$(prop FileDescriptorStoreMax)"
 	journal_has 'fd store of 65536 \(FileDescriptorStoreMax= of the unit\)' ||
 		fail "the daemon did not learn the store's size from systemd: $(journal | grep -m1 -i 'fd store')"
@@ -176,15 +176,12 @@ sc_socket-activation() {
 }
 
 sc_restore() {
-	install_project
 	up
-	prepare -m 256 -c 2 -a random -l fork,dontneed,munmap,mremap
-	add_session
-	restore
+	restored -m 256 -c 2 -a random -l fork,dontneed,munmap,mremap
 	verify
 	journal_has "session $SID: summary: processes=" || fail "no summary of session $SID in the journal"
 	journal | grep -q 'Cannot store more fds' && fail "systemd refused fds: $(journal | grep -m1 'Cannot store more fds')"
-	until_ok 10 prop_is NFileDescriptorStore 0 || fail "$(prop NFileDescriptorStore) fds left in the store"
+	crl_until 10 prop_is NFileDescriptorStore 0 || fail "$(prop NFileDescriptorStore) fds left in the store"
 	info "$(journal | grep -m1 "session $SID: summary" | sed 's/.*summary: //' | cut -c1-120)"
 	info "pages checked: $(criu_sum "$W" 1 pages) in phase 1"
 }
@@ -193,16 +190,13 @@ sc_restore() {
 # missing; systemd restarts it with the uffds from the fd store.
 sc_kill-early() {
 	local kept total
-	install_project
 	up
-	prepare -m 1024 -c 1 -a random
-	add_session
-	restore
+	restored -m 1024 -c 1 -a random
 	kept=$(prop NFileDescriptorStore)
 	systemctl kill -s KILL "$UNIT"
 	[ "$kept" = 2 ] || fail "the fd store held $kept uffds at the kill, not 2"
 	criu_go "$W"
-	until_ok $STEP prop_is NRestarts 1 || fail "$UNIT was not restarted: NRestarts=$(prop NRestarts)"
+	crl_until $STEP prop_is NRestarts 1 || fail "$UNIT was not restarted: NRestarts=$(prop NRestarts)"
 	await_journal "session $SID: resumed after a restart"
 	total=$(resumed_pages)
 	# 2 x 1 GiB is 524288 pages, about 2% of them holes never in the dump
@@ -217,15 +211,12 @@ sc_kill-early() {
 # is the complete one: the case session_recover's precedence slip broke.
 sc_kill-one-done() {
 	local first
-	install_project
 	up
-	prepare -m 1024 -c 1 -R 4 -a random
-	add_session
-	restore
-	until_ok 10 prop_is NFileDescriptorStore 1 || fail "the small process was not complete: $(prop NFileDescriptorStore) uffds stored"
+	restored -m 1024 -c 1 -R 4 -a random
+	crl_until 10 prop_is NFileDescriptorStore 1 || fail "the small process was not complete: $(prop NFileDescriptorStore) uffds stored"
 	systemctl kill -s KILL "$UNIT"
 	criu_go "$W"
-	until_ok $STEP prop_is NRestarts 1 || fail "$UNIT was not restarted"
+	crl_until $STEP prop_is NRestarts 1 || fail "$UNIT was not restarted"
 	await_journal "session $SID: resumed after a restart"
 	[ "$(journal | grep -c ': resumed with [0-9]* lazy pages')" -eq 1 ] || fail "not exactly the 1 GiB process resumed"
 	verify
@@ -237,16 +228,12 @@ sc_kill-one-done() {
 # it, systemd restarts it, the restore completes.
 sc_watchdog() {
 	local pid
-	install_project
-	dropin "$UNIT" "WatchdogSec=2s"
-	up
-	prepare -m 1024 -c 1 -a random
-	add_session
-	restore
+	up "WatchdogSec=2s"
+	restored -m 1024 -c 1 -a random
 	pid=$(prop MainPID)
 	kill -STOP "$pid"
 	criu_go "$W"
-	until_ok $STEP prop_is NRestarts 1 || fail "$UNIT was not restarted after its watchdog: $(prop ActiveState)/$(prop SubState)"
+	crl_until $STEP prop_is NRestarts 1 || fail "$UNIT was not restarted after its watchdog: $(prop ActiveState)/$(prop SubState)"
 	[ "$(prop MainPID)" != "$pid" ] || fail "still the stopped daemon"
 	journal_has 'Watchdog timeout' || fail "systemd did not log a watchdog timeout"
 	await_journal "session $SID: resumed after a restart"
@@ -257,18 +244,15 @@ sc_watchdog() {
 # systemctl stop while processes are filled: the stop waits for them (its
 # STATUS= says so), then the daemon exits 0 with nothing left in the store.
 sc_stop-waits() {
-	install_project
 	up
-	prepare -m 1024 -c 1 -a random
-	add_session
-	restore
+	restored -m 1024 -c 1 -a random
 	systemctl stop --no-block "$UNIT"
 	criu_go "$W"
-	until_ok 10 prop_is ActiveState deactivating || fail "$UNIT is $(prop ActiveState) after stop"
-	until_ok 10 eval '[[ "$(prop StatusText)" == stopping:* ]]' || fail "StatusText while stopping: '$(prop StatusText)'"
+	crl_until 10 prop_is ActiveState deactivating || fail "$UNIT is $(prop ActiveState) after stop"
+	crl_until 10 eval '[[ "$(prop StatusText)" == stopping:* ]]' || fail "StatusText while stopping: '$(prop StatusText)'"
 	info "while stopping: $(prop StatusText | cut -c1-110)"
 	criu_wait_results "$W" 1 $STEP || fail "phase 1 during the stop: $CRL_WHY"
-	until_ok $STEP prop_is ActiveState inactive || fail "$UNIT did not stop: $(prop ActiveState)"
+	crl_until $STEP prop_is ActiveState inactive || fail "$UNIT did not stop: $(prop ActiveState)"
 	[ "$(prop Result)" = success ] || fail "the stop ended with Result=$(prop Result)"
 	journal_has 'waiting for 1 session\(s\) still filling processes' || fail "the daemon did not say it waits"
 	journal_has "session $SID: summary: processes=2 " || fail "session $SID did not finish before the daemon exited"
@@ -283,19 +267,16 @@ sc_stop-waits() {
 # first, while their uffds are still held: they never read a zero (idle:
 # they read nothing until told, and are never told).
 sc_stop-killed() {
-	install_project
 	up
-	prepare -m 1024 -c 1 -a idle
-	add_session
-	restore
+	restored -m 1024 -c 1 -a idle
 	systemctl stop --no-block "$UNIT"
-	until_ok 10 prop_is ActiveState deactivating || fail "$UNIT is $(prop ActiveState) after stop"
+	crl_until 10 prop_is ActiveState deactivating || fail "$UNIT is $(prop ActiveState) after stop"
 	systemctl kill -s KILL "$UNIT"
 	# failed: its main process died by a signal
-	until_ok $STEP eval '[[ "$(prop ActiveState)" == @(inactive|failed) ]]' || fail "$UNIT is $(prop ActiveState) after the kill"
+	crl_until $STEP eval '[[ "$(prop ActiveState)" == @(inactive|failed) ]]' || fail "$UNIT is $(prop ActiveState) after the kill"
 	journal_has 'the service stops for good while it fills processes' || fail "--reap did not act: $(journal | tail -n 3 | tr '\n' ' ')"
 	journal_has 'killed: the daemon was killed while stopping' || fail "--reap killed nothing"
-	until_ok 10 all_gone || fail "restored processes still running after the stop: $CRL_PIDS"
+	crl_until 10 all_gone || fail "restored processes still running after the stop: $CRL_PIDS"
 	[ "$(prop NRestarts)" = 0 ] || fail "restarted after an explicit stop"
 	ls "$W"/result.* >/dev/null 2>&1 && fail "a process wrote a result: $(cat "$W"/result.*)"
 	info "$(journal | grep -m1 'killed: the daemon was killed' | sed 's/.*error: //' | cut -c1-120)"
@@ -303,11 +284,8 @@ sc_stop-killed() {
 
 sc_journal() {
 	local j
-	install_project
 	up
-	prepare -m 64 -a seq
-	add_session
-	restore
+	restored -m 64 -a seq
 	verify
 	j=$(journal)
 	for line in "session $SID: $T/img, restore socket $T/img/lazy-pages.socket" \
@@ -332,7 +310,7 @@ sc_page-server() {
 		LP_SERVER_OPTS="--address 127.0.0.1"
 	EOF
 	systemctl start lazy-pages-server.service || fail "lazy-pages-server.service did not start: $(journalctl -u lazy-pages-server -o cat | tail -n 3 | tr '\n' ' ')"
-	until_ok 10 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null || fail "nothing listens on 127.0.0.1:$port"
+	crl_until 10 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null || fail "nothing listens on 127.0.0.1:$port"
 	mkfifo "$T/ready" || fail "mkfifo"
 	lazy-pagesd -D "$W/img" --page-server --address 127.0.0.1 --port $port --status-fd 3 -v \
 		3>"$T/ready" >"$T/lpd.out" 2>"$T/lpd.log" </dev/null &
@@ -356,9 +334,7 @@ sc_page-server() {
 # refuses a session of 3 processes with a message that says why; one of 2
 # fits, and survives a kill.
 sc_store-full() {
-	install_project
-	dropin "$UNIT" "FileDescriptorStoreMax=2"
-	up
+	up "FileDescriptorStoreMax=2"
 	mkdir "$T/three" "$T/two"
 	W=$T/three
 	prepare -m 16 -c 2 -a seq
@@ -368,12 +344,10 @@ sc_store-full() {
 	journal_has 'fd store of 2 \(FileDescriptorStoreMax= of the unit\)' || fail "the daemon did not learn the store's size"
 	journal_has 'session refused' || fail "the refusal is not in the journal"
 	W=$T/two
-	prepare -m 256 -c 1 -a random
-	add_session
-	restore
+	restored -m 256 -c 1 -a random
 	systemctl kill -s KILL "$UNIT"
 	criu_go "$W"
-	until_ok $STEP prop_is NRestarts 1 || fail "$UNIT was not restarted"
+	crl_until $STEP prop_is NRestarts 1 || fail "$UNIT was not restarted"
 	await_journal "session $SID: resumed after a restart"
 	verify
 	info "$(cut -c1-160 "$T/refused.err")"
@@ -386,19 +360,15 @@ sc_store-full() {
 # resumes the other.
 sc_store-mismatch() {
 	local killed=0 p
-	install_project
-	dropin "$UNIT" "FileDescriptorStoreMax=1" "Environment=FDSTORE=8"
-	up
-	prepare -m 1024 -c 1 -a idle
-	add_session
-	restore
+	up "FileDescriptorStoreMax=1" "Environment=FDSTORE=8"
+	restored -m 1024 -c 1 -a idle
 	systemctl kill -s KILL "$UNIT"
 	journal_has 'Cannot store more fds than FileDescriptorStoreMax=1' || fail "systemd did not refuse the second uffd"
-	until_ok $STEP prop_is NRestarts 1 || fail "$UNIT was not restarted"
+	crl_until $STEP prop_is NRestarts 1 || fail "$UNIT was not restarted"
 	await_journal 'killed: its userfaultfd was not kept in the fd store'
 	await_journal "session $SID: resumed after a restart"
 	for p in $CRL_PIDS; do
-		until_ok 5 eval "[ ! -e /proc/$p ] || grep -q '^State:.*Z' /proc/$p/status" && killed=$((killed + 1))
+		crl_until 5 eval "[ ! -e /proc/$p ] || grep -q '^State:.*Z' /proc/$p/status" && killed=$((killed + 1))
 	done
 	[ $killed -eq 1 ] || fail "$killed of the 2 processes killed, expected 1"
 	# the survivor: everything checked once the daemon has filled it
@@ -408,7 +378,7 @@ sc_store-mismatch() {
 		fail "the session's error does not say a process was lost: $(jq -c '.sessions[0].error' "$T/list.json")"
 	criu_go "$W"
 	criu_final "$W"
-	until_ok $STEP eval 'ls "$W"/result.*.2 >/dev/null 2>&1' || fail "the surviving process wrote no result"
+	crl_until $STEP eval 'ls "$W"/result.*.2 >/dev/null 2>&1' || fail "the surviving process wrote no result"
 	for p in "$W"/result.*; do
 		[ "$(tail -n 1 "$p")" = ok ] || fail "$(basename "$p"): $(tail -n 1 "$p")"
 	done
@@ -436,16 +406,8 @@ if [ "${1:-}" = "--one" ]; then
 	run_one "$2" "$3" "${4:-}"
 fi
 
-if [ "${1:-}" = "--list" ]; then
-	printf '%s\n' "${SCENARIOS[@]}"
-	exit 0
-fi
-
-want=("$@")
-[ ${#want[@]} -gt 0 ] || want=("${SCENARIOS[@]}")
-for n in "${want[@]}"; do
-	declare -F "sc_$n" >/dev/null || { echo "unknown scenario: $n (see --list)" >&2; exit 2; }
-done
+. "$ROOT/tests/suite-lib.sh"
+suite_want "$@"
 
 if [ ! -x "$WITH_SYSTEMD" ]; then
 	echo "skipped: no $WITH_SYSTEMD (a container with systemd as PID 1 is needed)"
@@ -466,10 +428,8 @@ for b in jq systemd-nspawn; do
 	command -v $b >/dev/null || missing="$missing $b"
 done
 
-passed=0
-failed=0
 t_start=$(date +%s.%N)
-for n in "${want[@]}"; do
+for n in "${SUITE_WANT[@]}"; do
 	dir=$(mktemp -d "${LP_SYSTEMD_TMP:-/var/tmp}/lp-systemd.$n.XXXXXX")
 	chmod 755 "$dir"
 	t0=$(date +%s.%N)
@@ -483,28 +443,10 @@ for n in "${want[@]}"; do
 		rc=$?
 	fi
 	secs=$(awk "BEGIN { printf \"%.1f\", $(date +%s.%N) - $t0 }")
-	if [ $rc -eq 0 ] && [ ! -s "$dir/reason" ]; then
-		passed=$((passed + 1))
-		echo "PASS $n (${secs} s)"
-		[ -s "$dir/info" ] && sed 's/^/    /' "$dir/info"
-	else
-		failed=$((failed + 1))
-		if [ -s "$dir/reason" ]; then
-			reason=$(cat "$dir/reason")
-		elif [ $rc -eq 124 ]; then
-			reason="timed out after ${SCENARIO_TIMEOUT} s"
-		else
-			reason="exit $rc: $(grep -v '^with-systemd:' "$dir/scenario.out" | tail -n 2 | tr '\n' ' ')"
-		fi
-		echo "FAIL $n: $reason"
-		if [ -s "$dir/journal.txt" ]; then
-			echo "    --- journalctl -u $UNIT (tail) ---"
-			tail -n 8 "$dir/journal.txt" | sed 's/^/    /'
-		fi
+	suite_report "$n" $rc "$dir" "$secs" "$SCENARIO_TIMEOUT" "journalctl -u $UNIT" journal.txt 8 ||
 		grep '^with-systemd:' "$dir/scenario.out" | grep -v -E 'boot took|teardown took|exit code' | sed 's/^/    /'
-	fi
 	[ -n "${LP_KEEP:-}" ] || rm -rf "$dir"
 done
 echo "total $(awk "BEGIN { printf \"%.1f\", $(date +%s.%N) - $t_start }") s" >&2
-echo "$passed passed, $failed failed"
-[ $failed -eq 0 ]
+echo "$SUITE_PASSED passed, $SUITE_FAILED failed"
+[ $SUITE_FAILED -eq 0 ]
