@@ -28,6 +28,7 @@ struct persist {
 	 * hold a uffd.
 	 */
 	unsigned reserved, pending, used;
+	char named[64];		/* lp-<id>-WHAT of persist_store_named, "" if none */
 };
 
 static int rm_dir(const char *dir)
@@ -192,10 +193,30 @@ void persist_drop_fd(struct persist *p, uint32_t proc)
 	pthread_mutex_unlock(&p->lock);
 }
 
+int persist_store_named(struct persist *p, const char *what, int fd)
+{
+	int ret;
+
+	if (!p)
+		return 0;
+	snprintf(p->named, sizeof(p->named), "lp-%u-%s", p->id, what);
+	if (fd < 0)
+		return 0;
+	ret = persist_take_slot(p, 0);
+	if (ret) {
+		p->named[0] = '\0';
+		return ret;
+	}
+	fdstore_keep(p->fs, p->named, fd);
+	return 0;
+}
+
 void persist_close(struct persist *p, int remove)
 {
 	if (!p)
 		return;
+	if (remove && p->named[0])
+		fdstore_forget(p->fs, p->named);
 	if (p->jfd >= 0)
 		close(p->jfd);
 	if (remove)

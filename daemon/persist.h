@@ -58,6 +58,12 @@ void persist_add(struct persist *p, uint32_t type, uint32_t proc, uint64_t a, ui
 void persist_store_fd(struct persist *p, uint32_t proc, int fd);
 /* The process is over: its fd leaves the store, its slot is free again. */
 void persist_drop_fd(struct persist *p, uint32_t proc);
+/*
+ * Another fd of the session (a hand-off's memory file) in a slot of its
+ * own, as lp-<id>-WHAT until the session is closed: 0 or -ENOSPC. With FD
+ * < 0 it is in the store already (a restarted daemon was given it back).
+ */
+int persist_store_named(struct persist *p, const char *what, int fd);
 /* The session is over: removes its directory, frees its slots. Frees. Accepts NULL. */
 void persist_close(struct persist *p, int remove);
 

@@ -191,40 +191,41 @@ fail:
 	return NULL;
 }
 
-struct session *session_new_handoff(const struct session_cfg *cfg, int uffd, int mem_fd,
-				    const struct session_region *r, size_t n, int32_t pid, struct lp_err *e)
+/*
+ * A hand-off session without its process yet: the memory file (taken,
+ * closed on failure too) as the page source, and the lazy ranges of the
+ * regions in *RG.
+ */
+static struct session *handoff_alloc(const struct session_cfg *cfg, int mem_fd, const struct session_region *r,
+				     size_t n, struct ranges **rg, struct lp_err *e)
 {
 	struct session *s = session_alloc(cfg, e);
-	struct ranges *rg = NULL;
 	struct stat st;
 	size_t i;
-	int ret = -EINVAL;
+	int ret;
 
+	*rg = NULL;
 	if (!s)
-		goto fail_fds;
+		goto fail;
 	s->handoff = 1;
 	if (fstat(mem_fd, &st) < 0) {
 		lp_err_set(e, errno, "hand-off: the memory file: %s", strerror(errno));
-		goto fail_fds;
+		goto fail;
 	}
 	s->src = source_raw_new(mem_fd);
 	if (!s->src) {
 		lp_err_set(e, ENOMEM, "out of memory");
-		goto fail_fds;
+		goto fail;
 	}
 	mem_fd = -1;	/* the source has it */
 	if (n == 0 || n > SESSION_MAX_REGIONS) {
 		lp_err_set(e, EINVAL, "hand-off: %zu regions (1 to %d)", n, SESSION_MAX_REGIONS);
-		goto fail_fds;
+		goto fail;
 	}
-	if (uffd_check_fd(uffd) < 0) {
-		lp_err_set(e, EINVAL, "hand-off: the first fd is not a userfaultfd");
-		goto fail_fds;
-	}
-	rg = ranges_new();
-	if (!rg) {
+	*rg = ranges_new();
+	if (!*rg) {
 		lp_err_set(e, ENOMEM, "out of memory");
-		goto fail_fds;
+		goto fail;
 	}
 	for (i = 0; i < n; i++) {
 		if (r[i].len == 0 || (r[i].addr | r[i].len | r[i].offset) % s->psz ||
@@ -232,23 +233,50 @@ struct session *session_new_handoff(const struct session_cfg *cfg, int uffd, int
 			lp_err_set(e, EINVAL, "hand-off: region %zu (0x%llx +%llu at offset %llu): not page aligned or wraps",
 				   i, (unsigned long long)r[i].addr, (unsigned long long)r[i].len,
 				   (unsigned long long)r[i].offset);
-			goto fail_fds;
+			goto fail;
 		}
 		if (S_ISREG(st.st_mode) && r[i].offset + r[i].len > (uint64_t)st.st_size) {
 			lp_err_set(e, EINVAL, "hand-off: region %zu ends at offset %llu, past the memory file's %lld bytes",
 				   i, (unsigned long long)(r[i].offset + r[i].len), (long long)st.st_size);
-			goto fail_fds;
+			goto fail;
 		}
-		ret = ranges_add(rg, r[i].addr, r[i].addr + r[i].len, r[i].offset);
+		ret = ranges_add(*rg, r[i].addr, r[i].addr + r[i].len, r[i].offset);
 		if (ret) {
 			lp_err_set(e, -ret, "hand-off: region %zu (0x%llx +%llu) overlaps another", i,
 				   (unsigned long long)r[i].addr, (unsigned long long)r[i].len);
-			goto fail_fds;
+			goto fail;
 		}
 	}
 	s->prefetch = prefetch_pool_new(s, cfg->prefetch_threads, cfg->chunk_pages, cfg->sub_pages, e);
 	if (!s->prefetch)
-		goto fail_fds;
+		goto fail;
+	return s;
+fail:
+	ranges_free(*rg);
+	*rg = NULL;
+	if (mem_fd >= 0)
+		close(mem_fd);
+	session_free(s);
+	return NULL;
+}
+
+struct session *session_new_handoff(const struct session_cfg *cfg, int uffd, int mem_fd,
+				    const struct session_region *r, size_t n, int32_t pid, struct lp_err *e)
+{
+	struct ranges *rg;
+	struct session *s;
+
+	if (uffd_check_fd(uffd) < 0) {
+		lp_err_set(e, EINVAL, "hand-off: the first fd is not a userfaultfd");
+		close(uffd);
+		close(mem_fd);
+		return NULL;
+	}
+	s = handoff_alloc(cfg, mem_fd, r, n, &rg, e);
+	if (!s) {
+		close(uffd);
+		return NULL;
+	}
 	s->handoff_proc = proc_new(s, pid, 0, NULL, uffd, rg);
 	if (!s->handoff_proc) {
 		lp_err_set(e, ENOMEM, "out of memory");
@@ -256,14 +284,6 @@ struct session *session_new_handoff(const struct session_cfg *cfg, int uffd, int
 		return NULL;
 	}
 	return s;
-fail_fds:
-	ranges_free(rg);
-	if (uffd >= 0)
-		close(uffd);
-	if (mem_fd >= 0)
-		close(mem_fd);
-	session_free(s);
-	return NULL;
 }
 
 size_t session_nr_tasks(const struct session *s)
@@ -951,12 +971,14 @@ void session_abandon_journal(const struct persist_rec_t *recs, size_t n, const c
 	free(jp);
 }
 
-struct session *session_recover(const struct session_cfg *cfg, struct persist *persist,
-				const struct persist_rec_t *recs, size_t n, int *fds, size_t nfds, struct lp_err *e)
+struct session *session_recover(const struct session_cfg *cfg, const struct session_handoff *h,
+				struct persist *persist, const struct persist_rec_t *recs, size_t n, int *fds, size_t nfds,
+				struct lp_err *e)
 {
 	struct replay *rp = calloc(n ? n : 1, sizeof(*rp));
 	uint64_t *probes = calloc(n ? n : 1, sizeof(*probes));
 	struct persist_proc *jp = NULL;
+	struct ranges *hr = NULL;
 	struct session *s = NULL;
 	size_t np = 0, njp = 0, i;
 	unsigned kept = 0, missed;
@@ -964,9 +986,11 @@ struct session *session_recover(const struct session_cfg *cfg, struct persist *p
 
 	if (!rp || !probes || persist_procs(recs, n, &jp, &njp)) {
 		ret = lp_err_set(e, ENOMEM, "out of memory");
+		if (h)
+			close(h->mem_fd);
 		goto out;
 	}
-	s = session_new(cfg, e);
+	s = h ? handoff_alloc(cfg, h->mem_fd, h->r, h->n, &hr, e) : session_new(cfg, e);
 	if (!s) {
 		ret = -EINVAL;
 		goto out;
@@ -983,7 +1007,17 @@ struct session *session_recover(const struct session_cfg *cfg, struct persist *p
 		}
 		switch (r->type) {
 		case PREC_PROC:
-			ret = replay_proc(s, (int32_t)r->a, &rp[np], e);
+			if (!h) {
+				ret = replay_proc(s, (int32_t)r->a, &rp[np], e);
+			} else if (np) {
+				ret = lp_err_set(e, EINVAL, "journal record %zu: a second process in a hand-off", i);
+			} else {
+				/* a hand-off's process: its regions, then the events */
+				rp[np].pid = (int32_t)r->a;
+				rp[np].r = ranges_clone(hr);
+				if (!rp[np].r)
+					ret = lp_err_set(e, ENOMEM, "out of memory");
+			}
 			np++;
 			break;
 		case PREC_FORK:
@@ -1050,7 +1084,8 @@ struct session *session_recover(const struct session_cfg *cfg, struct persist *p
 	s->replaying = 1;
 	for (i = 0; i < np && !ret; i++) {
 		int done = rp[i].done || i >= nfds || fds[i] < 0;
-		struct proc *p = proc_new(s, rp[i].pid, rp[i].img_pid, s->pms[rp[i].pm_idx], done ? -1 : fds[i], rp[i].r);
+		struct proc *p = proc_new(s, rp[i].pid, rp[i].img_pid, h ? NULL : s->pms[rp[i].pm_idx],
+					  done ? -1 : fds[i], rp[i].r);
 
 		rp[i].r = NULL;
 		if (!done)
@@ -1084,6 +1119,7 @@ out:
 	}
 	for (i = 0; rp && i < np; i++)
 		ranges_free(rp[i].r);
+	ranges_free(hr);
 	free(rp);
 	free(probes);
 	free(jp);
@@ -1278,7 +1314,15 @@ int session_serve(struct session *s, struct lp_err *e)
 		atomic_store(&s->phase, SESSION_SERVING);
 		log_info("hand-off of pid %d: %llu pages in %s", p->pid, (unsigned long long)p->total,
 			 s->src->ops->name);
-		ret = session_add_proc(s, p, 0, 0, e);
+		{
+			/* the peer is the process whose memory it is, if it says so itself */
+			pid_t host = p->pid == s->peer_pid ? s->peer_pid : 0;
+			uint64_t start = 0;
+
+			if (!s->persist || pid_start(host, &start))
+				host = 0;
+			ret = session_add_proc(s, p, host, start, e);
+		}
 		if (!ret)
 			ret = session_run(s, e);
 	} else {

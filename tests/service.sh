@@ -35,7 +35,7 @@ NOBODY=(setpriv --reuid=65534 --regid=65534 --clear-groups)
 SCENARIOS=(
 	units socket-activation watchdog two-sessions handoff ctl-json unprivileged
 	peercred sigterm-waits bad-control restart-sigkill restart-remote restart-one-done
-	restart-lost-one restart-unkept store-full
+	restart-lost-one restart-unkept store-full restart-handoff
 )
 
 # ---------------------------------------------------------------------------
@@ -649,6 +649,26 @@ sc_restart-one-done() {
 		all(.sessions[0].procs[]; .state != "live")'
 	sup_stop
 	info "$(sed -n 's/.*all pages verified in \([0-9.]*\) s/restore \1 s/p' "$T/restore.a.out")"
+}
+
+# A hand-off (a VMM's guest memory) survives a daemon kill too: its uffd
+# and memory file are in the fd store, its regions in the session file.
+sc_restart-handoff() {
+	local hpid
+	sup_start --fdstore-max 8
+	timeout -k 5 $STEP_TIMEOUT "$HANDOFF" -s "$SOCK" --size 512 --threads 4 --file "$T/guest.mem" \
+		>"$T/h.out" 2>"$T/h.err" &
+	hpid=$!
+	sup_await "stored lp-1-0"
+	grep -q '^stored lp-1-mem' "$T/sup.out" || fail "the memory file was not stored: $(tr '\n' ' ' <"$T/sup.out")"
+	kill -KILL "$(cat "$T/dpid")"
+	wait $hpid || fail "lp-handoff across the daemon's restart: $(tail -n 3 "$T/h.err" | tr '\n' ' ')"
+	grep -q 'all pages verified' "$T/h.out" || fail "lp-handoff: $(cat "$T/h.out")"
+	grep -q 'session 1: resumed after a restart' "$T/daemon.log" ||
+		fail "the hand-off was not resumed: $(grep -m3 -E 'error|warn' "$T/daemon.log" | tr '\n' ' ')"
+	grep -q '^removed lp-1-mem\|^removed lp-1-0' "$T/sup.out" || fail "the store still holds the hand-off's fds"
+	sup_stop
+	info "$(cut -c1-150 "$T/h.out")"
 }
 
 # unkept_common LPSUPERVISE_ARGS...: two idle processes (they read nothing

@@ -27,7 +27,7 @@ UNIT=lazy-pages.service
 
 SCENARIOS=(
 	socket-activation restore kill-early kill-one-done watchdog stop-waits stop-killed
-	journal page-server store-full store-mismatch
+	journal page-server handoff-kill store-full store-mismatch
 )
 
 # ---------------------------------------------------------------------------
@@ -330,6 +330,25 @@ sc_page-server() {
 	info "$(grep -o 'remote_bytes=[0-9]*' "$T/lpd.out")"
 }
 
+# A hand-off (a VMM restoring guest memory through liblazypages) with the
+# daemon SIGKILLed while its 1 GiB is being filled: its uffd and memory
+# file come back from the fd store, and every page reads right.
+sc_handoff-kill() {
+	local hpid
+	up
+	"$BUILD/tests/lp-handoff" --size 1024 --threads 4 --file "$T/guest.mem" >"$T/h.out" 2>"$T/h.err" </dev/null &
+	hpid=$!
+	crl_until 20 prop_is NFileDescriptorStore 2 || fail "the fd store holds $(prop NFileDescriptorStore) fds, not the uffd and the memory file"
+	systemctl kill -s KILL "$UNIT"
+	timeout $STEP tail --pid=$hpid -f /dev/null
+	wait $hpid || fail "lp-handoff across the kill: $(tail -n 3 "$T/h.err" | tr '\n' ' ')"
+	grep -q 'all pages verified' "$T/h.out" || fail "lp-handoff: $(cat "$T/h.out")"
+	[ "$(prop NRestarts)" = 1 ] || fail "$UNIT was not restarted"
+	journal_has "session 1: resumed after a restart" || fail "the hand-off was not resumed"
+	crl_until 10 prop_is NFileDescriptorStore 0 || fail "$(prop NFileDescriptorStore) fds left in the store"
+	info "$(cut -c1-140 "$T/h.out")"
+}
+
 # A drop-in with a store of 2: the daemon learns it from systemd and
 # refuses a session of 3 processes with a message that says why; one of 2
 # fits, and survives a kill.
@@ -421,7 +440,8 @@ if ! criu_find; then
 	exit 0
 fi
 missing=
-for b in "$BUILD/lazy-pagesd" "$BUILD/lazy-pagesctl" "$BUILD/lazy-pages-server" "$BUILD/tests/lp-work"; do
+for b in "$BUILD/lazy-pagesd" "$BUILD/lazy-pagesctl" "$BUILD/lazy-pages-server" "$BUILD/tests/lp-work" \
+	"$BUILD/tests/lp-handoff"; do
 	[ -x "$b" ] || missing="$missing $b"
 done
 for b in jq systemd-nspawn; do
