@@ -121,50 +121,50 @@ static int manager_unit(sd_bus *bus, char **path)
 	return ret < 0 ? ret : 0;
 }
 
-int notify_manager_fdstore_max(unsigned *out)
+/* Property NAME (of TYPE) of interface IFACE of this process's unit: *REPLY entered into its value. */
+static int manager_property(const char *iface, const char *name, const char *type, sd_bus_message **reply)
 {
 	sd_bus_error err = SD_BUS_ERROR_NULL;
 	sd_bus *bus = NULL;
 	char *unit = NULL;
-	uint32_t v = 0;
 	int ret;
 
 	ret = manager_bus(&bus);
 	if (!ret)
 		ret = manager_unit(bus, &unit);
 	if (!ret)
-		ret = sd_bus_get_property_trivial(bus, "org.freedesktop.systemd1", unit,
-						  "org.freedesktop.systemd1.Service", "FileDescriptorStoreMax",
-						  &err, 'u', &v);
-	if (ret >= 0)
-		*out = v;
+		ret = sd_bus_get_property(bus, "org.freedesktop.systemd1", unit, iface, name, &err, reply, type);
 	sd_bus_error_free(&err);
 	free(unit);
 	sd_bus_flush_close_unref(bus);
 	return ret < 0 ? ret : 0;
 }
 
+int notify_manager_fdstore_max(unsigned *out)
+{
+	sd_bus_message *reply = NULL;
+	uint32_t v;
+	int ret;
+
+	ret = manager_property("org.freedesktop.systemd1.Service", "FileDescriptorStoreMax", "u", &reply);
+	if (!ret)
+		ret = sd_bus_message_read(reply, "u", &v);
+	if (ret >= 0)
+		*out = v;
+	sd_bus_message_unref(reply);
+	return ret < 0 ? ret : 0;
+}
+
 int notify_manager_job_pending(void)
 {
-	sd_bus_error err = SD_BUS_ERROR_NULL;
 	sd_bus_message *reply = NULL;
-	sd_bus *bus = NULL;
-	char *unit = NULL;
 	const char *jpath;
 	uint32_t id = 0;
 	int ret;
 
-	ret = manager_bus(&bus);
+	ret = manager_property("org.freedesktop.systemd1.Unit", "Job", "(uo)", &reply);
 	if (!ret)
-		ret = manager_unit(bus, &unit);
-	if (!ret)
-		ret = sd_bus_get_property(bus, "org.freedesktop.systemd1", unit, "org.freedesktop.systemd1.Unit", "Job",
-					  &err, &reply, "(uo)");
-	if (ret >= 0)
 		ret = sd_bus_message_read(reply, "(uo)", &id, &jpath);
 	sd_bus_message_unref(reply);
-	sd_bus_error_free(&err);
-	free(unit);
-	sd_bus_flush_close_unref(bus);
 	return ret < 0 ? ret : id != 0;
 }
