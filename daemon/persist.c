@@ -29,6 +29,8 @@ struct persist {
 	 */
 	unsigned reserved, pending, used;
 	char named[64];		/* lp-<id>-WHAT of persist_store_named, "" if none */
+	uint8_t *stored;	/* under lock: a bit per process whose uffd is in the store */
+	size_t nstored;		/* bits */
 };
 
 static int rm_dir(const char *dir)
@@ -146,7 +148,7 @@ void persist_adopt(struct persist *p, unsigned kept)
 	pthread_mutex_unlock(&p->lock);
 }
 
-int persist_take_slot(struct persist *p, int forked)
+int persist_take_slot(struct persist *p, int forked, int force)
 {
 	int ret = 0;
 
@@ -157,10 +159,14 @@ int persist_take_slot(struct persist *p, int forked)
 		p->pending--;
 	} else if (p->reserved > p->pending + p->used) {
 		/* a slot a finished process left */
-	} else if (!(ret = fdstore_reserve(p->fs, 1, 0))) {
-		p->reserved++;
+	} else {
+		ret = fdstore_reserve(p->fs, 1, 0);
+		if (ret && force)
+			fdstore_reserve(p->fs, 1, 1);
+		if (!ret || force)
+			p->reserved++;
 	}
-	if (!ret)
+	if (!ret || force)
 		p->used++;
 	pthread_mutex_unlock(&p->lock);
 	return ret;
@@ -169,11 +175,28 @@ int persist_take_slot(struct persist *p, int forked)
 void persist_store_fd(struct persist *p, uint32_t proc, int fd)
 {
 	char name[64];
+	uint8_t *b;
 
 	if (!p)
 		return;
 	snprintf(name, sizeof(name), "lp-%u-%u", p->id, proc);
-	fdstore_keep(p->fs, name, fd);
+	/* noted first: a session that ends without its processes (killed) takes them out at close */
+	pthread_mutex_lock(&p->lock);
+	if (proc >= p->nstored) {
+		size_t n = ((size_t)proc + 1024) & ~(size_t)1023;
+
+		b = realloc(p->stored, n / 8);
+		if (b) {
+			memset(b + p->nstored / 8, 0, (n - p->nstored) / 8);
+			p->stored = b;
+			p->nstored = n;
+		}
+	}
+	if (proc < p->nstored)
+		p->stored[proc / 8] |= (uint8_t)(1u << (proc % 8));
+	pthread_mutex_unlock(&p->lock);
+	if (fd >= 0)
+		fdstore_keep(p->fs, name, fd);
 }
 
 void persist_drop_fd(struct persist *p, uint32_t proc)
@@ -185,6 +208,8 @@ void persist_drop_fd(struct persist *p, uint32_t proc)
 	snprintf(name, sizeof(name), "lp-%u-%u", p->id, proc);
 	fdstore_forget(p->fs, name);
 	pthread_mutex_lock(&p->lock);
+	if (proc < p->nstored)
+		p->stored[proc / 8] &= (uint8_t)~(1u << (proc % 8));
 	if (p->used) {
 		p->used--;
 		p->reserved--;
@@ -202,7 +227,7 @@ int persist_store_named(struct persist *p, const char *what, int fd)
 	snprintf(p->named, sizeof(p->named), "lp-%u-%s", p->id, what);
 	if (fd < 0)
 		return 0;
-	ret = persist_take_slot(p, 0);
+	ret = persist_take_slot(p, 0, 0);
 	if (ret) {
 		p->named[0] = '\0';
 		return ret;
@@ -213,10 +238,19 @@ int persist_store_named(struct persist *p, const char *what, int fd)
 
 void persist_close(struct persist *p, int remove)
 {
+	char name[64];
+	size_t i;
+
 	if (!p)
 		return;
 	if (remove && p->named[0])
 		fdstore_forget(p->fs, p->named);
+	for (i = 0; remove && i < p->nstored; i++)
+		if (p->stored[i / 8] & (1u << (i % 8))) {
+			snprintf(name, sizeof(name), "lp-%u-%zu", p->id, i);
+			fdstore_forget(p->fs, name);
+		}
+	free(p->stored);
 	if (p->jfd >= 0)
 		close(p->jfd);
 	if (remove)

@@ -50,11 +50,15 @@ int persist_open(const char *state, uint32_t id, const char *text, struct fdstor
  */
 int persist_reserve(struct persist *p, unsigned records);
 void persist_adopt(struct persist *p, unsigned kept);
-/* A slot for one more process (a record, or a FORK's child): 0 or -ENOSPC. P NULL: 0. */
-int persist_take_slot(struct persist *p, int forked);
+/*
+ * A slot for one more process (a record, or a FORK's child): 0 or
+ * -ENOSPC. With FORCE it is counted even so (still -ENOSPC: the fd must
+ * not be sent). P NULL: 0.
+ */
+int persist_take_slot(struct persist *p, int forked, int force);
 /* Appends one record. Thread-safe. */
 void persist_add(struct persist *p, uint32_t type, uint32_t proc, uint64_t a, uint64_t b, uint64_t c);
-/* Hands FD (after persist_take_slot) to the fd store as lp-<id>-<proc>. */
+/* Hands FD (after persist_take_slot) to the fd store as lp-<id>-<proc>; FD < 0: it is there already. */
 void persist_store_fd(struct persist *p, uint32_t proc, int fd);
 /* The process is over: its fd leaves the store, its slot is free again. */
 void persist_drop_fd(struct persist *p, uint32_t proc);

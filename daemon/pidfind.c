@@ -149,22 +149,37 @@ int pidfind(pid_t vpid, pid_t root, uint64_t start, uint64_t end, pid_t *out, in
 	return k;
 }
 
-int pid_gone(pid_t pid)
+/* PID's state letter (field 3 of /proc/PID/stat), 0 if there is no such process. */
+static char pid_state(pid_t pid)
 {
 	char path[64], buf[256], *p;
 	FILE *f;
-	int gone = 1;
+	char st = 0;
 
 	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
 	f = fopen(path, "re");
 	if (!f)
-		return 1;
+		return 0;
 	if (fgets(buf, sizeof(buf), f)) {
 		p = strrchr(buf, ')');
-		gone = p && (p[2] == 'Z' || p[2] == 'X');
+		st = p && p[1] ? p[2] : 0;
 	}
 	fclose(f);
-	return gone;
+	return st;
+}
+
+int pid_gone(pid_t pid)
+{
+	char st = pid_state(pid);
+
+	return !st || st == 'Z' || st == 'X';
+}
+
+int pid_stopped(pid_t pid)
+{
+	char st = pid_state(pid);
+
+	return !st || st == 'Z' || st == 'X' || st == 'T' || st == 't';
 }
 
 int pid_start(pid_t pid, uint64_t *start)

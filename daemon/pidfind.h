@@ -17,6 +17,8 @@ int pidfind(pid_t vpid, pid_t root, uint64_t start, uint64_t end, pid_t *out, in
 
 /* Is PID gone (no such process, or a zombie that can run no more)? */
 int pid_gone(pid_t pid);
+/* Is PID stopped (SIGSTOP, or traced), or gone? */
+int pid_stopped(pid_t pid);
 
 /* PID's start time (clock ticks after boot, field 22 of /proc/PID/stat): 0 or -errno. */
 int pid_start(pid_t pid, uint64_t *start);

@@ -429,7 +429,7 @@ int session_listen(struct session *s, struct lp_err *e)
 static int session_add_proc(struct session *s, struct proc *p, pid_t host, uint64_t start, struct lp_err *e)
 {
 	struct proc **np;
-	int ret;
+	int ret, unkept;
 
 	pthread_mutex_lock(&s->lock);
 	if (s->nprocs >= s->cfg.max_procs) {
@@ -449,15 +449,13 @@ static int session_add_proc(struct session *s, struct proc *p, pid_t host, uint6
 		s->procs = np;
 		s->cap = cap;
 	}
-	/* a uffd the fd store would not keep is lost with the daemon: refused, not served unprotected */
-	if (persist_take_slot(s->persist, p->forked && !s->replaying)) {
-		pthread_mutex_unlock(&s->lock);
-		ret = lp_err_set(e, ENOSPC, "pid %d%s: no room left in the service manager's fd store "
-				 "(FileDescriptorStoreMax=) for its userfaultfd: it could not survive a daemon restart",
-				 p->pid, p->forked ? " (forked child)" : "");
-		proc_free(p);
-		return ret;
-	}
+	/*
+	 * A uffd the fd store would not keep is lost with the daemon: not
+	 * served unprotected. A record was given its slot at session add; a
+	 * fork's child that finds none is added all the same (its uffd open:
+	 * it is found and killed with the others) and fails the session.
+	 */
+	unkept = persist_take_slot(s->persist, p->forked && !s->replaying, 1);
 	p->id = (unsigned)s->nprocs;
 	s->procs[s->nprocs++] = p;
 	s->live++;
@@ -472,8 +470,8 @@ static int session_add_proc(struct session *s, struct proc *p, pid_t host, uint6
 		persist_add(s->persist, PREC_HOST, p->id, (uint64_t)host, start, 0);
 	pthread_mutex_unlock(&s->lock);
 	/* a restarted daemon was given it back: it is in the store already */
-	if (!s->replaying)
-		persist_store_fd(s->persist, p->id, p->uffd);
+	if (!unkept)
+		persist_store_fd(s->persist, p->id, s->replaying ? -1 : p->uffd);
 
 	/* from here on the session owns P: failures end it through proc_finish */
 	pthread_rwlock_wrlock(&p->evlock);
@@ -483,6 +481,10 @@ static int session_add_proc(struct session *s, struct proc *p, pid_t host, uint6
 		lp_err_set(e, -ret, "pid %d: epoll: %s", p->pid, strerror(-ret));
 		return ret;
 	}
+	if (unkept)
+		return lp_err_set(e, ENOSPC, "pid %d%s: no room left in the service manager's fd store "
+				  "(FileDescriptorStoreMax=) for its userfaultfd: it could not survive a daemon restart",
+				  p->pid, p->forked ? " (forked child)" : "");
 	if (!p->total)
 		proc_finish(p, PROC_DONE);
 	pthread_mutex_lock(&s->lock);
@@ -792,41 +794,91 @@ static int take_record(struct session *s, const struct restore_peer *peer, uint6
  * The session cannot go on: kill its live processes before their uffds
  * close (closing would let them read zeros where pages are missing), and
  * wait a little for them to be gone. Says which and why.
+ *
+ * They are all stopped first, and killed only once no process is left to
+ * find: killing a parent would hand its children to another reaper (no
+ * longer below the restore, so not found), and a FORK read meanwhile adds
+ * a child (its uffd held open, its mapping still registered) that must go
+ * too; a stopped process forks no more once its fork has returned.
  */
+struct victim {
+	pid_t host;
+	int32_t pid;
+	int forked;
+	uint64_t remaining;
+};
+
 static void session_kill_live(struct session *s, const char *why)
 {
-	pid_t killed[256], found[16];
-	int nk = 0, n, i, t;
-	size_t k;
+	struct victim *v = NULL, *nv;
+	size_t nvict = 0, cap = 0, k, from = 0, upto, j;
+	pid_t found[16];
+	int n, i, t, more, dup, all;
 
-	pthread_mutex_lock(&s->lock);
-	for (k = 0; k < s->nprocs; k++) {
-		struct proc *p = s->procs[k];
+	do {
+		pthread_mutex_lock(&s->lock);
+		upto = s->nprocs;
+		for (k = from; k < upto; k++) {
+			struct proc *p = s->procs[k];
 
-		if (!proc_live(p) || !atomic_load(&p->remaining))
-			continue;
-		n = p->probe ? pidfind(p->pid, s->peer_pid, p->probe, p->probe + s->psz, found, 16) : 0;
-		if (n <= 0) {
-			log_err("pid %d%s: cannot find it to kill it; with its userfaultfd closed, its %llu missing pages will read as zeros",
-				p->pid, p->forked ? " (forked child)" : "", (unsigned long long)atomic_load(&p->remaining));
-			continue;
+			if (!proc_live(p) || !atomic_load(&p->remaining))
+				continue;
+			n = p->probe ? pidfind(p->pid, s->peer_pid, p->probe, p->probe + s->psz, found, 16) : 0;
+			for (i = dup = 0; i < n; i++) {
+				for (j = 0; j < nvict && v[j].host != found[i]; j++)
+					;
+				if (j < nvict) {
+					dup++;
+					continue;
+				}
+				if (nvict == cap) {
+					cap = cap ? cap * 2 : 64;
+					nv = realloc(v, cap * sizeof(*v));
+					if (!nv) {
+						/* no room to note it: kill it now */
+						kill(found[i], SIGKILL);
+						cap = nvict;
+						continue;
+					}
+					v = nv;
+				}
+				kill(found[i], SIGSTOP);
+				v[nvict++] = (struct victim){ .host = found[i], .pid = p->pid, .forked = p->forked,
+							      .remaining = atomic_load(&p->remaining) };
+			}
+			if (n <= 0)
+				log_err("pid %d%s: not found to kill it (gone already, or 0x%llx unmapped): if it still runs, "
+					"its %llu missing pages will read as zeros once its userfaultfd closes",
+					p->pid, p->forked ? " (forked child)" : "", (unsigned long long)p->probe,
+					(unsigned long long)atomic_load(&p->remaining));
 		}
-		for (i = 0; i < n; i++) {
-			if (kill(found[i], SIGKILL) == 0 && nk < 256)
-				killed[nk++] = found[i];
-			log_err("pid %d%s (host pid %d) killed with %llu pages missing: %s", p->pid,
-				p->forked ? " (forked child)" : "", (int)found[i],
-				(unsigned long long)atomic_load(&p->remaining), why);
+		pthread_mutex_unlock(&s->lock);
+		/* stopped (a fork in progress returns first, its FORK read by the fault thread) or gone */
+		for (t = 0; t < 200; t++) {
+			for (all = 1, j = 0; j < nvict && all; j++)
+				all = pid_stopped(v[j].host);
+			if (all)
+				break;
+			usleep(10000);
 		}
+		pthread_mutex_lock(&s->lock);
+		more = s->nprocs > upto;
+		pthread_mutex_unlock(&s->lock);
+		from = upto;
+	} while (more);
+	for (j = 0; j < nvict; j++) {
+		kill(v[j].host, SIGKILL);
+		log_err("pid %d%s (host pid %d) killed with %llu pages missing: %s", v[j].pid,
+			v[j].forked ? " (forked child)" : "", (int)v[j].host, (unsigned long long)v[j].remaining, why);
 	}
-	pthread_mutex_unlock(&s->lock);
 	for (t = 0; t < 200; t++) {
-		for (i = 0; i < nk && pid_gone(killed[i]); i++)
+		for (j = 0; j < nvict && pid_gone(v[j].host); j++)
 			;
-		if (i == nk)
+		if (j == nvict)
 			break;
 		usleep(10000);
 	}
+	free(v);
 }
 
 static void progress_line(struct session *s)

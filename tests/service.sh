@@ -35,7 +35,7 @@ NOBODY=(setpriv --reuid=65534 --regid=65534 --clear-groups)
 SCENARIOS=(
 	units socket-activation watchdog two-sessions handoff ctl-json unprivileged
 	peercred sigterm-waits bad-control restart-sigkill restart-remote restart-one-done
-	restart-lost-one restart-unkept store-full restart-handoff
+	restart-lost-one restart-unkept store-full store-fork restart-handoff
 )
 
 # ---------------------------------------------------------------------------
@@ -649,6 +649,26 @@ sc_restart-one-done() {
 		all(.sessions[0].procs[]; .state != "live")'
 	sup_stop
 	info "$(sed -n 's/.*all pages verified in \([0-9.]*\) s/restore \1 s/p' "$T/restore.a.out")"
+}
+
+# A store of 2 holds a session of 2 processes, but not the children they
+# fork: the first fork fails the session, which kills its processes (the
+# child too, its uffd kept open until then), and none reads a wrong page.
+sc_store-fork() {
+	dump "$T/img" --procs 2 --size 64
+	sup_start --fdstore-max 2
+	add -D "$T/img"
+	restore a "$T/img" --scenario fork && fail "lp-restore passed, yet the session should have failed at the fork"
+	grep -q 'mismatch at' "$T/restore.a.err" && fail "a process read a wrong page: $(restore_reason a)"
+	grep -q 'killed by signal 9' "$T/restore.a.err" || fail "no process was killed: $(restore_reason a)"
+	session_wait
+	ctl session list --json >"$T/list.json" || fail "session list failed"
+	jqe failed "$T/list.json" '.sessions[0].state == "failed" and (.sessions[0].error | test("no room left in the service manager.s fd store"))'
+	# the two processes and at least one forked child (found as the restore's descendants)
+	[ "$(grep -c 'killed with [0-9]* pages missing' "$T/daemon.log")" -ge 3 ] ||
+		fail "the forked child was not killed: $(grep -E 'killed|not found' "$T/daemon.log" | tr '\n' ' ')"
+	sup_stop
+	info "$(jq -r '.sessions[0].error' "$T/list.json" | cut -c1-150)"
 }
 
 # A hand-off (a VMM's guest memory) survives a daemon kill too: its uffd
