@@ -70,6 +70,8 @@ struct session {
 	int handoff;			/* a non-CRIU hand-off: one process, no images */
 	int recovered;			/* rebuilt from the journal: no restore socket */
 	int replaying;			/* adding recovered processes: already in the journal */
+	unsigned lost;			/* recovered: processes whose uffds were not kept (killed) */
+	char lost_msg[256];
 	struct persist *persist;	/* not owned */
 	struct proc *handoff_proc;
 	char fail_msg[512];
@@ -191,40 +193,41 @@ fail:
 	return NULL;
 }
 
-struct session *session_new_handoff(const struct session_cfg *cfg, int uffd, int mem_fd,
-				    const struct session_region *r, size_t n, int32_t pid, struct lp_err *e)
+/*
+ * A hand-off session without its process yet: the memory file (taken,
+ * closed on failure too) as the page source, and the lazy ranges of the
+ * regions in *RG.
+ */
+static struct session *handoff_alloc(const struct session_cfg *cfg, int mem_fd, const struct session_region *r,
+				     size_t n, struct ranges **rg, struct lp_err *e)
 {
 	struct session *s = session_alloc(cfg, e);
-	struct ranges *rg = NULL;
 	struct stat st;
 	size_t i;
-	int ret = -EINVAL;
+	int ret;
 
+	*rg = NULL;
 	if (!s)
-		goto fail_fds;
+		goto fail;
 	s->handoff = 1;
 	if (fstat(mem_fd, &st) < 0) {
 		lp_err_set(e, errno, "hand-off: the memory file: %s", strerror(errno));
-		goto fail_fds;
+		goto fail;
 	}
 	s->src = source_raw_new(mem_fd);
 	if (!s->src) {
 		lp_err_set(e, ENOMEM, "out of memory");
-		goto fail_fds;
+		goto fail;
 	}
 	mem_fd = -1;	/* the source has it */
 	if (n == 0 || n > SESSION_MAX_REGIONS) {
 		lp_err_set(e, EINVAL, "hand-off: %zu regions (1 to %d)", n, SESSION_MAX_REGIONS);
-		goto fail_fds;
+		goto fail;
 	}
-	if (uffd_check_fd(uffd) < 0) {
-		lp_err_set(e, EINVAL, "hand-off: the first fd is not a userfaultfd");
-		goto fail_fds;
-	}
-	rg = ranges_new();
-	if (!rg) {
+	*rg = ranges_new();
+	if (!*rg) {
 		lp_err_set(e, ENOMEM, "out of memory");
-		goto fail_fds;
+		goto fail;
 	}
 	for (i = 0; i < n; i++) {
 		if (r[i].len == 0 || (r[i].addr | r[i].len | r[i].offset) % s->psz ||
@@ -232,23 +235,50 @@ struct session *session_new_handoff(const struct session_cfg *cfg, int uffd, int
 			lp_err_set(e, EINVAL, "hand-off: region %zu (0x%llx +%llu at offset %llu): not page aligned or wraps",
 				   i, (unsigned long long)r[i].addr, (unsigned long long)r[i].len,
 				   (unsigned long long)r[i].offset);
-			goto fail_fds;
+			goto fail;
 		}
 		if (S_ISREG(st.st_mode) && r[i].offset + r[i].len > (uint64_t)st.st_size) {
 			lp_err_set(e, EINVAL, "hand-off: region %zu ends at offset %llu, past the memory file's %lld bytes",
 				   i, (unsigned long long)(r[i].offset + r[i].len), (long long)st.st_size);
-			goto fail_fds;
+			goto fail;
 		}
-		ret = ranges_add(rg, r[i].addr, r[i].addr + r[i].len, r[i].offset);
+		ret = ranges_add(*rg, r[i].addr, r[i].addr + r[i].len, r[i].offset);
 		if (ret) {
 			lp_err_set(e, -ret, "hand-off: region %zu (0x%llx +%llu) overlaps another", i,
 				   (unsigned long long)r[i].addr, (unsigned long long)r[i].len);
-			goto fail_fds;
+			goto fail;
 		}
 	}
 	s->prefetch = prefetch_pool_new(s, cfg->prefetch_threads, cfg->chunk_pages, cfg->sub_pages, e);
 	if (!s->prefetch)
-		goto fail_fds;
+		goto fail;
+	return s;
+fail:
+	ranges_free(*rg);
+	*rg = NULL;
+	if (mem_fd >= 0)
+		close(mem_fd);
+	session_free(s);
+	return NULL;
+}
+
+struct session *session_new_handoff(const struct session_cfg *cfg, int uffd, int mem_fd,
+				    const struct session_region *r, size_t n, int32_t pid, struct lp_err *e)
+{
+	struct ranges *rg;
+	struct session *s;
+
+	if (uffd_check_fd(uffd) < 0) {
+		lp_err_set(e, EINVAL, "hand-off: the first fd is not a userfaultfd");
+		close(uffd);
+		close(mem_fd);
+		return NULL;
+	}
+	s = handoff_alloc(cfg, mem_fd, r, n, &rg, e);
+	if (!s) {
+		close(uffd);
+		return NULL;
+	}
 	s->handoff_proc = proc_new(s, pid, 0, NULL, uffd, rg);
 	if (!s->handoff_proc) {
 		lp_err_set(e, ENOMEM, "out of memory");
@@ -256,14 +286,11 @@ struct session *session_new_handoff(const struct session_cfg *cfg, int uffd, int
 		return NULL;
 	}
 	return s;
-fail_fds:
-	ranges_free(rg);
-	if (uffd >= 0)
-		close(uffd);
-	if (mem_fd >= 0)
-		close(mem_fd);
-	session_free(s);
-	return NULL;
+}
+
+size_t session_nr_tasks(const struct session *s)
+{
+	return s->nr_tasks;
 }
 
 void session_allow_uid(struct session *s, uid_t uid)
@@ -396,11 +423,15 @@ int session_listen(struct session *s, struct lp_err *e)
 	return restore_sock_listen(s->cfg.work_dir, &s->lfd, e);
 }
 
-/* Adds P to the session and to a fault thread. Takes ownership of P. */
-static int session_add_proc(struct session *s, struct proc *p, struct lp_err *e)
+/*
+ * Adds P to the session and to a fault thread. Takes ownership of P.
+ * HOST, START: the process in this pid namespace and its start time, if
+ * known (0), journaled so that a restarted daemon can find it.
+ */
+static int session_add_proc(struct session *s, struct proc *p, pid_t host, uint64_t start, struct lp_err *e)
 {
 	struct proc **np;
-	int ret;
+	int ret, unkept;
 
 	pthread_mutex_lock(&s->lock);
 	if (s->nprocs >= s->cfg.max_procs) {
@@ -420,6 +451,13 @@ static int session_add_proc(struct session *s, struct proc *p, struct lp_err *e)
 		s->procs = np;
 		s->cap = cap;
 	}
+	/*
+	 * A uffd the fd store would not keep is lost with the daemon: not
+	 * served unprotected. A record was given its slot at session add; a
+	 * fork's child that finds none is added all the same (its uffd open:
+	 * it is found and killed with the others) and fails the session.
+	 */
+	unkept = persist_take_slot(s->persist, p->forked && !s->replaying, 1);
 	p->id = (unsigned)s->nprocs;
 	s->procs[s->nprocs++] = p;
 	s->live++;
@@ -427,11 +465,15 @@ static int session_add_proc(struct session *s, struct proc *p, struct lp_err *e)
 	if (s->replaying)
 		;
 	else if (p->forked)
-		persist_add(s->persist, PREC_FORK, p->id, p->parent_id, 0, 0);
+		persist_add(s->persist, PREC_FORK, p->id, p->parent_id, 0, persist_ticks());
 	else
 		persist_add(s->persist, PREC_PROC, p->id, (uint64_t)(int64_t)p->pid, p->img_pid, 0);
+	if (host > 0 && !s->replaying)
+		persist_add(s->persist, PREC_HOST, p->id, (uint64_t)host, start, 0);
 	pthread_mutex_unlock(&s->lock);
-	persist_store_fd(s->persist, p->id, p->uffd);
+	/* a restarted daemon was given it back: it is in the store already */
+	if (!unkept)
+		persist_store_fd(s->persist, p->id, s->replaying ? -1 : p->uffd);
 
 	/* from here on the session owns P: failures end it through proc_finish */
 	pthread_rwlock_wrlock(&p->evlock);
@@ -441,6 +483,10 @@ static int session_add_proc(struct session *s, struct proc *p, struct lp_err *e)
 		lp_err_set(e, -ret, "pid %d: epoll: %s", p->pid, strerror(-ret));
 		return ret;
 	}
+	if (unkept)
+		return lp_err_set(e, ENOSPC, "pid %d%s: no room left in the service manager's fd store "
+				  "(FileDescriptorStoreMax=) for its userfaultfd: it could not survive a daemon restart",
+				  p->pid, p->forked ? " (forked child)" : "");
 	if (!p->total)
 		proc_finish(p, PROC_DONE);
 	pthread_mutex_lock(&s->lock);
@@ -474,7 +520,7 @@ int session_fork_child(struct session *s, struct proc *parent, int ufd, struct l
 	pthread_mutex_lock(&s->lock);
 	s->forks++;
 	pthread_mutex_unlock(&s->lock);
-	ret = session_add_proc(s, c, e);
+	ret = session_add_proc(s, c, 0, 0, e);
 	if (ret)
 		lp_err_prefix(e, "pid %d: fork child", parent->pid);
 	else
@@ -686,10 +732,16 @@ static int prep_take(struct session *s, size_t idx, struct ranges **r, struct lp
 	return ret;
 }
 
-static int take_live(struct session *s, size_t idx, int32_t vpid, int uffd, struct lp_err *e)
+/*
+ * SENDER sent the record: with CRIU (and lp-restore) the restored task
+ * itself, so it is the process to kill should its uffd be lost; not when
+ * it is the restore's main process (another restorer may send all).
+ */
+static int take_live(struct session *s, size_t idx, int32_t vpid, int uffd, pid_t sender, struct lp_err *e)
 {
 	uint32_t pid = (uint32_t)vpid;
 	struct ranges *r = NULL;
+	uint64_t start = 0;
 	struct proc *p;
 	int ret;
 
@@ -703,12 +755,15 @@ static int take_live(struct session *s, size_t idx, int32_t vpid, int uffd, stru
 	if (!p)
 		return lp_err_set(e, ENOMEM, "out of memory");
 	log_info("pid %d: %llu lazy pages", vpid, (unsigned long long)p->total);
-	return session_add_proc(s, p, e);
+	if (!s->persist || sender == s->peer_pid || pid_start(sender, &start))
+		sender = 0;
+	return session_add_proc(s, p, sender, start, e);
 }
 
 static int take_record(struct session *s, const struct restore_peer *peer, uint64_t *pos, struct lp_err *e)
 {
 	uint64_t at = *pos;
+	pid_t sender;
 	int32_t vpid;
 	uint32_t pid;
 	int uffd, ret;
@@ -731,10 +786,10 @@ static int take_record(struct session *s, const struct restore_peer *peer, uint6
 		log_info("pid %u: zombie", pid);
 		return 0;
 	}
-	ret = restore_sock_recv_uffd(s->cfd, peer, pos, vpid, &uffd, e);
+	ret = restore_sock_recv_uffd(s->cfd, peer, pos, vpid, &uffd, &sender, e);
 	if (ret)
 		return ret;
-	return take_live(s, i, vpid, uffd, e);
+	return take_live(s, i, vpid, uffd, sender, e);
 }
 
 /* Is PID in the first N of LIST? */
@@ -764,54 +819,88 @@ static int pid_in(const pid_t *list, int n, pid_t pid)
  * forked after the restore has no pid of its own here: it is looked for
  * among the descendants of its ancestor's host pid, not below the other
  * restored processes (a child restored with its parent, and that child's
- * own forks, descend from the parent too). Everything is found before
- * anything is killed: a killed parent's children are re-parented.
+ * own forks, descend from the parent too).
+ *
+ * They are all stopped first, and killed only once no process is left to
+ * find: killing a parent would hand its children to another reaper (no
+ * longer below the restore, so not found), and a FORK read meanwhile adds
+ * a child (its uffd held open, its mapping still registered) that must go
+ * too; a stopped process forks no more once its fork has returned.
  */
 static void session_kill_live(struct session *s, const char *why)
 {
-	pid_t hits[KILL_MAX], found[16], *host;
+	pid_t hits[KILL_MAX], found[16], *host = NULL, *nh_host;
 	unsigned owner[KILL_MAX];
-	int nh = 0, nh1 = 0, n, i, t, pass;	/* nh1: the restored processes, found in the first pass */
-	size_t k, j;
+	int nh = 0, nh1, n, i, t, pass, all, more;
+	size_t k, j, from = 0, upto, hcap = 0;
 
-	pthread_mutex_lock(&s->lock);
-	host = calloc(s->nprocs ? s->nprocs : 1, sizeof(*host));	/* NULL: no fork children looked for */
-	for (pass = 0; pass < 2; pass++) {
-		if (pass == 1)
-			nh1 = nh;
-		for (k = 0; k < s->nprocs; k++) {
-			struct proc *p = s->procs[k];
-			pid_t root = 0;
-			int got = 0;
-
-			if (!proc_live(p) || !atomic_load(&p->remaining) || p->forked != pass || !p->probe)
-				continue;
-			if (!p->forked) {
-				n = pidfind(p->pid, 0, NULL, 0, p->probe, p->probe + s->psz, found, 16);
-				if (n <= 0)
-					n = pidfind(p->pid, s->peer_pid, hits, nh, p->probe, p->probe + s->psz, found, 16);
-			} else {
-				/* the ancestor's host pid, found in the first pass */
-				for (j = 0; host && j < s->nprocs && !root; j++)
-					if (!s->procs[j]->forked && s->procs[j]->pid == p->pid)
-						root = host[j];
-				n = root ? pidfind(0, root, hits, nh1, p->probe, p->probe + s->psz, found, 16) : 0;
-			}
-			for (i = 0; i < n && nh < KILL_MAX; i++) {
-				if (found[i] == root || pid_in(hits, nh, found[i]))
-					continue;
-				owner[nh] = (unsigned)k;
-				hits[nh++] = found[i];
-				if (host && !host[k])
-					host[k] = found[i];
-				got++;
-			}
-			if (!got)
-				log_err("pid %d%s: cannot find it to kill it; with its userfaultfd closed, its %llu missing pages will read as zeros",
-					p->pid, p->forked ? " (forked child)" : "",
-					(unsigned long long)atomic_load(&p->remaining));
+	do {
+		pthread_mutex_lock(&s->lock);
+		upto = s->nprocs;
+		if (upto > hcap && (nh_host = realloc(host, upto * sizeof(*host)))) {
+			memset(nh_host + hcap, 0, (upto - hcap) * sizeof(*host));
+			host = nh_host;
+			hcap = upto;
 		}
-	}
+		nh1 = nh;
+		for (pass = 0; pass < 2; pass++) {
+			if (pass == 1)
+				nh1 = nh;
+			for (k = from; k < upto; k++) {
+				struct proc *p = s->procs[k];
+				pid_t root = 0;
+				int got = 0;
+
+				if (!proc_live(p) || !atomic_load(&p->remaining) || p->forked != pass || !p->probe)
+					continue;
+				if (!p->forked) {
+					n = pidfind(p->pid, 0, NULL, 0, p->probe, p->probe + s->psz, found, 16);
+					if (n <= 0)
+						n = pidfind(p->pid, s->peer_pid, hits, nh, p->probe, p->probe + s->psz, found, 16);
+				} else {
+					/* the ancestor's host pid, found in the first pass */
+					for (j = 0; j < hcap && !root; j++)
+						if (!s->procs[j]->forked && s->procs[j]->pid == p->pid)
+							root = host[j];
+					n = root ? pidfind(0, root, hits, nh1, p->probe, p->probe + s->psz, found, 16) : 0;
+				}
+				for (i = 0; i < n; i++) {
+					if (found[i] == root || pid_in(hits, nh, found[i]))
+						continue;
+					if (nh == KILL_MAX) {
+						/* no room to note it: kill it now */
+						kill(found[i], SIGKILL);
+						continue;
+					}
+					kill(found[i], SIGSTOP);
+					owner[nh] = (unsigned)k;
+					hits[nh++] = found[i];
+					if (k < hcap && !host[k])
+						host[k] = found[i];
+					got++;
+				}
+				if (!got)
+					log_err("pid %d%s: not found to kill it (gone already, or 0x%llx unmapped): if it still runs, "
+						"its %llu missing pages will read as zeros once its userfaultfd closes",
+						p->pid, p->forked ? " (forked child)" : "", (unsigned long long)p->probe,
+						(unsigned long long)atomic_load(&p->remaining));
+			}
+		}
+		pthread_mutex_unlock(&s->lock);
+		/* stopped (a fork in progress returns first, its FORK read by the fault thread) or gone */
+		for (t = 0; t < 200; t++) {
+			for (all = 1, i = 0; i < nh && all; i++)
+				all = pid_stopped(hits[i]);
+			if (all)
+				break;
+			usleep(10000);
+		}
+		pthread_mutex_lock(&s->lock);
+		more = s->nprocs > upto;
+		pthread_mutex_unlock(&s->lock);
+		from = upto;
+	} while (more);
+	pthread_mutex_lock(&s->lock);
 	for (i = 0; i < nh; i++) {
 		struct proc *p = s->procs[owner[i]];
 
@@ -825,8 +914,8 @@ static void session_kill_live(struct session *s, const char *why)
 			p->forked ? " (forked child)" : "", (int)hits[i],
 			(unsigned long long)atomic_load(&p->remaining), why);
 	}
-	free(host);
 	pthread_mutex_unlock(&s->lock);
+	free(host);
 	for (t = 0; t < 200; t++) {
 		for (i = 0; i < nh && (!hits[i] || pid_gone(hits[i])); i++)
 			;
@@ -879,21 +968,129 @@ static int replay_proc(struct session *s, int32_t vpid, struct replay *rp, struc
 	return ret;
 }
 
-struct session *session_recover(const struct session_cfg *cfg, struct persist *persist,
-				const struct persist_rec_t *recs, size_t n, int *fds, size_t nfds, struct lp_err *e)
+/*
+ * A restarted daemon kills the journal's processes it cannot serve: with
+ * ALL, every one not done (the session cannot be resumed); else those
+ * whose uffd the fd store did not give back. Without their uffds their
+ * missing pages read as zeros: they must not run on. Each is found by
+ * the pid and start time its record came with; a forked child, whose pid
+ * was never known, among its parent's children started when its FORK was
+ * read (PROBES: an address of each, 0 if unknown). Marks them done in
+ * JP; returns how many could not be found.
+ */
+static unsigned recover_kill(struct persist_proc *jp, size_t n, const int *fds, size_t nfds, const uint64_t *probes,
+			     int all, const char *why)
 {
-	struct replay *rp = calloc(n ? n : 1, sizeof(*rp));
-	struct session *s = NULL;
-	size_t np = 0, i;
+	long hz = sysconf(_SC_CLK_TCK);
+	unsigned missed = 0;
+	pid_t found[16];
+	size_t i;
+	int r, k, m;
+
+	for (i = 0; i < n; i++) {
+		struct persist_proc *q = &jp[i];
+		const char *fk = q->forked ? " (forked child)" : "";
+		uint64_t probe = probes ? probes[i] : 0;
+
+		if (q->done || (!all && i < nfds && fds[i] >= 0))
+			continue;
+		q->done = 1;
+		if (q->host > 0) {
+			r = pid_kill_same(q->host, q->start, 0);
+			if (r > 0)
+				log_err("pid %d%s (host pid %d) killed: %s", q->pid, fk, q->host, why);
+			else if (r == 0)
+				log_warn("pid %d%s (host pid %d): gone already (%s)", q->pid, fk, q->host, why);
+			else
+				log_err("pid %d%s (host pid %d): cannot be killed (%s): %s", q->pid, fk, q->host, strerror(-r), why);
+			continue;
+		}
+		m = 0;
+		if (q->forked && jp[q->parent].host > 0 && probe)
+			m = pidfind_children(jp[q->parent].host, q->fork_ticks ? q->fork_ticks - 1 : 0,
+					     q->fork_ticks + (uint64_t)(hz > 0 ? hz : 100), probe, all, found, 16);
+		for (k = 0; k < m; k++) {
+			uint64_t st;
+
+			if (pid_start(found[k], &st) == 0 && pid_kill_same(found[k], st, probe) > 0)
+				log_err("pid %d%s (host pid %d, a child of host pid %d) killed: %s", q->pid, fk, (int)found[k],
+					jp[q->parent].host, why);
+		}
+		if (m <= 0) {
+			missed++;
+			log_err("pid %d%s: %s, and it cannot be found to kill it (its pid was never known): its missing pages read as zeros",
+				q->pid, fk, why);
+		}
+	}
+	return missed;
+}
+
+/* Appends a process that is not served (complete, gone or killed) to S's list, for the figures. */
+static int recover_keep_ended(struct session *s, struct proc *p, int state)
+{
+	struct proc **np;
 	int ret = 0;
 
-	if (!rp) {
-		lp_err_set(e, ENOMEM, "out of memory");
+	atomic_store(&p->state, state);
+	pthread_mutex_lock(&s->lock);
+	if (s->nprocs == s->cap) {
+		size_t cap = s->cap ? s->cap * 2 : 16;
+
+		np = realloc(s->procs, cap * sizeof(*np));
+		if (np) {
+			s->procs = np;
+			s->cap = cap;
+		} else {
+			ret = -ENOMEM;
+		}
+	}
+	if (!ret) {
+		p->id = (unsigned)s->nprocs;
+		s->procs[s->nprocs++] = p;
+	}
+	pthread_mutex_unlock(&s->lock);
+	if (ret)
+		proc_free(p);
+	return ret;
+}
+
+void session_abandon_journal(const struct persist_rec_t *recs, size_t n, const char *why)
+{
+	struct persist_proc *jp;
+	size_t njp;
+
+	if (persist_procs(recs, n, &jp, &njp)) {
+		log_err("out of memory: the processes of the journal cannot be killed (%s)", why);
+		return;
+	}
+	recover_kill(jp, njp, NULL, 0, NULL, 1, why);
+	free(jp);
+}
+
+struct session *session_recover(const struct session_cfg *cfg, const struct session_handoff *h,
+				struct persist *persist, const struct persist_rec_t *recs, size_t n, int *fds, size_t nfds,
+				struct lp_err *e)
+{
+	struct replay *rp = calloc(n ? n : 1, sizeof(*rp));
+	uint64_t *probes = calloc(n ? n : 1, sizeof(*probes));
+	struct persist_proc *jp = NULL;
+	struct ranges *hr = NULL;
+	struct session *s = NULL;
+	size_t np = 0, njp = 0, i;
+	unsigned kept = 0, missed;
+	int ret = 0;
+
+	if (!rp || !probes || persist_procs(recs, n, &jp, &njp)) {
+		ret = lp_err_set(e, ENOMEM, "out of memory");
+		if (h)
+			close(h->mem_fd);
 		goto out;
 	}
-	s = session_new(cfg, e);
-	if (!s)
+	s = h ? handoff_alloc(cfg, h->mem_fd, h->r, h->n, &hr, e) : session_new(cfg, e);
+	if (!s) {
+		ret = -EINVAL;
 		goto out;
+	}
 	s->persist = persist;
 	s->recovered = 1;
 	/* the journal, in order: what the ranges were when the daemon stopped */
@@ -906,7 +1103,17 @@ struct session *session_recover(const struct session_cfg *cfg, struct persist *p
 		}
 		switch (r->type) {
 		case PREC_PROC:
-			ret = replay_proc(s, (int32_t)r->a, &rp[np], e);
+			if (!h) {
+				ret = replay_proc(s, (int32_t)r->a, &rp[np], e);
+			} else if (np) {
+				ret = lp_err_set(e, EINVAL, "journal record %zu: a second process in a hand-off", i);
+			} else {
+				/* a hand-off's process: its regions, then the events */
+				rp[np].pid = (int32_t)r->a;
+				rp[np].r = ranges_clone(hr);
+				if (!rp[np].r)
+					ret = lp_err_set(e, ENOMEM, "out of memory");
+			}
 			np++;
 			break;
 		case PREC_FORK:
@@ -933,29 +1140,51 @@ struct session *session_recover(const struct session_cfg *cfg, struct persist *p
 		case PREC_DONE:
 			rp[r->proc].done = 1;
 			break;
+		case PREC_HOST:
+			break;
 		default:
 			ret = lp_err_set(e, EINVAL, "journal record %zu: unknown type %u", i, r->type);
 		}
 	}
-	for (i = 0; i < np && !ret; i++)
-		if (!rp[i].done && (i >= nfds || fds[i] < 0))
-			ret = lp_err_set(e, ENOENT, "pid %d%s: its userfaultfd was not kept (fd store): it cannot be resumed",
-					 rp[i].pid, rp[i].forked ? " (forked child)" : "");
+	for (i = 0; i < np; i++) {
+		struct rrun first;
+
+		if (rp[i].r && ranges_next(rp[i].r, 0, 1, &first))
+			probes[i] = first.addr;
+	}
 	if (ret)
 		goto out;
+	/* first the processes the fd store did not keep: they read zeros where pages are missing */
+	missed = recover_kill(jp, njp, fds, nfds, probes, 0,
+			      "its userfaultfd was not kept in the fd store, so it cannot be resumed");
+	for (i = 0; i < np && i < njp; i++) {
+		if (!rp[i].done && jp[i].done) {
+			s->lost++;
+			rp[i].done = 2;
+		} else if (!rp[i].done) {
+			kept++;
+		}
+	}
+	if (s->lost)
+		snprintf(s->lost_msg, sizeof(s->lost_msg),
+			 "%u process(es) could not be resumed after a restart (their userfaultfds were not kept in the fd store): %u killed, %u not found",
+			 s->lost, s->lost - missed, missed);
 	s->faults = fault_pool_new(s, s->cfg.fault_threads, s->cfg.fault_around, e);
 	if (!s->faults) {
 		ret = -ENOMEM;
 		goto out;
 	}
+	/* the slots of the uffds the store gave back */
+	persist_adopt(persist, kept);
 	/* the processes again, with the same numbers; finished ones stay finished */
 	s->replaying = 1;
 	for (i = 0; i < np && !ret; i++) {
-		struct proc *p = proc_new(s, rp[i].pid, rp[i].img_pid, s->pms[rp[i].pm_idx],
-					  rp[i].done ? -1 : fds[i], rp[i].r);
+		int done = rp[i].done || i >= nfds || fds[i] < 0;
+		struct proc *p = proc_new(s, rp[i].pid, rp[i].img_pid, h ? NULL : s->pms[rp[i].pm_idx],
+					  done ? -1 : fds[i], rp[i].r);
 
 		rp[i].r = NULL;
-		if (i < nfds && !rp[i].done)
+		if (!done)
 			fds[i] = -1;
 		if (!p) {
 			ret = lp_err_set(e, ENOMEM, "out of memory");
@@ -963,30 +1192,33 @@ struct session *session_recover(const struct session_cfg *cfg, struct persist *p
 		}
 		p->forked = rp[i].forked;
 		p->parent_id = rp[i].parent;
-		if (rp[i].done) {
-			atomic_store(&p->state, PROC_DONE);
-			pthread_mutex_lock(&s->lock);
-			p->id = (unsigned)s->nprocs;
-			ret = s->nprocs < s->cap || !(s->procs = realloc(s->procs, (s->cap = s->cap * 2 + 16) * sizeof(p)))
-				      ? 0 : -ENOMEM;
-			if (!ret)
-				s->procs[s->nprocs++] = p;
-			pthread_mutex_unlock(&s->lock);
-			if (ret) {
-				proc_free(p);
+		if (done) {
+			if (rp[i].done == 2)
+				persist_add(persist, PREC_DONE, (uint32_t)i, 0, 0, 0);
+			ret = recover_keep_ended(s, p, rp[i].done == 1 ? PROC_DONE : PROC_GONE);
+			if (ret)
 				lp_err_set(e, ENOMEM, "out of memory");
-			}
 			continue;
 		}
 		log_info("pid %d%s: resumed with %llu lazy pages", p->pid, p->forked ? " (forked child)" : "",
 			 (unsigned long long)p->total);
-		ret = session_add_proc(s, p, e);
+		ret = session_add_proc(s, p, 0, 0, e);
 	}
 	s->replaying = 0;
 out:
+	if (ret && jp) {
+		char why[600];
+
+		/* the kept uffds close below: their processes must not run on with zeros */
+		snprintf(why, sizeof(why), "its session cannot be resumed (%s)", e->msg);
+		recover_kill(jp, njp, NULL, 0, probes, 1, why);
+	}
 	for (i = 0; rp && i < np; i++)
 		ranges_free(rp[i].r);
+	ranges_free(hr);
 	free(rp);
+	free(probes);
+	free(jp);
 	for (i = 0; i < nfds; i++)
 		if (fds[i] >= 0) {
 			close(fds[i]);
@@ -1216,13 +1448,23 @@ int session_serve(struct session *s, struct lp_err *e)
 		}
 		if (!ret)
 			ret = session_run(s, e);
+		if (!ret && s->lost)
+			ret = lp_err_set(e, ESRCH, "%s", s->lost_msg);
 	} else if (s->handoff) {
 		p = s->handoff_proc;
 		s->handoff_proc = NULL;
 		atomic_store(&s->phase, SESSION_SERVING);
 		log_info("hand-off of pid %d: %llu pages in %s", p->pid, (unsigned long long)p->total,
 			 s->src->ops->name);
-		ret = session_add_proc(s, p, e);
+		{
+			/* the peer is the process whose memory it is, if it says so itself */
+			pid_t host = p->pid == s->peer_pid ? s->peer_pid : 0;
+			uint64_t start = 0;
+
+			if (!s->persist || pid_start(host, &start))
+				host = 0;
+			ret = session_add_proc(s, p, host, start, e);
+		}
 		if (!ret)
 			ret = session_run(s, e);
 	} else {
