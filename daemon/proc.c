@@ -158,9 +158,9 @@ uint64_t proc_remaining(struct proc *p)
 	return atomic_load_explicit(&p->remaining, memory_order_acquire);
 }
 
-void proc_set_done(struct proc *p)
+void proc_set_ended(struct proc *p, enum proc_state state)
 {
-	atomic_store(&p->state, PROC_DONE);
+	atomic_store(&p->state, state);
 }
 
 void proc_set_forked(struct proc *p, uint32_t parent_id)
@@ -614,7 +614,8 @@ static int fork_child(struct proc *p, int ufd, struct proc **out, struct lp_err 
 		close(ufd);
 		return lp_err_set(e, ENOMEM, "pid %d: fork: out of memory for the child's ranges", p->pid);
 	}
-	id = fill_new_proc(p->f, PREC_FORK, p->id, 0);
+	/* when: a restarted daemon looks for the child among the parent's children started then */
+	id = fill_new_proc(p->f, PREC_FORK, p->id, 0, persist_ticks());
 	c = proc_new(p->f, id, p->pid, p->img_pid, p->pm, ufd, r);
 	if (!c)
 		return lp_err_set(e, ENOMEM, "pid %d: fork: out of memory", p->pid);

@@ -49,8 +49,8 @@ int32_t proc_pid(const struct proc *p);
 uint32_t proc_id(const struct proc *p);
 bool proc_live(struct proc *p);
 uint64_t proc_remaining(struct proc *p);
-/* Recovery: it was finished before the restart. */
-void proc_set_done(struct proc *p);
+/* Recovery: it ended before the restart (PROC_DONE, PROC_GONE), or is not served after it. */
+void proc_set_ended(struct proc *p, enum proc_state state);
 void proc_set_forked(struct proc *p, uint32_t parent_id);
 
 /* Adds the uffd to epoll instance EPFD (event data: P); proc_finish takes it out again. */

@@ -4,7 +4,7 @@
  * the restore every process proves it is the restored copy and checks every
  * byte of its memory, page by page, against a pattern it can recompute.
  *
- *   lp-work -o DIR [-m MIB] [-s SEED] [-t THREADS] [-c CHILDREN]
+ *   lp-work -o DIR [-m MIB] [-s SEED] [-t THREADS] [-c CHILDREN] [-R MIB]
  *           [-a seq|random|idle] [-l OP[,OP...]] [-w MS] [-T SECONDS]
  *
  * -o DIR        where the files below go (must exist; an absolute path, since
@@ -17,6 +17,10 @@
  *               1 + CHILDREN); each rewrites every page p with
  *               p % 8 == tag % 8 with its own pattern, so a page served from
  *               the wrong process is caught (default 0)
+ * -R MIB        the first process keeps only the first MIB of its memory
+ *               once it has forked its children (the rest is unmapped
+ *               before the dump): a tree whose first process is complete
+ *               while the others are still being filled
  * -a MODE       how memory is read once told to go: seq (in order), random
  *               (a seeded permutation), idle (nothing until "final")
  * -l OPS        layout changes made right after "go", before anything is
@@ -805,9 +809,10 @@ int main(int argc, char **argv)
 	pid_t kids[MAX_CHILDREN];
 	pthread_t tids[MAX_THREADS];
 	unsigned int children = 0, i;
+	size_t root_pages = 0;
 	int c, rc, status;
 
-	while ((c = getopt(argc, argv, "o:m:s:t:c:a:l:w:T:")) != -1) {
+	while ((c = getopt(argc, argv, "o:m:s:t:c:R:a:l:w:T:")) != -1) {
 		switch (c) {
 		case 'o':
 			w.dir = optarg;
@@ -823,6 +828,11 @@ int main(int argc, char **argv)
 			break;
 		case 'c':
 			children = num("-c", optarg, MAX_CHILDREN);
+			break;
+		case 'R':
+			root_pages = num("-R", optarg, 1ul << 20) * 256;
+			if (!root_pages)
+				die("-R: at least 1 MiB");
 			break;
 		case 'a':
 			if (!strcmp(optarg, "seq"))
@@ -844,7 +854,7 @@ int main(int argc, char **argv)
 			w.timeout_s = num("-T", optarg, 86400);
 			break;
 		default:
-			die("usage: lp-work -o DIR [-m MIB] [-s SEED] [-t THREADS] [-c CHILDREN] "
+			die("usage: lp-work -o DIR [-m MIB] [-s SEED] [-t THREADS] [-c CHILDREN] [-R MIB] "
 			    "[-a seq|random|idle] [-l fork,dontneed,munmap,mremap] [-w MS] [-T SECONDS]");
 		}
 	}
@@ -877,6 +887,12 @@ int main(int argc, char **argv)
 			refill_own_share(&w);
 			break;
 		}
+	}
+	if (!w.idx && root_pages && root_pages < w.npages) {
+		if (munmap(w.base + root_pages * PAGE, (w.npages - root_pages) * PAGE))
+			die("munmap: %s", strerror(errno));
+		w.npages = root_pages;
+		w.mr_start = w.mr_end = w.dn_start = w.dn_end = w.mu_start = w.mu_end = w.npages;
 	}
 	for (i = 0; i < w.threads; i++) {
 		rc = pthread_create(&tids[i], NULL, crew_main, (void *)(uintptr_t)(i + 1));
