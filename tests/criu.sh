@@ -429,7 +429,7 @@ sc_restart-sigkill() {
 	local n sup rc
 	work -m 384 -c 1 -a random
 	dump
-	"$SUPERVISE" --notify "$T/notify.sock" --listen "$T/ctl.sock" --pidfile "$T/dpid" --restarts 1 -- \
+	"$SUPERVISE" --notify "$T/notify.sock" --listen "$T/ctl.sock" --pidfile "$T/dpid" --restarts 1 --fdstore-max 64 -- \
 		"$DAEMON" --service --control "$T/ctl.sock" --state-dir "$T/state" -v >"$T/sup.out" 2>"$T/service.log" &
 	sup=$!
 	KILL+=("$sup")
