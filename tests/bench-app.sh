@@ -221,7 +221,7 @@ run_once() {
 	BG+=($rpid)
 	t0=$(cat "$S/epoch")
 	# all pages in: the daemon exits
-	if ! timeout $MAX_SECONDS tail --pid=$dpid -f /dev/null; then
+	if ! timeout $MAX_SECONDS tail -s 0.01 --pid=$dpid -f /dev/null; then	# tail looks every 1 s by default
 		note "$tag: the daemon did not finish in $MAX_SECONDS s"
 	fi
 	t_done=$(date +%s%N)
