@@ -86,7 +86,7 @@ int main(int argc, char **argv)
 	struct tls_cfg tls = { 0 };
 	struct server_cfg cfg;
 	struct server *s = NULL;
-	struct lp_err e = { "" };
+	struct lp_err e = { 0 };
 	char buf[32];
 	sigset_t mask;
 	long v;

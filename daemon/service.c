@@ -286,7 +286,7 @@ int service_add(struct service *svc, const struct service_add *a, uid_t uid, uin
 		cfg.prefetch_threads = a->prefetch_threads > 64 ? 64 : (int)a->prefetch_threads;
 	x->s = session_new(&cfg, e);
 	if (!x->s) {
-		ret = -EINVAL;
+		ret = lp_err_errno(e);
 		goto fail;
 	}
 	session_allow_uid(x->s, uid);
@@ -370,7 +370,7 @@ int service_handoff(struct service *svc, int uffd, int mem_fd, const struct sess
 		if (keep >= 0)
 			close(keep);
 		free(x);
-		return -EINVAL;
+		return lp_err_errno(e);
 	}
 	if (svc->persist) {
 		ret = keep < 0 ? lp_err_set(e, errno, "hand-off refused: the memory file: %s", strerror(errno))

@@ -100,7 +100,7 @@ static struct session *session_alloc(const struct session_cfg *cfg, struct lp_er
 	s->cfg = *cfg;
 	if (!s->cfg.work_dir)
 		s->cfg.work_dir = s->cfg.images_dir;
-	s->psz = (uint64_t)sysconf(_SC_PAGESIZE);
+	s->psz = pagemap_page_size();
 	s->lfd = s->cfd = -1;
 	s->allow_uid = geteuid();
 	atomic_init(&s->phase, SESSION_LISTENING);
@@ -934,7 +934,7 @@ struct session *session_recover(const struct session_cfg *cfg, const struct sess
 	}
 	s = h ? handoff_alloc(cfg, h->mem_fd, h->r, h->n, &hr, e) : session_new(cfg, e);
 	if (!s) {
-		ret = -EINVAL;	/* E says why */
+		ret = lp_err_errno(e);
 		goto out;
 	}
 	session_set_persist(s, persist);
@@ -1288,7 +1288,7 @@ int session_serve(struct session *s, struct lp_err *e)
 		s->faults = fault_pool_new(&s->fill, s->cfg.fault_threads, e);
 	if (!s->faults) {
 		atomic_store(&s->phase, SESSION_FAILED);
-		return -ENOMEM;
+		return lp_err_errno(e);
 	}
 	/*
 	 * Background threads too, not at the marker: they wait in workq_next

@@ -78,7 +78,7 @@ int service_handoff(struct service *s, int uffd, int mem_fd, const struct sessio
 	FUZZ_CHECK(n >= 1 && n <= SESSION_MAX_REGIONS);
 	x = session_new_handoff(&s->cfg, uffd, mem_fd, r, n, pid, e);
 	if (!x)
-		return -EINVAL;
+		return lp_err_errno(e);
 	session_free(x);
 	*id = 8;
 	return 0;
