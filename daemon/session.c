@@ -775,7 +775,12 @@ static void session_kill_live(struct session *s, const char *why)
 						(unsigned long long)p->remaining);
 			}
 		}
-		/* stopped (a fork in progress returns first, its FORK read by the fault thread) or gone */
+		/*
+		 * stopped (a fork in progress returns first, its FORK read by
+		 * the fault thread) or gone. A poll of /proc: no fd reports that
+		 * a process that is not our child has stopped (a pidfd reports
+		 * only its exit, waitid only a child's or tracee's stop).
+		 */
 		for (t = 0; t < 200; t++) {
 			for (all = 1, i = 0; i < nh && all; i++)
 				all = pid_stopped(hits[i]);
@@ -799,13 +804,9 @@ static void session_kill_live(struct session *s, const char *why)
 	}
 	free(host);
 	free(v);
-	for (t = 0; t < 200; t++) {
-		for (i = 0; i < nh && (!hits[i] || pid_gone(hits[i])); i++)
-			;
-		if (i == nh)
-			break;
-		usleep(10000);
-	}
+	/* gone before their uffds close: a killed process is not left to read a zero */
+	if (pid_wait_gone(hits, nh, 2000))
+		log_warn("%d killed process(es) not gone after 2 s: %s", nh, why);
 }
 
 static void progress_line(struct session *s)
