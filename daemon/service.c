@@ -1,19 +1,14 @@
 /* SPDX-License-Identifier: MIT */
-/* service: the registry of sessions, one thread each, and the main loop (signals, control, systemd). */
+/* service: the main loop of lazy-pagesd --service (signals, the control socket, systemd) and its ExecStopPost= helper. */
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <grp.h>
-#include <pthread.h>
 #include <signal.h>
-#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/signalfd.h>
-#include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
 
@@ -22,812 +17,8 @@
 #include "log.h"
 #include "notify.h"
 #include "persist.h"
+#include "registry.h"
 #include "service.h"
-#include "stats.h"
-
-struct svc_sess {
-	struct svc_sess *next;
-	struct service *svc;
-	uint32_t id;
-	struct session *s;		/* until the thread has ended and been reaped */
-	pthread_t tid;
-	atomic_int ended;
-	int reaped, rm_when_reaped, handoff;
-	uint64_t t_end;
-	char images_dir[4096], work_dir[4096], socket_path[4200], page_server[128], port[8], address[64];
-	char summary[512], error[512];
-	struct session_snap final;	/* once reaped */
-	struct persist *persist;	/* journal + fd store, NULL when not kept */
-};
-
-struct service {
-	struct service_cfg cfg;
-	pthread_mutex_t lock;
-	struct svc_sess *head;
-	uint32_t next_id;
-	unsigned total;
-	int stopping;
-	int efd;			/* eventfd: a session thread has ended */
-	uint64_t t_start;
-	int has_gid;
-	gid_t gid;
-	char status[256];
-	int persist;			/* keep journals and uffds for a restart */
-	struct fdstore *fs;		/* the service manager's fd store */
-	int conns[CONTROL_MAX_CONNS];	/* control connections being served, -1 free */
-	int nconns, closed;
-	pthread_cond_t conns_cv;
-};
-
-static unsigned count_active(struct service *svc, unsigned *procs)
-{
-	struct svc_sess *x;
-	unsigned n = 0;
-
-	if (procs)
-		*procs = 0;
-	for (x = svc->head; x; x = x->next)
-		if (!x->reaped) {
-			n++;
-			if (procs && x->s) {
-				struct session_snap sn;
-				size_t i;
-
-				if (!session_snapshot(x->s, &sn)) {
-					for (i = 0; i < sn.nprocs; i++)
-						*procs += sn.procs[i].state == 0;
-					free(sn.procs);
-				}
-			}
-		}
-	return n;
-}
-
-static void *sess_main(void *arg)
-{
-	struct svc_sess *x = arg;
-	uint64_t one = 1;
-	struct lp_err e;
-	char line[512];
-	int ret;
-
-	ret = session_serve(x->s, &e);
-	session_summary_line(x->s, line, sizeof(line));
-	pthread_mutex_lock(&x->svc->lock);
-	snprintf(x->summary, sizeof(x->summary), "%s", line);
-	if (ret)
-		snprintf(x->error, sizeof(x->error), "%s", e.msg);
-	pthread_mutex_unlock(&x->svc->lock);
-	if (ret)
-		log_err("session %u: %s", x->id, e.msg);
-	else
-		log_info("session %u: %s", x->id, line);
-	atomic_store(&x->ended, 1);
-	if (write(x->svc->efd, &one, sizeof(one)) < 0)
-		log_warn("session %u: eventfd: %s", x->id, strerror(errno));
-	return NULL;
-}
-
-static void sess_free(struct svc_sess *x)
-{
-	if (!x)
-		return;
-	session_free(x->s);
-	persist_close(x->persist, 1);
-	free(x->final.procs);
-	free(x);
-}
-
-/* Joins ended session threads, keeps their figures, frees the sessions; expires old ones. */
-static void reap(struct service *svc)
-{
-	struct svc_sess *x, **pp;
-	struct session *s;
-	unsigned kept = 0;
-	uint64_t now = stats_now_ns();
-
-	for (x = svc->head; x; x = x->next) {
-		if (x->reaped || !atomic_load(&x->ended))
-			continue;
-		pthread_join(x->tid, NULL);
-		pthread_mutex_lock(&svc->lock);
-		if (session_snapshot(x->s, &x->final))
-			memset(&x->final, 0, sizeof(x->final));
-		s = x->s;
-		x->s = NULL;
-		x->reaped = 1;
-		x->t_end = now;
-		pthread_mutex_unlock(&svc->lock);
-		session_free(s);
-		/* finished: nothing to resume any more */
-		persist_close(x->persist, 1);
-		x->persist = NULL;
-	}
-	pthread_mutex_lock(&svc->lock);
-	for (pp = &svc->head; (x = *pp);) {
-		if (x->reaped && (x->rm_when_reaped || kept >= SERVICE_KEEP_FINISHED ||
-				  now - x->t_end > (uint64_t)SERVICE_KEEP_SECONDS * 1000000000ull)) {
-			*pp = x->next;
-			sess_free(x);
-			continue;
-		}
-		kept += x->reaped;
-		pp = &x->next;
-	}
-	pthread_mutex_unlock(&svc->lock);
-}
-
-static int start(struct service *svc, struct svc_sess *x, struct lp_err *e)
-{
-	int ret;
-
-	pthread_mutex_lock(&svc->lock);
-	if (svc->stopping) {
-		pthread_mutex_unlock(&svc->lock);
-		return lp_err_set(e, ESHUTDOWN, "the service is stopping: no new sessions");
-	}
-	if (!x->id)
-		x->id = ++svc->next_id;
-	else if (x->id > svc->next_id)
-		svc->next_id = x->id;
-	x->svc = svc;
-	ret = pthread_create(&x->tid, NULL, sess_main, x);
-	if (ret) {
-		pthread_mutex_unlock(&svc->lock);
-		return lp_err_set(e, ret, "session thread: %s", strerror(ret));
-	}
-	x->next = svc->head;
-	svc->head = x;
-	svc->total++;
-	pthread_mutex_unlock(&svc->lock);
-	return 0;
-}
-
-static int check_room(struct service *svc, const char *work_dir, struct lp_err *e)
-{
-	struct svc_sess *x;
-	unsigned n = 0;
-	int ret = 0;
-
-	pthread_mutex_lock(&svc->lock);
-	for (x = svc->head; x; x = x->next) {
-		n++;
-		if (work_dir && !x->reaped && !x->handoff && !strcmp(x->work_dir, work_dir))
-			ret = lp_err_set(e, EBUSY, "session %u already has a restore socket in %s", x->id, work_dir);
-	}
-	if (!ret && svc->stopping)
-		ret = lp_err_set(e, ESHUTDOWN, "the service is stopping: no new sessions");
-	if (!ret && n >= SERVICE_MAX_SESSIONS)
-		ret = lp_err_set(e, EMFILE, "%u sessions listed already (the limit)", n);
-	pthread_mutex_unlock(&svc->lock);
-	return ret;
-}
-
-/*
- * A session of a daemon a service manager may restart: its journal, and
- * a slot in the fd store for each process of its pstree.img. Refused if
- * either cannot be had: its processes would be lost with the daemon.
- */
-static int keep_session(struct service *svc, struct svc_sess *x, const struct session_cfg *cfg, struct lp_err *e)
-{
-	size_t n = session_nr_tasks(x->s);
-	char text[9000];
-	struct lp_err e2;
-	int ret;
-
-	pthread_mutex_lock(&svc->lock);
-	x->id = ++svc->next_id;
-	pthread_mutex_unlock(&svc->lock);
-	snprintf(text, sizeof(text), "kind=criu\nimages_dir=%s\nwork_dir=%s\nps_address=%s\nps_port=%s\nps_wire=%d\n",
-		 x->images_dir, x->work_dir, x->address, x->port, cfg->ps_wire);
-	ret = persist_open(svc->cfg.state_dir, x->id, text, svc->fs, &x->persist, &e2);
-	if (ret && fdstore_kind(svc->fs) == FDSTORE_UNKNOWN) {
-		/* a service manager that keeps nothing we know of: as without one */
-		log_warn("session %u: not kept for a restart: %s", x->id, e2.msg);
-		return 0;
-	}
-	if (ret)
-		ret = lp_err_set(e, -ret, "session refused: it could not be kept for a restart of the daemon: %s", e2.msg);
-	else
-		session_set_persist(x->s, x->persist);
-	if (!ret && persist_reserve(x->persist, n > UINT32_MAX ? UINT32_MAX : (unsigned)n)) {
-		unsigned size = fdstore_size(svc->fs), used = fdstore_used(svc->fs);
-
-		if (!size)
-			ret = lp_err_set(e, ENOSPC, "session refused: the service manager keeps no fds for this service "
-					 "(FileDescriptorStoreMax=0), so a restart of the daemon would leave the %zu process(es) "
-					 "of %s/pstree.img without their missing pages", n, x->images_dir);
-		else
-			ret = lp_err_set(e, ENOSPC, "session refused: its %zu process(es) (%s/pstree.img) do not fit in the "
-					 "fd store: %u of its %u slots (FileDescriptorStoreMax=) are taken, and a uffd it "
-					 "cannot keep is lost with the daemon", n, x->images_dir, used, size);
-	}
-	if (ret)
-		log_warn("%s", e->msg);
-	return ret;
-}
-
-int service_add(struct service *svc, const struct service_add *a, uid_t uid, uint32_t *id, struct lp_err *e)
-{
-	struct svc_sess *x;
-	struct session_cfg cfg = svc->cfg.defaults;
-	int ret;
-
-	if (!a->images_dir || a->images_dir[0] != '/' || (a->work_dir && a->work_dir[0] != '/'))
-		return lp_err_set(e, EINVAL, "images and work dirs must be absolute paths");
-	if (a->ps_address && (!a->ps_port || a->ps_port > 65535))
-		return lp_err_set(e, EINVAL, "a page server needs a port from 1 to 65535");
-	if (a->ps_wire && a->ps_wire != 3 && a->ps_wire != 4)
-		return lp_err_set(e, EINVAL, "page-server wire version %u (3 or 4)", a->ps_wire);
-	x = calloc(1, sizeof(*x));
-	if (!x)
-		return lp_err_set(e, ENOMEM, "out of memory");
-	snprintf(x->images_dir, sizeof(x->images_dir), "%s", a->images_dir);
-	snprintf(x->work_dir, sizeof(x->work_dir), "%s", a->work_dir ? a->work_dir : a->images_dir);
-	snprintf(x->socket_path, sizeof(x->socket_path), "%s/lazy-pages.socket", x->work_dir);
-	ret = check_room(svc, x->work_dir, e);
-	if (ret)
-		goto fail;
-	cfg.images_dir = x->images_dir;
-	cfg.work_dir = x->work_dir;
-	if (a->ps_address) {
-		/* the session keeps pointers: they point into X, which outlives it */
-		snprintf(x->address, sizeof(x->address), "%s", a->ps_address);
-		snprintf(x->port, sizeof(x->port), "%u", a->ps_port);
-		snprintf(x->page_server, sizeof(x->page_server), strchr(x->address, ':') ? "[%s]:%u" : "%s:%u",
-			 x->address, a->ps_port);
-		cfg.remote = 1;
-		cfg.ps_address = x->address;
-		cfg.ps_port = x->port;
-		if (a->ps_wire)
-			cfg.ps_wire = (int)a->ps_wire;
-	}
-	if (a->prefetch_threads)
-		cfg.prefetch_threads = a->prefetch_threads > 64 ? 64 : (int)a->prefetch_threads;
-	x->s = session_new(&cfg, e);
-	if (!x->s) {
-		ret = lp_err_errno(e);
-		goto fail;
-	}
-	session_allow_uid(x->s, uid);
-	if (svc->persist) {
-		ret = keep_session(svc, x, &cfg, e);
-		if (ret)
-			goto fail;
-	}
-	ret = session_listen(x->s, e);
-	if (ret)
-		goto fail;
-	ret = start(svc, x, e);
-	if (ret)
-		goto fail;
-	*id = x->id;
-	log_info("session %u: %s, restore socket %s%s%s", x->id, x->images_dir, x->socket_path,
-		 x->page_server[0] ? ", page server " : "", x->page_server);
-	return 0;
-fail:
-	sess_free(x);
-	return ret;
-}
-
-/*
- * A hand-off kept for a restart: its regions in the session file, its
- * memory file and uffd in the fd store (two slots). Refused if it cannot be.
- */
-static int keep_handoff(struct service *svc, struct svc_sess *x, int mem_fd, const struct session_region *r,
-			size_t n, int32_t pid, struct lp_err *e)
-{
-	size_t cap = 128 + n * 64, len, i;
-	char *text = malloc(cap);
-	struct lp_err e2;
-	int ret;
-
-	if (!text)
-		return lp_err_set(e, ENOMEM, "out of memory");
-	len = (size_t)snprintf(text, cap, "kind=handoff\npid=%d\nregions=%zu\n", (int)pid, n);
-	for (i = 0; i < n && len < cap; i++)
-		len += (size_t)snprintf(text + len, cap - len, "region=%llx,%llx,%llx\n", (unsigned long long)r[i].addr,
-					(unsigned long long)r[i].len, (unsigned long long)r[i].offset);
-	pthread_mutex_lock(&svc->lock);
-	x->id = ++svc->next_id;
-	pthread_mutex_unlock(&svc->lock);
-	ret = persist_open(svc->cfg.state_dir, x->id, text, svc->fs, &x->persist, &e2);
-	free(text);
-	if (ret && fdstore_kind(svc->fs) == FDSTORE_UNKNOWN) {
-		log_warn("session %u: not kept for a restart: %s", x->id, e2.msg);
-		return 0;
-	}
-	if (ret)
-		ret = lp_err_set(e, -ret, "hand-off refused: it could not be kept for a restart of the daemon: %s", e2.msg);
-	else if (persist_reserve(x->persist, 2) || persist_store_named(x->persist, "mem", mem_fd))
-		ret = lp_err_set(e, ENOSPC, "hand-off refused: its userfaultfd and memory file do not fit in the fd store "
-				 "(%u of its %u slots, FileDescriptorStoreMax=, are taken), and a uffd it cannot keep is "
-				 "lost with the daemon", fdstore_used(svc->fs), fdstore_size(svc->fs));
-	if (ret)
-		log_warn("%s", e->msg);
-	return ret;
-}
-
-int service_handoff(struct service *svc, int uffd, int mem_fd, const struct session_region *r, size_t n,
-		    int32_t pid, pid_t peer, uint32_t *id, struct lp_err *e)
-{
-	struct svc_sess *x;
-	int ret, keep;
-
-	ret = check_room(svc, NULL, e);
-	x = ret ? NULL : calloc(1, sizeof(*x));
-	if (!x) {
-		close(uffd);
-		close(mem_fd);
-		return ret ? ret : lp_err_set(e, ENOMEM, "out of memory");
-	}
-	x->handoff = 1;
-	snprintf(x->images_dir, sizeof(x->images_dir), "memory file of pid %d", (int)pid);
-	/* the session takes MEM_FD: a copy goes to the fd store once it has checked what it got */
-	keep = svc->persist ? fcntl(mem_fd, F_DUPFD_CLOEXEC, 3) : -1;
-	x->s = session_new_handoff(&svc->cfg.defaults, uffd, mem_fd, r, n, pid, e);
-	if (!x->s) {
-		if (keep >= 0)
-			close(keep);
-		free(x);
-		return lp_err_errno(e);
-	}
-	if (svc->persist) {
-		ret = keep < 0 ? lp_err_set(e, errno, "hand-off refused: the memory file: %s", strerror(errno))
-			       : keep_handoff(svc, x, keep, r, n, pid, e);
-		if (keep >= 0)
-			close(keep);
-		if (ret) {
-			sess_free(x);
-			return ret;
-		}
-		session_set_persist(x->s, x->persist);
-	}
-	session_set_peer(x->s, peer);
-	ret = start(svc, x, e);
-	if (ret) {
-		sess_free(x);
-		return ret;
-	}
-	*id = x->id;
-	log_info("session %u: hand-off of pid %d, %zu regions", x->id, (int)pid, n);
-	return 0;
-}
-
-int service_rm(struct service *svc, uint32_t id, struct lp_err *e)
-{
-	struct svc_sess *x;
-	int ret = 0;
-
-	pthread_mutex_lock(&svc->lock);
-	for (x = svc->head; x && x->id != id; x = x->next)
-		;
-	if (!x)
-		ret = lp_err_set(e, ENOENT, "no session %u", id);
-	else if (x->reaped || atomic_load(&x->ended))
-		x->rm_when_reaped = 1;
-	else if (session_cancel(x->s))
-		ret = lp_err_set(e, EBUSY, "session %u is serving processes: it cannot be removed before they are complete", id);
-	else
-		x->rm_when_reaped = 1;
-	pthread_mutex_unlock(&svc->lock);
-	if (!ret) {
-		uint64_t one = 1;
-
-		/* the main loop reaps and forgets it */
-		if (write(svc->efd, &one, sizeof(one)) < 0)
-			log_warn("eventfd: %s", strerror(errno));
-	}
-	return ret;
-}
-
-int service_list(struct service *svc, uint32_t id, struct service_info **out, size_t *n, struct lp_err *e)
-{
-	struct service_info *v;
-	struct svc_sess *x;
-	size_t k = 0, cap = 0;
-	int ret = 0;
-
-	pthread_mutex_lock(&svc->lock);
-	for (x = svc->head; x; x = x->next)
-		cap++;
-	v = calloc(cap ? cap : 1, sizeof(*v));
-	if (!v) {
-		pthread_mutex_unlock(&svc->lock);
-		return lp_err_set(e, ENOMEM, "out of memory");
-	}
-	for (x = svc->head; x; x = x->next) {
-		struct service_info *i;
-
-		if (id && x->id != id)
-			continue;
-		if (x->rm_when_reaped && x->reaped)
-			continue;
-		i = &v[k];
-		i->id = x->id;
-		i->handoff = x->handoff;
-		memcpy(i->images_dir, x->images_dir, sizeof(i->images_dir));
-		memcpy(i->work_dir, x->work_dir, sizeof(i->work_dir));
-		memcpy(i->socket_path, x->handoff ? "" : x->socket_path, x->handoff ? 1 : sizeof(i->socket_path));
-		memcpy(i->page_server, x->page_server, sizeof(i->page_server));
-		memcpy(i->summary, x->summary, sizeof(i->summary));
-		memcpy(i->error, x->error, sizeof(i->error));
-		if (x->s)
-			ret = session_snapshot(x->s, &i->snap);
-		else {
-			i->snap = x->final;
-			i->snap.procs = calloc(x->final.nprocs ? x->final.nprocs : 1, sizeof(*i->snap.procs));
-			if (i->snap.procs && x->final.procs)
-				memcpy(i->snap.procs, x->final.procs, x->final.nprocs * sizeof(*i->snap.procs));
-			else if (!i->snap.procs)
-				ret = -ENOMEM;
-		}
-		k++;
-		if (ret)
-			break;
-	}
-	pthread_mutex_unlock(&svc->lock);
-	if (ret) {
-		service_info_free(v, k);
-		return lp_err_set(e, -ret, "out of memory");
-	}
-	if (id && !k) {
-		free(v);
-		return lp_err_set(e, ENOENT, "no session %u", id);
-	}
-	*out = v;
-	*n = k;
-	return 0;
-}
-
-void service_info_free(struct service_info *v, size_t n)
-{
-	size_t i;
-
-	for (i = 0; v && i < n; i++)
-		free(v[i].snap.procs);
-	free(v);
-}
-
-void service_status(struct service *svc, struct service_status *st)
-{
-	memset(st, 0, sizeof(*st));
-	st->pid = getpid();
-	st->uptime_s = (double)(stats_now_ns() - svc->t_start) / 1e9;
-	pthread_mutex_lock(&svc->lock);
-	st->active = count_active(svc, NULL);
-	st->total = svc->total;
-	st->stopping = svc->stopping;
-	memcpy(st->line, svc->status, sizeof(st->line));
-	pthread_mutex_unlock(&svc->lock);
-}
-
-static int in_groups_of(pid_t pid, gid_t gid)
-{
-	char path[64], line[4096], *p, *end;
-	FILE *f;
-	int found = 0;
-
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	f = fopen(path, "re");
-	if (!f)
-		return 0;
-	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, "Groups:", 7)) {
-			for (p = line + 7; *p; p = end) {
-				unsigned long g = strtoul(p, &end, 10);
-
-				if (end == p)
-					break;
-				if ((gid_t)g == gid)
-					found = 1;
-			}
-			break;
-		}
-	fclose(f);
-	return found;
-}
-
-int service_conn_enter(struct service *svc, int fd)
-{
-	int i, ret = -EMFILE;
-
-	pthread_mutex_lock(&svc->lock);
-	if (svc->closed)
-		ret = -ESHUTDOWN;
-	else
-		for (i = 0; i < CONTROL_MAX_CONNS; i++)
-			if (svc->conns[i] < 0) {
-				svc->conns[i] = fd;
-				svc->nconns++;
-				ret = 0;
-				break;
-			}
-	pthread_mutex_unlock(&svc->lock);
-	return ret;
-}
-
-void service_conn_leave(struct service *svc, int fd)
-{
-	int i;
-
-	pthread_mutex_lock(&svc->lock);
-	for (i = 0; i < CONTROL_MAX_CONNS; i++)
-		if (svc->conns[i] == fd) {
-			svc->conns[i] = -1;
-			svc->nconns--;
-			break;
-		}
-	pthread_cond_broadcast(&svc->conns_cv);
-	pthread_mutex_unlock(&svc->lock);
-}
-
-/* Ends every control connection and waits for their threads to let go of SVC. */
-static void close_conns(struct service *svc)
-{
-	int i;
-
-	pthread_mutex_lock(&svc->lock);
-	svc->closed = 1;
-	for (i = 0; i < CONTROL_MAX_CONNS; i++)
-		if (svc->conns[i] >= 0)
-			shutdown(svc->conns[i], SHUT_RDWR);
-	while (svc->nconns)
-		pthread_cond_wait(&svc->conns_cv, &svc->lock);
-	pthread_mutex_unlock(&svc->lock);
-}
-
-int service_peer_allowed(struct service *svc, pid_t pid, uid_t uid, gid_t gid)
-{
-	if (uid == 0 || uid == geteuid())
-		return 1;
-	return svc->has_gid && (gid == svc->gid || in_groups_of(pid, svc->gid));
-}
-
-static void update_status(struct service *svc)
-{
-	struct svc_sess *x;
-	unsigned serving = 0, listening = 0, procs = 0;
-	uint64_t copied = 0;
-	double p99 = 0;
-
-	pthread_mutex_lock(&svc->lock);
-	for (x = svc->head; x; x = x->next) {
-		struct session_snap sn;
-		size_t i;
-
-		if (x->reaped || !x->s || session_snapshot(x->s, &sn))
-			continue;
-		if (sn.phase == SESSION_LISTENING)
-			listening++;
-		else if (sn.phase == SESSION_SERVING)
-			serving++;
-		for (i = 0; i < sn.nprocs; i++)
-			procs += sn.procs[i].state == 0;
-		copied += sn.pages_copied;
-		if (sn.fault_p99_us > p99)
-			p99 = sn.fault_p99_us;
-		free(sn.procs);
-	}
-	snprintf(svc->status, sizeof(svc->status),
-		 "%s%u serving, %u listening, %u processes being filled, %llu pages copied, fault p99 %.0f us",
-		 svc->stopping ? "stopping: waiting for live sessions; " : "", serving, listening, procs,
-		 (unsigned long long)copied, p99);
-	pthread_mutex_unlock(&svc->lock);
-	notify_status(svc->status);
-}
-
-static void begin_stop(struct service *svc, int sig)
-{
-	struct svc_sess *x;
-	unsigned busy = 0;
-
-	pthread_mutex_lock(&svc->lock);
-	if (!svc->stopping)
-		notify_stopping();
-	svc->stopping = 1;
-	for (x = svc->head; x; x = x->next)
-		if (!x->reaped && !atomic_load(&x->ended) && session_cancel(x->s))
-			busy++;
-	pthread_mutex_unlock(&svc->lock);
-	if (busy)
-		log_warn("%s: waiting for %u session(s) still filling processes (stopping now would leave them with missing pages)",
-			 strsignal(sig), busy);
-	else
-		log_info("%s: stopping", strsignal(sig));
-}
-
-static const char *kv(const char *text, const char *key, char *buf, size_t len)
-{
-	size_t kl = strlen(key);
-	const char *p = text, *nl;
-
-	for (; p && *p; p = nl ? nl + 1 : NULL) {
-		nl = strchr(p, '\n');
-		if (!strncmp(p, key, kl) && p[kl] == '=') {
-			size_t n = nl ? (size_t)(nl - p - (long)kl - 1) : strlen(p + kl + 1);
-
-			snprintf(buf, len, "%.*s", (int)n, p + kl + 1);
-			return buf;
-		}
-	}
-	buf[0] = '\0';
-	return buf;
-}
-
-/* A hand-off's session file: its pid and regions (malloc'ed, *N of them). */
-static int handoff_text(const char *text, int32_t *pid, struct session_region **out, size_t *n)
-{
-	struct session_region *r;
-	unsigned long long a, l, o;
-	const char *p;
-	char buf[32];
-	size_t k = 0, want;
-
-	*pid = (int32_t)atoi(kv(text, "pid", buf, sizeof(buf)));
-	want = (size_t)strtoul(kv(text, "regions", buf, sizeof(buf)), NULL, 10);
-	if (!want || want > SESSION_MAX_REGIONS)
-		return -EINVAL;
-	r = calloc(want, sizeof(*r));
-	if (!r)
-		return -ENOMEM;
-	for (p = strstr(text, "\nregion="); p && k < want; p = strstr(p + 1, "\nregion="))
-		if (sscanf(p + 8, "%llx,%llx,%llx", &a, &l, &o) == 3)
-			r[k++] = (struct session_region){ .addr = a, .len = l, .offset = o };
-	if (k != want) {
-		free(r);
-		return -EINVAL;
-	}
-	*out = r;
-	*n = k;
-	return 0;
-}
-
-/*
- * The fds systemd gave back for session ID: the uffds lp-ID-K in *PFDS
- * (malloc'ed, indexed by process, -1 where none; *NP long) and a memory
- * file lp-ID-mem in *MEM (-1 if none). Taken from FDS.
- */
-static int session_fds(uint32_t id, int *fds, char **names, int nfds, int **pfds, size_t *np, int *mem)
-{
-	unsigned long sid, pi;
-	char tail[8];
-	size_t max = 0;
-	int i, *v;
-
-	*mem = -1;
-	for (i = 0; i < nfds; i++)
-		if (fds[i] >= 0 && names && names[i] && sscanf(names[i], "lp-%lu-%lu", &sid, &pi) == 2 && sid == id &&
-		    pi < 65536 && pi + 1 > max)
-			max = pi + 1;
-	v = malloc((max ? max : 1) * sizeof(*v));
-	if (!v)
-		return -ENOMEM;
-	memset(v, -1, (max ? max : 1) * sizeof(*v));
-	for (i = 0; i < nfds; i++) {
-		if (fds[i] < 0 || !names || !names[i])
-			continue;
-		if (sscanf(names[i], "lp-%lu-%lu", &sid, &pi) == 2 && sid == id && pi < max) {
-			if (v[pi] >= 0)
-				close(v[pi]);
-			v[pi] = fds[i];
-			fds[i] = -1;
-		} else if (sscanf(names[i], "lp-%lu-%7s", &sid, tail) == 2 && sid == id && !strcmp(tail, "mem")) {
-			if (*mem >= 0)
-				close(*mem);
-			*mem = fds[i];
-			fds[i] = -1;
-		}
-	}
-	*pfds = v;
-	*np = max;
-	return 0;
-}
-
-/* A restarted daemon: every session in the state dir comes back with the uffds systemd kept. */
-static void recover(struct service *svc, int *fds, char **names, int nfds)
-{
-	struct persist_rec_t *recs;
-	struct dirent *de;
-	struct lp_err e;
-	char *text;
-	size_t n;
-	DIR *d;
-
-	d = opendir(svc->cfg.state_dir);
-	if (!d)
-		return;
-	while ((de = readdir(d))) {
-		char *end, wire[8], kind[16];
-		unsigned long id = strtoul(de->d_name, &end, 10);
-		struct session_cfg cfg = svc->cfg.defaults;
-		struct session_handoff h = { .mem_fd = -1 };
-		struct session_region *regions = NULL;
-		struct svc_sess *x = NULL;
-		int *pfds = NULL, mem = -1;
-		int32_t pid = 0;
-		size_t np = 0, i;
-
-		if (!id || *end || id > UINT32_MAX)
-			continue;
-		if (persist_load(svc->cfg.state_dir, (uint32_t)id, &text, &recs, &n, &e)) {
-			log_err("session %lu: cannot be resumed: %s", id, e.msg);
-			continue;
-		}
-		if (session_fds((uint32_t)id, fds, names, nfds, &pfds, &np, &mem) || !(x = calloc(1, sizeof(*x)))) {
-			session_abandon_journal(recs, n, "out of memory while resuming its session");
-			goto next;
-		}
-		x->id = (uint32_t)id;
-		kv(text, "kind", kind, sizeof(kind));
-		if (!strcmp(kind, "handoff")) {
-			x->handoff = 1;
-			if (handoff_text(text, &pid, &regions, &h.n) || mem < 0) {
-				log_err("session %lu: cannot be resumed: %s", id, mem < 0 ? "its memory file was not kept in the fd store"
-											  : "its session file lists no valid regions");
-				session_abandon_journal(recs, n, "its hand-off cannot be resumed");
-				goto next;
-			}
-			snprintf(x->images_dir, sizeof(x->images_dir), "memory file of pid %d", (int)pid);
-			h.r = regions;
-			h.mem_fd = mem;
-			mem = -1;	/* session_recover takes it */
-		} else {
-			kv(text, "images_dir", x->images_dir, sizeof(x->images_dir));
-			kv(text, "work_dir", x->work_dir, sizeof(x->work_dir));
-			kv(text, "ps_address", x->address, sizeof(x->address));
-			kv(text, "ps_port", x->port, sizeof(x->port));
-			kv(text, "ps_wire", wire, sizeof(wire));
-			snprintf(x->socket_path, sizeof(x->socket_path), "%s/lazy-pages.socket", x->work_dir);
-			cfg.images_dir = x->images_dir;
-			cfg.work_dir = x->work_dir;
-			if (x->address[0]) {
-				snprintf(x->page_server, sizeof(x->page_server), "%s:%s", x->address, x->port);
-				cfg.remote = 1;
-				cfg.ps_address = x->address;
-				cfg.ps_port = x->port;
-				cfg.ps_wire = atoi(wire) == 3 ? 3 : 4;
-			}
-		}
-		if (persist_open(svc->cfg.state_dir, x->id, NULL, svc->fs, &x->persist, &e)) {
-			log_err("session %lu: cannot be resumed: %s", id, e.msg);
-			session_abandon_journal(recs, n, "its session cannot be resumed");
-			if (h.mem_fd >= 0)
-				close(h.mem_fd);
-			goto next;
-		}
-		if (x->handoff) {
-			persist_adopt(x->persist, 1);
-			persist_store_named(x->persist, "mem", -1);
-		}
-		x->s = session_recover(&cfg, x->handoff ? &h : NULL, x->persist, recs, n, pfds, np, &e);
-		if (!x->s) {
-			/* its processes cannot be served any more: they must not run on with zeros */
-			log_err("session %lu: cannot be resumed: %s", id, e.msg);
-			goto next;
-		}
-		if (start(svc, x, &e)) {
-			/* sess_free closes the uffds: the processes go first */
-			log_err("session %lu: %s", id, e.msg);
-			session_abandon_journal(recs, n, "its session cannot be resumed");
-			goto next;
-		}
-		log_warn("session %lu: resumed after a restart (%zu journal records)", id, n);
-		x = NULL;	/* the service has it */
-next:
-		sess_free(x);
-		for (i = 0; pfds && i < np; i++)
-			if (pfds[i] >= 0)
-				close(pfds[i]);
-		if (mem >= 0)
-			close(mem);
-		free(pfds);
-		free(regions);
-		free(text);
-		free(recs);
-	}
-	closedir(d);
-}
 
 int service_reap(const char *state_dir)
 {
@@ -875,78 +66,99 @@ int service_reap(const char *state_dir)
 	return 0;
 }
 
+/* SIGTERM, SIGINT: no new sessions; the daemon exits once the running ones have ended. */
+static void begin_stop(struct registry *reg, int sig, bool *stopping)
+{
+	unsigned busy;
+
+	if (!*stopping)
+		notify_stopping();
+	*stopping = true;
+	busy = registry_stop(reg);
+	if (busy)
+		log_warn("%s: waiting for %u session(s) still filling processes (stopping now would leave them with missing pages)",
+			 strsignal(sig), busy);
+	else
+		log_info("%s: stopping", strsignal(sig));
+}
+
+static void update_status(struct registry *reg)
+{
+	char line[256];
+
+	registry_update_status(reg, line, sizeof(line));
+	notify_status(line);
+}
+
+/* The listening socket systemd passed (a .socket unit), if any: taken out of FDS. */
+static int activated_fd(int *fds, char **names, int nfds)
+{
+	int i, fd;
+
+	for (i = 0; i < nfds; i++)
+		if ((!names || !names[i] || strncmp(names[i], "lp-", 3)) && notify_is_listener(fds[i])) {
+			fd = fds[i];
+			fds[i] = -1;
+			return fd;
+		}
+	return -1;
+}
+
 int service_main(const struct service_cfg *cfg)
 {
-	struct service *svc = calloc(1, sizeof(*svc));
 	struct epoll_event ev[16];
 	struct itimerspec its = { 0 };
+	struct registry *reg = NULL;
+	struct control *ctl = NULL;
+	struct fdstore *fs = NULL;
 	struct lp_err e;
 	sigset_t mask;
 	uint64_t wd, tick_ns;
-	int ep = -1, sfd = -1, tfd = -1, lfd = -1, n, i, code = 1, activated = 0, nlfds = 0, *lfds = NULL;
+	int ep = -1, sfd = -1, tfd = -1, afd, n, i, code = 1, nlfds = 0, *lfds = NULL;
 	char **lnames = NULL;
-	struct group *gr;
+	bool stopping = false;
 
-	if (!svc)
-		return 1;
-	svc->cfg = *cfg;
-	svc->t_start = stats_now_ns();
-	pthread_mutex_init(&svc->lock, NULL);
-	pthread_cond_init(&svc->conns_cv, NULL);
-	for (i = 0; i < CONTROL_MAX_CONNS; i++)
-		svc->conns[i] = -1;
-	if (cfg->control_group) {
-		gr = getgrnam(cfg->control_group);
-		if (!gr) {
-			log_err("--control-group %s: no such group", cfg->control_group);
-			goto out;
-		}
-		svc->gid = gr->gr_gid;
-		svc->has_gid = 1;
-	}
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGINT);
 	pthread_sigmask(SIG_BLOCK, &mask, NULL);	/* every thread started later inherits it */
 	sfd = signalfd(-1, &mask, SFD_CLOEXEC);
-	svc->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
 	ep = epoll_create1(EPOLL_CLOEXEC);
-	if (sfd < 0 || svc->efd < 0 || tfd < 0 || ep < 0) {
+	if (sfd < 0 || tfd < 0 || ep < 0) {
 		log_err("service setup: %s", strerror(errno));
 		goto out;
 	}
 	nlfds = notify_listen_fds(&lfds, &lnames);
-	for (i = 0; i < nlfds; i++)
-		if (lfd < 0 && (!lnames || !lnames[i] || strncmp(lnames[i], "lp-", 3)) && notify_is_listener(lfds[i])) {
-			lfd = lfds[i];
-			lfds[i] = -1;
-		}
-	if (lfd >= 0) {
-		activated = 1;
-		log_info("control socket from systemd (fd %d)", lfd);
-	} else if (control_listen(cfg->control_path, cfg->control_group ? svc->gid : (gid_t)-1, &lfd, &e)) {
+	afd = activated_fd(lfds, lnames, nlfds);
+	if (control_open(cfg->control_path, cfg->control_group, afd, &ctl, &e)) {
 		log_err("%s", e.msg);
+		if (afd >= 0)
+			close(afd);
 		goto out;
 	}
-	svc->fs = fdstore_new();
-	if (!svc->fs) {
+	if (afd >= 0)
+		log_info("control socket from systemd (fd %d)", afd);
+	fs = fdstore_new();
+	if (!fs) {
 		log_err("out of memory");
 		goto out;
 	}
 	{
 		char how[512];
 
-		fdstore_describe(svc->fs, how, sizeof(how));
-		if (fdstore_kind(svc->fs) == FDSTORE_UNKNOWN ||
-		    (fdstore_kind(svc->fs) != FDSTORE_NONE && !fdstore_size(svc->fs)))
+		fdstore_describe(fs, how, sizeof(how));
+		if (fdstore_kind(fs) == FDSTORE_UNKNOWN || (fdstore_kind(fs) != FDSTORE_NONE && !fdstore_size(fs)))
 			log_warn("%s", how);
 		else
 			log_info("%s", how);
 	}
-	svc->persist = cfg->state_dir && fdstore_kind(svc->fs) != FDSTORE_NONE;
-	if (svc->persist)
-		recover(svc, lfds, lnames, nlfds);
+	if (registry_new(&cfg->defaults, cfg->state_dir, fs, &reg, &e)) {
+		log_err("%s", e.msg);
+		goto out;
+	}
+	if (registry_keeps(reg))
+		registry_recover(reg, lfds, lnames, nlfds);
 	for (i = 0; i < nlfds; i++)
 		if (lfds[i] >= 0) {
 			log_warn("fd %d (%s) passed by systemd is not ours: closed", lfds[i],
@@ -966,17 +178,17 @@ int service_main(const struct service_cfg *cfg)
 	its.it_value = its.it_interval;
 	timerfd_settime(tfd, 0, &its, NULL);
 	ev[0].events = EPOLLIN;
-	ev[0].data.fd = lfd;
-	epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev[0]);
+	ev[0].data.fd = control_fd(ctl);
+	epoll_ctl(ep, EPOLL_CTL_ADD, control_fd(ctl), &ev[0]);
 	ev[0].data.fd = sfd;
 	epoll_ctl(ep, EPOLL_CTL_ADD, sfd, &ev[0]);
-	ev[0].data.fd = svc->efd;
-	epoll_ctl(ep, EPOLL_CTL_ADD, svc->efd, &ev[0]);
+	ev[0].data.fd = registry_eventfd(reg);
+	epoll_ctl(ep, EPOLL_CTL_ADD, registry_eventfd(reg), &ev[0]);
 	ev[0].data.fd = tfd;
 	epoll_ctl(ep, EPOLL_CTL_ADD, tfd, &ev[0]);
-	update_status(svc);
+	update_status(reg);
 	notify_ready();
-	log_info("service ready%s", activated ? " (socket activated)" : "");
+	log_info("service ready%s", afd >= 0 ? " (socket activated)" : "");
 
 	for (;;) {
 		n = epoll_wait(ep, ev, 16, -1);
@@ -992,58 +204,37 @@ int service_main(const struct service_cfg *cfg)
 				struct signalfd_siginfo si;
 
 				if (read(sfd, &si, sizeof(si)) == sizeof(si))
-					begin_stop(svc, (int)si.ssi_signo);
-			} else if (fd == svc->efd) {
-				if (read(svc->efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
-					log_warn("eventfd: %s", strerror(errno));
-				reap(svc);
+					begin_stop(reg, (int)si.ssi_signo, &stopping);
+			} else if (fd == registry_eventfd(reg)) {
+				registry_reap(reg);
 			} else if (fd == tfd) {
 				if (read(tfd, &v, sizeof(v)) < 0 && errno != EAGAIN)
 					log_warn("timerfd: %s", strerror(errno));
-				reap(svc);
-				update_status(svc);
+				registry_reap(reg);
+				update_status(reg);
 				if (wd)
 					notify_watchdog();
-			} else if (fd == lfd) {
-				control_accept(svc, lfd);
+			} else if (fd == control_fd(ctl)) {
+				control_accept(ctl, reg);
 			}
 		}
-		pthread_mutex_lock(&svc->lock);
-		n = svc->stopping && !count_active(svc, NULL);
-		pthread_mutex_unlock(&svc->lock);
-		if (n) {
+		if (registry_idle(reg)) {
 			code = 0;
 			break;
 		}
 	}
-	log_info("service stopped: %u session(s) served", svc->total);
+	log_info("service stopped: %u session(s) served", registry_total(reg));
 out:
 	notify_fds_free(lfds, lnames, nlfds);
-	close_conns(svc);
-	reap(svc);
-	while (svc->head) {
-		struct svc_sess *x = svc->head;
-
-		svc->head = x->next;
-		if (!x->reaped)
-			pthread_join(x->tid, NULL);
-		sess_free(x);
-	}
-	if (lfd >= 0 && !activated)
-		unlink(cfg->control_path);
-	if (lfd >= 0)
-		close(lfd);
+	/* the connections first: none may use the registry once it is freed */
+	control_close(ctl);
+	registry_free(reg);
 	if (ep >= 0)
 		close(ep);
 	if (sfd >= 0)
 		close(sfd);
 	if (tfd >= 0)
 		close(tfd);
-	if (svc->efd > 0)
-		close(svc->efd);
-	fdstore_free(svc->fs);
-	pthread_cond_destroy(&svc->conns_cv);
-	pthread_mutex_destroy(&svc->lock);
-	free(svc);
+	fdstore_free(fs);
 	return code;
 }

@@ -53,7 +53,7 @@ sed -e "s|^fdir = .*|fdir = $out|" -e "s|^cflags = .*|cflags = $cflags|" -e "s|^
 
 # The daemon's objects, as build.ninja compiles them (per-object variables
 # included), moved to $out/ and compiled by fcc; everything lazy-pagesd links
-# except main, service and control goes into one archive, so that each
+# except main, service, registry and control goes into one archive, so that each
 # target takes only what it uses and a new module needs no change here.
 awk -v out="$out" '
 function fix(s) { gsub(/build\//, out "/", s); return s }
@@ -66,7 +66,7 @@ invar && /^  [a-z_]+ = / { print fix($0); next }
 /^build build\/lazy-pagesd: link/ { inlink = 1 }
 inlink {
 	for (i = 1; i <= NF; i++)
-		if ($i ~ /^build\/daemon\/[a-z_0-9]+\.o$/ && $i !~ /\/(main|service|control)\.o$/)
+		if ($i ~ /^build\/daemon\/[a-z_0-9]+\.o$/ && $i !~ /\/(main|service|control|registry)\.o$/)
 			objs = objs " " fix($i)
 	if ($NF != "$") { inlink = 0; inlibs = 1 }
 	next
