@@ -82,7 +82,7 @@ sc_man-options() {
 	[ -z "$missing" ] || fail "sections missing:$missing"
 
 	# the options tables; the TLS ones come from tls.h
-	for src in "lazy-pagesd.8 daemon/main.c daemon/tls.h" "lazy-pages-server.8 daemon/server_main.c daemon/tls.h" \
+	for src in "lazy-pagesd.8 daemon/service/main.c daemon/net/tls.h" "lazy-pages-server.8 daemon/server/server_main.c daemon/net/tls.h" \
 		"lazy-pagesctl.8 client/lazypagesctl.c"; do
 		set -- $src
 		page=$1
@@ -104,7 +104,7 @@ sc_man-options() {
 		grep -qF "*$c*()" "$ROOT/man/liblazypages.3.scd" || missing="$missing liblazypages.3:$c"
 	done
 	[ -z "$missing" ] || fail "not documented:$missing"
-	info "$(long_options "$ROOT"/daemon/main.c "$ROOT"/daemon/server_main.c "$ROOT"/daemon/tls.h "$ROOT"/client/lazypagesctl.c | wc -l) option names, $(grep -ohE 'json_key\([a-z&]+, "[a-z0-9_]+"\)' "$ROOT/client/lazypagesctl.c" | sort -u | wc -l) JSON keys checked"
+	info "$(long_options "$ROOT"/daemon/service/main.c "$ROOT"/daemon/server/server_main.c "$ROOT"/daemon/net/tls.h "$ROOT"/client/lazypagesctl.c | wc -l) option names, $(grep -ohE 'json_key\([a-z&]+, "[a-z0-9_]+"\)' "$ROOT/client/lazypagesctl.c" | sort -u | wc -l) JSON keys checked"
 }
 
 # ---------------------------------------------------------------------------
