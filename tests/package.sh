@@ -25,9 +25,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 . "$ROOT/tests/suitelib.sh"
 DEBS=${LP_DEB_DIR:-$ROOT/build/deb}
 WITH_SYSTEMD=${LP_WITH_SYSTEMD:-}
-for f in "$ROOT/../shared/tools/with-systemd.sh" /work/shared/tools/with-systemd.sh; do
-	[ -z "$WITH_SYSTEMD" ] && [ -x "$f" ] && WITH_SYSTEMD=$f
-done
+[ -z "$WITH_SYSTEMD" ] && [ -x "$ROOT/../shared/tools/with-systemd.sh" ] && WITH_SYSTEMD=$ROOT/../shared/tools/with-systemd.sh
 CASE_TIMEOUT=${LP_CASE_TIMEOUT:-300}
 INSIDE=/srv/lp-test	# the case directory, as the container sees it
 MULTIARCH=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo x86_64-linux-gnu)
