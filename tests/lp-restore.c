@@ -132,7 +132,7 @@ static int write_byte(int fd, char c)
 	return r == 1 ? 0 : -errno;
 }
 
-/* ---- the wire: exactly what CRIU's restore sends (spec §4.2) ---- */
+/* ---- the wire: exactly what CRIU's restore sends (a 4-byte pid, its userfaultfd by SCM_RIGHTS, then the "finished" word) ---- */
 
 static int send_all(int sock, const void *buf, size_t n)
 {
@@ -1880,7 +1880,7 @@ static int task_load(struct task *t, struct imgdir *d)
 	return 0;
 }
 
-/* premap and fill exactly what CRIU's restorer fills before registering (spec §4.4) */
+/* premap and fill exactly what CRIU's restorer fills before registering (every non-lazy page of a lazy VMA; its lazy pages stay empty) */
 static int task_premap(struct task *t, struct imgdir *d)
 {
 	const struct pm_entry *ent;

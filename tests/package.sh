@@ -25,9 +25,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 . "$ROOT/tests/suitelib.sh"
 DEBS=${LP_DEB_DIR:-$ROOT/build/deb}
 WITH_SYSTEMD=${LP_WITH_SYSTEMD:-}
-for f in "$ROOT/../shared/tools/with-systemd.sh" /work/shared/tools/with-systemd.sh; do
-	[ -z "$WITH_SYSTEMD" ] && [ -x "$f" ] && WITH_SYSTEMD=$f
-done
+[ -z "$WITH_SYSTEMD" ] && [ -x "$ROOT/../shared/tools/with-systemd.sh" ] && WITH_SYSTEMD=$ROOT/../shared/tools/with-systemd.sh
 CASE_TIMEOUT=${LP_CASE_TIMEOUT:-300}
 INSIDE=/srv/lp-test	# the case directory, as the container sees it
 MULTIARCH=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo x86_64-linux-gnu)
@@ -81,8 +79,8 @@ sc_man-options() {
 	done
 	[ -z "$missing" ] || fail "sections missing:$missing"
 
-	# the options tables; the TLS ones come from cli.h
-	for src in "lazy-pagesd.8 daemon/main.c daemon/cli.h" "lazy-pages-server.8 daemon/server_main.c daemon/cli.h" \
+	# the options tables; the TLS ones come from tls.h
+	for src in "lazy-pagesd.8 daemon/service/main.c daemon/net/tls.h" "lazy-pages-server.8 daemon/server/server_main.c daemon/net/tls.h" \
 		"lazy-pagesctl.8 client/lazypagesctl.c"; do
 		set -- $src
 		page=$1
@@ -104,7 +102,7 @@ sc_man-options() {
 		grep -qF "*$c*()" "$ROOT/man/liblazypages.3.scd" || missing="$missing liblazypages.3:$c"
 	done
 	[ -z "$missing" ] || fail "not documented:$missing"
-	info "$(long_options "$ROOT"/daemon/main.c "$ROOT"/daemon/server_main.c "$ROOT"/daemon/cli.h "$ROOT"/client/lazypagesctl.c | wc -l) option names, $(grep -ohE 'json_key\([a-z&]+, "[a-z0-9_]+"\)' "$ROOT/client/lazypagesctl.c" | sort -u | wc -l) JSON keys checked"
+	info "$(long_options "$ROOT"/daemon/service/main.c "$ROOT"/daemon/server/server_main.c "$ROOT"/daemon/net/tls.h "$ROOT"/client/lazypagesctl.c | wc -l) option names, $(grep -ohE 'json_key\([a-z&]+, "[a-z0-9_]+"\)' "$ROOT/client/lazypagesctl.c" | sort -u | wc -l) JSON keys checked"
 }
 
 # ---------------------------------------------------------------------------

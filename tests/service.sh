@@ -35,7 +35,7 @@ NOBODY=(setpriv --reuid=65534 --regid=65534 --clear-groups)
 SCENARIOS=(
 	units socket-activation watchdog two-sessions handoff ctl-json unprivileged
 	peercred sigterm-waits bad-control restart-sigkill restart-remote restart-one-done
-	restart-lost-one restart-unkept store-full store-fork restart-handoff
+	restart-lost-one restart-unkept store-full store-fork restart-handoff bad-startup
 )
 
 # ---------------------------------------------------------------------------
@@ -548,6 +548,36 @@ sc_sigterm-waits() {
 	[ $n -ne 124 ] && [ $n -ne 137 ] || fail "lazy-pagesctl watch outlived the daemon (killed by timeout)"
 	info "$(grep -m1 'RSTF\|stopping\|Terminated' "$T/daemon.log" | cut -c1-150)"
 	info "$(sed -n 's/.*all pages verified in \([0-9.]*\) s/restore \1 s/p' "$T/restore.a.out")"
+}
+
+# A daemon that cannot start says why, naming the group, path or file,
+# and exits 1 at once (no socket left behind, nothing listening).
+# start_bad NAME PATTERN CMD...: CMD must exit 1 within 10 s with PATTERN on stderr
+start_bad() {
+	local name=$1 pat=$2 rc
+	shift 2
+	NOTIFY_SOCKET= timeout -k 2 10 "$@" >"$T/$name.out" 2>"$T/$name.err"
+	rc=$?
+	[ $rc -eq 1 ] || fail "$name: exit $rc, not 1: $(tail -n 2 "$T/$name.err" | tr '\n' ' ')"
+	grep -q -e "$pat" "$T/$name.err" || fail "$name: unclear error: $(tail -n 2 "$T/$name.err" | tr '\n' ' ')"
+	info "$name: $(tail -n 1 "$T/$name.err" | cut -c1-120)"
+}
+
+sc_bad-startup() {
+	start_bad group "--control-group lp-no-such-group: no such group" \
+		"$DAEMON" --service --control "$SOCK" --control-group lp-no-such-group
+	[ ! -e "$SOCK" ] || fail "a socket was left at $SOCK by a daemon that did not start"
+	start_bad control-dir "$T/file/control.sock: .*Not a directory" \
+		bash -c ': >"$1/file" && exec "${@:2}"' sh "$T" "$DAEMON" --service --control "$T/file/control.sock"
+	start_bad control-long "longer than 107 bytes" \
+		"$DAEMON" --service --control "$T/$(printf 'x%.0s' $(seq 120))/control.sock"
+	start_bad service-log "lazy-pagesd: $T/nodir/d.log: No such file or directory" \
+		"$DAEMON" --service --control "$SOCK" --log-file "$T/nodir/d.log"
+	start_bad daemon-log "lazy-pagesd: $T/nodir/d.log: No such file or directory" \
+		"$DAEMON" -D "$T" -W "$T" --log-file "$T/nodir/d.log"
+	[ -x "$SERVER" ] || fail "$SERVER not built"
+	start_bad server-log "lazy-pages-server: $T/nodir/s.log: No such file or directory" \
+		"$SERVER" -D "$T" --port 0 --log-file "$T/nodir/s.log"
 }
 
 # sup_start [lp-supervise options]: lazy-pagesd --service under lp-supervise

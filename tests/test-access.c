@@ -18,7 +18,7 @@
 static struct access_net net(const char *spec)
 {
 	struct access_net n;
-	struct lp_err e = { "" };
+	struct lp_err e = { 0 };
 
 	if (access_net_parse(spec, &n, &e) < 0)
 		fail_msg("%s: %s", spec, e.msg);
@@ -58,7 +58,7 @@ static void expect_format(const char *spec, const char *want)
 static void expect_bad(const char *spec, const char *why)
 {
 	struct access_net n = { { 0 }, 7 };
-	struct lp_err e = { "" };
+	struct lp_err e = { 0 };
 
 	assert_int_equal(access_net_parse(spec, &n, &e), -EINVAL);
 	if (!strstr(e.msg, why))

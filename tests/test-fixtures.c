@@ -86,7 +86,7 @@ static void find_fixtures(int argc, char **argv)
 
 static struct imgdir *open_set(const char *set)
 {
-	struct lp_err e = { "" };
+	struct lp_err e = { 0 };
 	struct imgdir *d = NULL;
 	char p[PATH_MAX];
 
@@ -102,7 +102,7 @@ static struct imgdir *open_set(const char *set)
 
 static struct pagemap *open_pm(struct imgdir *d, uint32_t pid)
 {
-	struct lp_err e = { "" };
+	struct lp_err e = { 0 };
 	struct pagemap *pm = NULL;
 
 	if (pagemap_open(d, pid, &pm, &e))
@@ -121,7 +121,7 @@ static uint64_t mix(uint64_t x)
 static void check_pstree(const char *set, uint32_t parent, uint32_t child)
 {
 	struct imgdir *d = open_set(set);
-	struct lp_err e = { "" };
+	struct lp_err e = { 0 };
 	struct pstree_ent *ps;
 	uint32_t st;
 	size_t n;
@@ -155,7 +155,7 @@ static void test_pstree(void **state)
 static void check_vmas(const char *set, uint32_t pid, uint64_t buf)
 {
 	struct imgdir *d = open_set(set);
-	struct lp_err e = { "" };
+	struct lp_err e = { 0 };
 	int found = 0, vvar = 0, vdso = 0, vsyscall = 0, lazy = 0;
 	struct vma *v;
 	size_t n;
@@ -266,7 +266,7 @@ static void check_buffer(uint32_t pid, bool child)
 	struct imgdir *d = open_set("dump");
 	struct pagemap *pm = open_pm(d, pid);
 	uint64_t *buf = malloc(BUF_PAGES * 4096);
-	struct lp_err e = { "" };
+	struct lp_err e = { 0 };
 	const struct pm_entry *ents;
 	struct pm_run r;
 	size_t n, bad = 0;
@@ -311,7 +311,7 @@ static void check_lazy(uint32_t pid)
 	struct imgdir *d = open_set("lazy-dump");
 	struct pagemap *pm = open_pm(d, pid);
 	uint8_t *buf = malloc(8 * 4096);
-	struct lp_err e = { "" };
+	struct lp_err e = { 0 };
 	const struct pm_entry *ents;
 	int remote = 0, data = 0;
 	struct pm_run r;

@@ -45,7 +45,7 @@ static void assert_msg_has(const struct lp_err *e, const char *needle)
 
 static struct imgdir *open_ok(const char *dir)
 {
-	struct lp_err e = { "" };
+	struct lp_err e = { 0 };
 	struct imgdir *d = NULL;
 	int ret = imgdir_open(dir, &d, &e);
 
@@ -73,7 +73,7 @@ static void test_inventory_v1(void **state)
 	struct pstree_ent in = { .pid = 7, .ppid = 0, .pgid = 7, .sid = 7, .nr_threads = 1,
 				 .threads = t };
 	struct pstree_ent *ps;
-	struct lp_err e = { "" };
+	struct lp_err e = { 0 };
 	struct imgdir *d;
 	size_t n;
 
@@ -97,7 +97,7 @@ static void test_inventory_v1(void **state)
 static void test_inventory_bad_version(void **state)
 {
 	const char *dir = *state;
-	struct lp_err e = { "" };
+	struct lp_err e = { 0 };
 	struct imgdir *d = NULL;
 
 	it_inventory(dir, 3, true, true);
@@ -113,7 +113,7 @@ static void test_inventory_bad_version(void **state)
 static void test_inventory_fdinfo(void **state)
 {
 	const char *dir = *state;
-	struct lp_err e = { "" };
+	struct lp_err e = { 0 };
 	struct imgdir *d = NULL;
 
 	it_inventory(dir, 2, true, false);
@@ -129,7 +129,7 @@ static void test_missing_inventory(void **state)
 {
 	const char *dir = *state;
 	char *p = path_of(dir, "inventory.img");
-	struct lp_err e = { "" };
+	struct lp_err e = { 0 };
 	struct imgdir *d = NULL;
 
 	assert_int_equal(imgdir_open(dir, &d, &e), -ENOENT);
@@ -146,7 +146,7 @@ static void test_missing_image(void **state)
 	const char *dir = *state;
 	char *pp = path_of(dir, "pstree.img"), *pm = path_of(dir, "mm-5.img");
 	char *pc = path_of(dir, "core-5.img");
-	struct lp_err e = { "" };
+	struct lp_err e = { 0 };
 	struct pstree_ent *ps;
 	struct vma *v;
 	uint32_t st;
@@ -189,7 +189,7 @@ static void test_wrong_magic(void **state)
 {
 	const char *dir = *state;
 	char *p = path_of(dir, "pstree.img");
-	struct lp_err e = { "" };
+	struct lp_err e = { 0 };
 	struct imgbuf b = { 0 };
 	struct pstree_ent *ps;
 	struct imgdir *d;
@@ -259,7 +259,7 @@ static void test_truncated_entry(void **state)
 {
 	const char *dir = *state;
 	char *p = path_of(dir, "pstree.img"), want[64];
-	struct lp_err e = { "" };
+	struct lp_err e = { 0 };
 	struct imgbuf b = { 0 };
 	struct pstree_ent *ps = NULL;
 	struct imgdir *d;
@@ -307,7 +307,7 @@ static void test_truncated_entry(void **state)
 static void test_oversize_entry(void **state)
 {
 	const char *dir = *state;
-	struct lp_err e = { "" };
+	struct lp_err e = { 0 };
 	struct imgbuf b = { 0 };
 	struct pstree_ent *ps;
 	struct imgdir *d;
@@ -339,7 +339,7 @@ static void test_pstree_order(void **state)
 		{ .pid = 2, .ppid = 5, .pgid = 5, .sid = 5, .nr_threads = 1, .threads = t2 },
 		{ .pid = 3, .ppid = 2, .pgid = 3, .sid = 5, .nr_threads = 1, .threads = t3 },
 	};
-	struct lp_err e = { "" };
+	struct lp_err e = { 0 };
 	struct pstree_ent *ps;
 	struct imgdir *d;
 	size_t n;
@@ -370,7 +370,7 @@ static void test_pstree_order(void **state)
 static void test_task_state(void **state)
 {
 	const char *dir = *state;
-	struct lp_err e = { "" };
+	struct lp_err e = { 0 };
 	struct imgdir *d;
 	uint32_t st = 0;
 
@@ -405,7 +405,7 @@ static void test_vmas(void **state)
 		{ .start = 0x7002 * ps, .end = 0x7003 * ps, .status = VMA_AREA_GUARD },
 		{ .start = 0x1000 * ps, .end = 0x1001 * ps, .status = VMA_AREA_GUARD },
 	};
-	struct lp_err e = { "" };
+	struct lp_err e = { 0 };
 	struct imgdir *d;
 	struct vma *v;
 	size_t n;

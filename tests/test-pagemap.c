@@ -51,7 +51,7 @@ static char *path_of(const char *dir, const char *name)
 
 static struct imgdir *dir_ok(const char *dir)
 {
-	struct lp_err e = { "" };
+	struct lp_err e = { 0 };
 	struct imgdir *d = NULL;
 
 	if (imgdir_open(dir, &d, &e))
@@ -61,7 +61,7 @@ static struct imgdir *dir_ok(const char *dir)
 
 static struct pagemap *pm_ok(struct imgdir *d, uint32_t pid)
 {
-	struct lp_err e = { "" };
+	struct lp_err e = { 0 };
 	struct pagemap *pm = NULL;
 
 	if (pagemap_open(d, pid, &pm, &e))
@@ -74,7 +74,7 @@ static void open_fails(const char *dir, const struct it_pme *pe, size_t n, uint6
 		       int err, const char *needle)
 {
 	char *p = path_of(dir, "pagemap-9.img");
-	struct lp_err e = { "" };
+	struct lp_err e = { 0 };
 	struct pagemap *pm = NULL;
 	struct imgdir *d;
 
@@ -92,7 +92,7 @@ static void open_fails(const char *dir, const struct it_pme *pe, size_t n, uint6
 static void run_is(struct pagemap *pm, uint64_t page, uint64_t max, enum pm_kind kind,
 		   uint64_t nr, uint64_t off)
 {
-	struct lp_err e = { "" };
+	struct lp_err e = { 0 };
 	struct pm_run r;
 	int ret;
 
@@ -206,7 +206,7 @@ static void test_beyond_pages(void **state)
 	struct it_pme pe[] = { IT_PE(0x10 * ps, 2, PE_PRESENT), IT_PE(0x20 * ps, 2, PE_LAZY),
 			       IT_PE(0x30 * ps, 2, PE_PRESENT | PE_LAZY) };
 	struct it_pme lazy[] = { IT_PE(0x20 * ps, 2, PE_LAZY) };
-	struct lp_err e = { "" };
+	struct lp_err e = { 0 };
 	struct pagemap *pm = NULL;
 	struct imgdir *d;
 
@@ -247,7 +247,7 @@ static void test_lookup(void **state)
 		IT_PE(0x24 * ps, 2, PE_LAZY),			/* touches: one remote run */
 		IT_PE(0x26 * ps, 2, PE_PRESENT),		/* kind changes */
 	};
-	struct lp_err e = { "" };
+	struct lp_err e = { 0 };
 	struct pagemap *pm;
 	struct pm_run r;
 	struct imgdir *d;
@@ -309,7 +309,7 @@ static void test_short_pages_file(void **state)
 	const char *dir = *state;
 	char *pages = path_of(dir, "pages-1.img"), want[64];
 	struct it_pme pe[] = { IT_PE(0x10 * ps, 3, PE_PRESENT) };
-	struct lp_err e = { "" };
+	struct lp_err e = { 0 };
 	uint8_t *buf = malloc(3 * ps);
 	struct pagemap *pm;
 	struct imgdir *d;
@@ -386,7 +386,7 @@ static void test_parent_chain(void **state)
 {
 	const char *base = *state;
 	uint8_t *buf = malloc(0x10 * ps);
-	struct lp_err e = { "" };
+	struct lp_err e = { 0 };
 	struct pagemap *pm;
 	struct imgdir *d;
 	struct pm_run r;
@@ -445,7 +445,7 @@ static void test_parent_missing(void **state)
 {
 	const char *dir = *state;
 	struct it_pme pe[] = { IT_PE(0x10 * ps, 2, PE_PARENT) };
-	struct lp_err e = { "" };
+	struct lp_err e = { 0 };
 	struct pagemap *pm;
 	struct imgdir *d;
 	struct pm_run r;
@@ -481,7 +481,7 @@ static void test_parent_loop(void **state)
 {
 	const char *base = *state;
 	struct it_pme pe[] = { IT_PE(0x10 * ps, 2, PE_PARENT) };
-	struct lp_err e = { "" };
+	struct lp_err e = { 0 };
 	struct pagemap *pm;
 	struct imgdir *d;
 	struct pm_run r;
@@ -521,7 +521,7 @@ static void test_parent_depth(void **state)
 	const char *base = *state;
 	struct it_pme pe[] = { IT_PE(0x10 * ps, 1, PE_PARENT) };
 	struct it_pme data[] = { IT_PE(0x10 * ps, 1, PE_PRESENT) };
-	struct lp_err e = { "" };
+	struct lp_err e = { 0 };
 	struct pagemap *pm;
 	struct imgdir *d;
 	struct pm_run r;
@@ -690,7 +690,7 @@ static void *cthread(void *arg)
 
 	for (int i = 0; i < 3000 && !c->bad; i++) {
 		uint64_t p = rnd(&c->seed) % CN, max = 1 + rnd(&c->seed) % 20, nr, k;
-		struct lp_err e = { "" };
+		struct lp_err e = { 0 };
 		struct pm_run r;
 		int kind, lvl, ret;
 

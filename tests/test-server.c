@@ -377,7 +377,7 @@ static void cl_expect_eof(int fd)
 /* bytes of NR pages at VA of PID in DIR, through the image reader */
 static void *expected(const char *d, uint32_t pid, uint64_t va, uint64_t nr)
 {
-	struct lp_err e = { "" };
+	struct lp_err e = { 0 };
 	struct imgdir *id = NULL;
 	struct pagemap *pm = NULL;
 	void *buf = malloc(nr * ps);
@@ -901,7 +901,7 @@ static void test_lp_dump_images(void **state)
 {
 	char lpdump[PATH_MAX], cmd[2 * PATH_MAX], *d = it_tmpdir();
 	struct pstree_ent *pst = NULL;
-	struct lp_err e = { "" };
+	struct lp_err e = { 0 };
 	struct imgdir *id = NULL;
 	struct pagemap *pm = NULL;
 	const struct pm_entry *pe;

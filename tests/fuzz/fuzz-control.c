@@ -4,8 +4,8 @@
  * Byte 0, bit 0 picks the side.
  *
  * 0, the daemon: the rest is what a client sends (0xFD markers attach fds,
- *    fuzz.h), read by control.c's connection loop (control_fuzz_conn) in
- *    front of a fake service; a hand-off goes on to session_new_handoff,
+ *    fuzz.h), read by control.c's connection loop (control_serve) in
+ *    front of a fake registry; a hand-off goes on to session_new_handoff,
  *    which checks the regions and takes the fds. Every answer must be one
  *    well-formed lp_response frame of version 1 with a -errno, and no fd
  *    may be left open.
@@ -24,24 +24,23 @@
 
 #include "control.h"
 #include "control.pb-c.h"
-#include "control_fuzz.h"
 #include "fuzz.h"
 #include "lazypages.h"
-#include "service.h"
+#include "registry.h"
 #include "session.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-/* ---- a fake service behind control.c ---- */
+/* ---- a fake registry behind control.c ---- */
 
-struct service {
+struct registry {
 	struct session_cfg cfg;
 };
 
-static struct service svc;
+static struct registry reg;
 
-void service_status(struct service *s, struct service_status *st)
+void registry_status(struct registry *s, struct registry_status *st)
 {
 	(void)s;
 	memset(st, 0, sizeof(*st));
@@ -52,7 +51,7 @@ void service_status(struct service *s, struct service_status *st)
 	snprintf(st->line, sizeof(st->line), "fuzzing");
 }
 
-int service_add(struct service *s, const struct service_add *a, uid_t uid, uint32_t *id, struct lp_err *e)
+int registry_add(struct registry *s, const struct registry_add *a, uid_t uid, uint32_t *id, struct lp_err *e)
 {
 	(void)s;
 	(void)uid;
@@ -69,7 +68,7 @@ int service_add(struct service *s, const struct service_add *a, uid_t uid, uint3
 	return 0;
 }
 
-int service_handoff(struct service *s, int uffd, int mem_fd, const struct session_region *r, size_t n, int32_t pid,
+int registry_handoff(struct registry *s, int uffd, int mem_fd, const struct session_region *r, size_t n, int32_t pid,
 		    pid_t peer, uint32_t *id, struct lp_err *e)
 {
 	struct session *x;
@@ -78,22 +77,22 @@ int service_handoff(struct service *s, int uffd, int mem_fd, const struct sessio
 	FUZZ_CHECK(n >= 1 && n <= SESSION_MAX_REGIONS);
 	x = session_new_handoff(&s->cfg, uffd, mem_fd, r, n, pid, e);
 	if (!x)
-		return -EINVAL;
+		return lp_err_errno(e);
 	session_free(x);
 	*id = 8;
 	return 0;
 }
 
-int service_rm(struct service *s, uint32_t id, struct lp_err *e)
+int registry_rm(struct registry *s, uint32_t id, struct lp_err *e)
 {
 	(void)s;
 	return id == 7 ? 0 : lp_err_set(e, ENOENT, "no session %u", id);
 }
 
-int service_list(struct service *s, uint32_t id, struct service_info **out, size_t *n, struct lp_err *e)
+int registry_list(struct registry *s, uint32_t id, struct registry_info **out, size_t *n, struct lp_err *e)
 {
 	size_t k = id ? 1 : 2;
-	struct service_info *v;
+	struct registry_info *v;
 
 	(void)s;
 	if (id && id != 7)
@@ -109,7 +108,7 @@ int service_list(struct service *s, uint32_t id, struct service_info **out, size
 		v[i].snap.nprocs = i + 1;
 		v[i].snap.procs = calloc(i + 1, sizeof(*v[i].snap.procs));
 		if (!v[i].snap.procs) {
-			service_info_free(v, i + 1);
+			registry_info_free(v, i + 1);
 			return lp_err_set(e, ENOMEM, "out of memory");
 		}
 		v[i].snap.procs[0].pid = 100;
@@ -119,33 +118,11 @@ int service_list(struct service *s, uint32_t id, struct service_info **out, size
 	return 0;
 }
 
-void service_info_free(struct service_info *v, size_t n)
+void registry_info_free(struct registry_info *v, size_t n)
 {
 	for (size_t i = 0; v && i < n; i++)
 		free(v[i].snap.procs);
 	free(v);
-}
-
-int service_conn_enter(struct service *s, int fd)
-{
-	(void)s;
-	(void)fd;
-	return 0;
-}
-
-void service_conn_leave(struct service *s, int fd)
-{
-	(void)s;
-	(void)fd;
-}
-
-int service_peer_allowed(struct service *s, pid_t pid, uid_t uid, gid_t gid)
-{
-	(void)s;
-	(void)pid;
-	(void)uid;
-	(void)gid;
-	return 1;
 }
 
 /* ---- the daemon side ---- */
@@ -195,7 +172,8 @@ static void daemon_side(const uint8_t *data, size_t size)
 	fuzz_send_stream(sv[0], data, size);
 	shutdown(sv[0], SHUT_WR);
 	FUZZ_CHECK(pthread_create(&t, NULL, drain_main, &sv[0]) == 0);
-	control_fuzz_conn(&svc, sv[1], 1000, 0);	/* closes sv[1] */
+	control_serve(&reg, sv[1], 1000, 0);
+	close(sv[1]);
 	pthread_join(t, NULL);
 	close(sv[0]);
 }
@@ -314,10 +292,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	(void)argc;
 	(void)argv;
 	signal(SIGPIPE, SIG_IGN);
-	session_cfg_defaults(&svc.cfg);
-	svc.cfg.prefetch_threads = 1;
-	svc.cfg.fault_threads = 1;
-	svc.cfg.chunk_pages = 4;
+	session_cfg_defaults(&reg.cfg);
+	reg.cfg.prefetch_threads = 1;
+	reg.cfg.fault_threads = 1;
+	reg.cfg.chunk_pages = 4;
 	snprintf(sock_dir, sizeof(sock_dir), "/dev/shm/fuzz-control.XXXXXX");
 	if (!mkdtemp(sock_dir)) {
 		perror("mkdtemp");

@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 # Writes the seed corpus of the fuzz targets into tests/fuzz/corpus/TARGET/.
 # Run from the repo after `ninja` (it uses build/tests/lp-dump and the CRIU
-# 4.2 fixtures in /work/shared/fixtures, or FIXTURES=dir); the files it writes
+# 4.2 fixtures in ../shared/fixtures beside the checkout, or FIXTURES=dir); the files it writes
 # are committed, so this only needs running again to change the seeds.
 #   python3 tests/fuzz/mkcorpus.py
 import os
@@ -13,7 +13,7 @@ import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CORPUS = os.path.join(ROOT, "tests/fuzz/corpus")
-FIXTURES = os.environ.get("FIXTURES", "/work/shared/fixtures/criu-4.2/dump")
+FIXTURES = os.environ.get("FIXTURES", os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../../shared/fixtures/criu-4.2/dump"))
 PAGE = 4096
 
 

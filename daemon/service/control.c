@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* control: one thread per control connection; framed protobuf requests, answered in order. */
+/* control: the control socket, its peers and connections (one thread each); framed protobuf requests, answered in order. */
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <libgen.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -16,10 +17,23 @@
 #include "control.pb-c.h"
 #include "io.h"
 #include "log.h"
-#include "service.h"
+#include "registry.h"
+
+struct control {
+	int lfd;
+	int bound;			/* LFD is ours (not systemd's): PATH is removed at the end */
+	char path[108];
+	int has_gid;
+	gid_t gid;			/* --control-group: its members may connect too */
+	pthread_mutex_t lock;		/* the connection table */
+	pthread_cond_t conns_cv;
+	int conns[CONTROL_MAX_CONNS];	/* connections being served, -1 free */
+	int nconns, closed;
+};
 
 struct conn {
-	struct service *svc;
+	struct control *ctl;
+	struct registry *reg;
 	int fd;
 	pid_t pid;
 	uid_t uid;
@@ -40,7 +54,7 @@ static int mkdir_parent(const char *path, struct lp_err *e)
 	return ret;
 }
 
-int control_listen(const char *path, gid_t gid, int *out, struct lp_err *e)
+static int control_listen(const char *path, gid_t gid, int *out, struct lp_err *e)
 {
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	mode_t old;
@@ -170,7 +184,7 @@ static LpSessionState phase_of(enum session_phase p)
 }
 
 /* Fills RESP's sessions from V; the arrays are freed by free_sessions. */
-static int put_sessions(LpResponse *resp, struct service_info *v, size_t n)
+static int put_sessions(LpResponse *resp, struct registry_info *v, size_t n)
 {
 	LpSessionInfo **si = calloc(n ? n : 1, sizeof(*si));
 	size_t i, j;
@@ -267,17 +281,17 @@ static int do_handoff(struct conn *c, const LpRequest *req, int *fds, int *nfds,
 		r[i].len = h->regions[i]->len;
 		r[i].offset = h->regions[i]->offset;
 	}
-	*nfds = 0;	/* the service takes both */
-	ret = service_handoff(c->svc, fds[0], fds[1], r, h->n_regions, h->has_pid ? h->pid : 0, c->pid, id, e);
+	*nfds = 0;	/* the registry takes both */
+	ret = registry_handoff(c->reg, fds[0], fds[1], r, h->n_regions, h->has_pid ? h->pid : 0, c->pid, id, e);
 	free(r);
 	return ret;
 }
 
 static void dispatch(struct conn *c, const LpRequest *req, int *fds, int *nfds, LpResponse *resp,
-		     struct service_info **info, size_t *ninfo, LpDaemonStatus *ds, struct service_status *st,
+		     struct registry_info **info, size_t *ninfo, LpDaemonStatus *ds, struct registry_status *st,
 		     struct lp_err *e)
 {
-	struct service_add a = { 0 };
+	struct registry_add a = { 0 };
 	uint32_t id = 0;
 	int ret = 0;
 
@@ -292,7 +306,7 @@ static void dispatch(struct conn *c, const LpRequest *req, int *fds, int *nfds, 
 	}
 	switch (req->op) {
 	case LP_OP__LP_OP_STATUS:
-		service_status(c->svc, st);
+		registry_status(c->reg, st);
 		ds->pid = st->pid;
 		ds->uptime_s = st->uptime_s;
 		ds->sessions_active = st->active;
@@ -313,17 +327,17 @@ static void dispatch(struct conn *c, const LpRequest *req, int *fds, int *nfds, 
 		a.ps_port = req->add->has_ps_port ? req->add->ps_port : 0;
 		a.ps_wire = req->add->has_ps_wire ? req->add->ps_wire : 0;
 		a.prefetch_threads = req->add->has_prefetch_threads ? req->add->prefetch_threads : 0;
-		ret = service_add(c->svc, &a, c->uid, &id, e);
+		ret = registry_add(c->reg, &a, c->uid, &id, e);
 		break;
 	case LP_OP__LP_OP_SESSION_RM:
 		if (!req->has_session)
 			ret = lp_err_set(e, EINVAL, "session rm without a session id");
 		else
-			ret = service_rm(c->svc, req->session, e);
+			ret = registry_rm(c->reg, req->session, e);
 		break;
 	case LP_OP__LP_OP_SESSION_LIST:
 	case LP_OP__LP_OP_STATS:
-		ret = service_list(c->svc, req->has_session ? req->session : 0, info, ninfo, e);
+		ret = registry_list(c->reg, req->has_session ? req->session : 0, info, ninfo, e);
 		if (!ret && put_sessions(resp, *info, *ninfo))
 			ret = lp_err_set(e, ENOMEM, "out of memory");
 		break;
@@ -343,9 +357,9 @@ out:
 		resp->message = e->msg;
 }
 
-static void *conn_main(void *arg)
+/* One connection's requests until EOF or a framing error. */
+static void conn_serve(struct conn *c)
 {
-	struct conn *c = arg;
 	int fds[2], nfds, ret, i;
 	uint8_t *buf = NULL;
 	uint32_t len = 0;
@@ -353,8 +367,8 @@ static void *conn_main(void *arg)
 	for (;;) {
 		LpResponse resp = LP_RESPONSE__INIT;
 		LpDaemonStatus ds = LP_DAEMON_STATUS__INIT;
-		struct service_status st;
-		struct service_info *info = NULL;
+		struct registry_status st;
+		struct registry_info *info = NULL;
 		size_t ninfo = 0;
 		struct lp_err e;
 		LpRequest *req;
@@ -384,11 +398,62 @@ static void *conn_main(void *arg)
 			close(fds[i]);
 		ret = write_frame(c->fd, &resp.base);
 		free_sessions(&resp);
-		service_info_free(info, ninfo);
+		registry_info_free(info, ninfo);
 		if (ret || !req)
 			break;
 	}
-	service_conn_leave(c->svc, c->fd);
+}
+
+void control_serve(struct registry *reg, int fd, pid_t pid, uid_t uid)
+{
+	struct conn c = { .reg = reg, .fd = fd, .pid = pid, .uid = uid };
+
+	snprintf(c.name, sizeof(c.name), "peer pid %d uid %u", (int)pid, (unsigned)uid);
+	conn_serve(&c);
+}
+
+/* The connection table: enter fails (-EMFILE) past CONTROL_MAX_CONNS or (-ESHUTDOWN) once closing. */
+static int conn_enter(struct control *ctl, int fd)
+{
+	int i, ret = -EMFILE;
+
+	pthread_mutex_lock(&ctl->lock);
+	if (ctl->closed)
+		ret = -ESHUTDOWN;
+	else
+		for (i = 0; i < CONTROL_MAX_CONNS; i++)
+			if (ctl->conns[i] < 0) {
+				ctl->conns[i] = fd;
+				ctl->nconns++;
+				ret = 0;
+				break;
+			}
+	pthread_mutex_unlock(&ctl->lock);
+	return ret;
+}
+
+/* Before FD is closed: control_close must never shut down a number reused by another file. */
+static void conn_leave(struct control *ctl, int fd)
+{
+	int i;
+
+	pthread_mutex_lock(&ctl->lock);
+	for (i = 0; i < CONTROL_MAX_CONNS; i++)
+		if (ctl->conns[i] == fd) {
+			ctl->conns[i] = -1;
+			ctl->nconns--;
+			break;
+		}
+	pthread_cond_broadcast(&ctl->conns_cv);
+	pthread_mutex_unlock(&ctl->lock);
+}
+
+static void *conn_main(void *arg)
+{
+	struct conn *c = arg;
+
+	conn_serve(c);
+	conn_leave(c->ctl, c->fd);
 	close(c->fd);
 	free(c);
 	return NULL;
@@ -405,7 +470,41 @@ static void refuse(int fd, const char *msg, int err)
 	close(fd);
 }
 
-void control_accept(struct service *svc, int lfd)
+static int in_groups_of(pid_t pid, gid_t gid)
+{
+	char path[64], line[4096], *p, *end;
+	FILE *f;
+	int found = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, "Groups:", 7)) {
+			for (p = line + 7; *p; p = end) {
+				unsigned long g = strtoul(p, &end, 10);
+
+				if (end == p)
+					break;
+				if ((gid_t)g == gid)
+					found = 1;
+			}
+			break;
+		}
+	fclose(f);
+	return found;
+}
+
+/* root, our own uid, and with --control-group the group's members */
+static int peer_allowed(const struct control *ctl, pid_t pid, uid_t uid, gid_t gid)
+{
+	if (uid == 0 || uid == geteuid())
+		return 1;
+	return ctl->has_gid && (gid == ctl->gid || in_groups_of(pid, ctl->gid));
+}
+
+void control_accept(struct control *ctl, struct registry *reg)
 {
 	struct ucred uc = { 0 };
 	socklen_t l = sizeof(uc);
@@ -415,14 +514,13 @@ void control_accept(struct service *svc, int lfd)
 	char msg[128];
 	int fd, ret;
 
-	fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	fd = accept4(ctl->lfd, NULL, NULL, SOCK_CLOEXEC);
 	if (fd < 0) {
 		if (errno != EAGAIN && errno != EINTR)
 			log_warn("control accept: %s", strerror(errno));
 		return;
 	}
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &uc, &l) < 0 ||
-	    !service_peer_allowed(svc, uc.pid, uc.uid, uc.gid)) {
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &uc, &l) < 0 || !peer_allowed(ctl, uc.pid, uc.uid, uc.gid)) {
 		snprintf(msg, sizeof(msg), "uid %u may not use this control socket", (unsigned)uc.uid);
 		log_warn("control: refused pid %d uid %u", (int)uc.pid, (unsigned)uc.uid);
 		refuse(fd, msg, EPERM);
@@ -433,12 +531,13 @@ void control_accept(struct service *svc, int lfd)
 		close(fd);
 		return;
 	}
-	if (service_conn_enter(svc, fd)) {
+	if (conn_enter(ctl, fd)) {
 		free(c);
 		refuse(fd, "too many control connections", EMFILE);
 		return;
 	}
-	c->svc = svc;
+	c->ctl = ctl;
+	c->reg = reg;
 	c->fd = fd;
 	c->pid = uc.pid;
 	c->uid = uc.uid;
@@ -449,8 +548,75 @@ void control_accept(struct service *svc, int lfd)
 	pthread_attr_destroy(&at);
 	if (ret) {
 		log_warn("control: thread: %s", strerror(ret));
-		service_conn_leave(svc, fd);
+		conn_leave(ctl, fd);
 		close(fd);
 		free(c);
 	}
+}
+
+int control_open(const char *path, const char *group, int fd, struct control **out, struct lp_err *e)
+{
+	struct control *ctl = calloc(1, sizeof(*ctl));
+	struct group *gr;
+	int i, ret;
+
+	if (!ctl)
+		return lp_err_set(e, ENOMEM, "out of memory");
+	ctl->lfd = -1;
+	for (i = 0; i < CONTROL_MAX_CONNS; i++)
+		ctl->conns[i] = -1;
+	pthread_mutex_init(&ctl->lock, NULL);
+	pthread_cond_init(&ctl->conns_cv, NULL);
+	if (group) {
+		errno = 0;
+		gr = getgrnam(group);
+		if (!gr) {
+			ret = lp_err_set(e, errno ? errno : ENOENT, "--control-group %s: %s", group,
+					 errno ? strerror(errno) : "no such group");
+			goto fail;
+		}
+		ctl->gid = gr->gr_gid;
+		ctl->has_gid = 1;
+	}
+	if (fd < 0) {
+		ret = control_listen(path, group ? ctl->gid : (gid_t)-1, &fd, e);
+		if (ret)
+			goto fail;
+		ctl->bound = 1;
+		snprintf(ctl->path, sizeof(ctl->path), "%s", path);
+	}
+	ctl->lfd = fd;
+	*out = ctl;
+	return 0;
+fail:
+	control_close(ctl);
+	return ret;
+}
+
+int control_fd(const struct control *ctl)
+{
+	return ctl->lfd;
+}
+
+void control_close(struct control *ctl)
+{
+	int i;
+
+	if (!ctl)
+		return;
+	pthread_mutex_lock(&ctl->lock);
+	ctl->closed = 1;
+	for (i = 0; i < CONTROL_MAX_CONNS; i++)
+		if (ctl->conns[i] >= 0)
+			shutdown(ctl->conns[i], SHUT_RDWR);
+	while (ctl->nconns)
+		pthread_cond_wait(&ctl->conns_cv, &ctl->lock);
+	pthread_mutex_unlock(&ctl->lock);
+	if (ctl->bound)
+		unlink(ctl->path);
+	if (ctl->lfd >= 0)
+		close(ctl->lfd);
+	pthread_cond_destroy(&ctl->conns_cv);
+	pthread_mutex_destroy(&ctl->lock);
+	free(ctl);
 }

@@ -12,7 +12,6 @@
 
 #include "cli.h"
 #include "log.h"
-#include "tls.h"
 
 int cli_num(const char *prog, const char *opt, const char *arg, long lo, long hi, long *out)
 {
@@ -125,6 +124,20 @@ int cli_verbose(const char *prog, const char *arg)
 	return 0;
 }
 
+int cli_log_file(const char *prog, const char *path)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+
+	if (fd < 0 || dup2(fd, STDERR_FILENO) < 0) {
+		fprintf(stderr, "%s: %s: %s\n", prog, path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	close(fd);
+	return 0;
+}
+
 void cli_raise_fd_limit(void)
 {
 	struct rlimit rl;
@@ -132,31 +145,5 @@ void cli_raise_fd_limit(void)
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
 		rl.rlim_cur = rl.rlim_max;
 		setrlimit(RLIMIT_NOFILE, &rl);
-	}
-}
-
-int cli_tls_opt(int c, const char *arg, struct tls_cfg *t, int *use)
-{
-	switch (c) {
-	case CLI_OPT_TLS:
-		*use = 1;
-		return 1;
-	case CLI_OPT_TLS_CACERT:
-		t->cacert = arg;
-		return 1;
-	case CLI_OPT_TLS_CACRL:
-		t->cacrl = arg;
-		return 1;
-	case CLI_OPT_TLS_CERT:
-		t->cert = arg;
-		return 1;
-	case CLI_OPT_TLS_KEY:
-		t->key = arg;
-		return 1;
-	case CLI_OPT_TLS_NO_CN_VERIFY:
-		t->no_cn_verify = 1;
-		return 1;
-	default:
-		return 0;
 	}
 }

@@ -150,7 +150,7 @@ int imgdir_parent(struct imgdir *d, struct imgdir **out, struct lp_err *e)
 
 	pthread_mutex_lock(&d->lock);
 	if (!d->parent_state) {
-		struct lp_err pe = { "" };
+		struct lp_err pe = { 0 };
 
 		d->parent_err = imgdir_open_parent(d, &d->parent, &pe);
 		memcpy(d->parent_msg, pe.msg, sizeof(d->parent_msg));
@@ -506,7 +506,7 @@ static int vma_cmp(const void *a, const void *b)
 
 int imgdir_read_vmas(struct imgdir *d, uint32_t pid, struct vma **out, size_t *n, struct lp_err *e)
 {
-	uint64_t ps = (uint64_t)sysconf(_SC_PAGESIZE);
+	uint64_t ps = pagemap_page_size();
 	struct vma *v = NULL;
 	MmEntry *mm = NULL;
 	struct imgfile f;

@@ -510,7 +510,7 @@ static int conn_find_run(struct server_conn *c, const struct ps_iov *req, struct
 static int conn_get(struct server_conn *c, const struct ps_iov *req)
 {
 	struct ps_iov rep = *req;
-	struct lp_err e = { "" };
+	struct lp_err e = { 0 };
 	struct pm_run run;
 	int ret;
 

@@ -3,6 +3,7 @@
 #ifndef LP_TLS_H
 #define LP_TLS_H
 
+#include <getopt.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -28,6 +29,27 @@ struct tls_cfg {
 };
 
 struct tls;
+
+/* CRIU's TLS options, for both programs' option tables (getopt_long). */
+enum {
+	TLS_OPT = 1000,
+	TLS_OPT_CACERT,
+	TLS_OPT_CACRL,
+	TLS_OPT_CERT,
+	TLS_OPT_KEY,
+	TLS_OPT_NO_CN_VERIFY,
+};
+
+#define TLS_OPTIONS                                                           \
+	{ "tls", no_argument, NULL, TLS_OPT },                                \
+	{ "tls-cacert", required_argument, NULL, TLS_OPT_CACERT },            \
+	{ "tls-cacrl", required_argument, NULL, TLS_OPT_CACRL },              \
+	{ "tls-cert", required_argument, NULL, TLS_OPT_CERT },                \
+	{ "tls-key", required_argument, NULL, TLS_OPT_KEY },                  \
+	{ "tls-no-cn-verify", no_argument, NULL, TLS_OPT_NO_CN_VERIFY }
+
+/* Takes option C if it is a TLS one (returns 1), into T and *USE. */
+int tls_opt(int c, const char *arg, struct tls_cfg *t, int *use);
 
 /* Reads the CA, CRL, certificate and key (once, before any wrap). 0 or -errno. */
 int tls_cfg_load(struct tls_cfg *cfg, struct lp_err *e);

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* err: formatting of error texts for the layer that logs them. */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -14,8 +15,14 @@ int lp_err_set(struct lp_err *e, int errnum, const char *fmt, ...)
 		va_start(ap, fmt);
 		vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
 		va_end(ap);
+		e->code = errnum < 0 ? -errnum : errnum;
 	}
 	return errnum > 0 ? -errnum : errnum;
+}
+
+int lp_err_errno(const struct lp_err *e)
+{
+	return e && e->code > 0 ? -e->code : -EIO;
 }
 
 void lp_err_prefix(struct lp_err *e, const char *fmt, ...)

@@ -1,33 +1,25 @@
 /* SPDX-License-Identifier: MIT */
-/* service: the registry of sessions, one thread each, and the main loop (signals, control, systemd). */
+/* registry: the sessions of lazy-pagesd --service, one thread each: added, handed off, resumed, listed, removed, reaped. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <sys/signalfd.h>
-#include <sys/socket.h>
-#include <sys/timerfd.h>
 #include <unistd.h>
 
-#include "control.h"
 #include "fdstore.h"
 #include "log.h"
-#include "notify.h"
 #include "persist.h"
-#include "service.h"
+#include "registry.h"
 #include "stats.h"
 
-struct svc_sess {
-	struct svc_sess *next;
-	struct service *svc;
+struct reg_sess {
+	struct reg_sess *next;
+	struct registry *reg;
 	uint32_t id;
 	struct session *s;		/* until the thread has ended and been reaped */
 	pthread_t tid;
@@ -40,33 +32,29 @@ struct svc_sess {
 	struct persist *persist;	/* journal + fd store, NULL when not kept */
 };
 
-struct service {
-	struct service_cfg cfg;
-	pthread_mutex_t lock;
-	struct svc_sess *head;
+struct registry {
+	struct session_cfg defaults;	/* of every new session */
+	const char *state_dir;
+	pthread_mutex_t lock;		/* the list, its counters, the status line, each entry's texts */
+	struct reg_sess *head;
 	uint32_t next_id;
 	unsigned total;
 	int stopping;
-	int efd;			/* eventfd: a session thread has ended */
+	int efd;			/* eventfd: a session thread has ended, or one is to be forgotten */
 	uint64_t t_start;
-	int has_gid;
-	gid_t gid;
 	char status[256];
 	int persist;			/* keep journals and uffds for a restart */
-	struct fdstore *fs;		/* the service manager's fd store */
-	int conns[CONTROL_MAX_CONNS];	/* control connections being served, -1 free */
-	int nconns, closed;
-	pthread_cond_t conns_cv;
+	struct fdstore *fs;		/* the service manager's fd store (borrowed) */
 };
 
-static unsigned count_active(struct service *svc, unsigned *procs)
+static unsigned count_active(struct registry *reg, unsigned *procs)
 {
-	struct svc_sess *x;
+	struct reg_sess *x;
 	unsigned n = 0;
 
 	if (procs)
 		*procs = 0;
-	for (x = svc->head; x; x = x->next)
+	for (x = reg->head; x; x = x->next)
 		if (!x->reaped) {
 			n++;
 			if (procs && x->s) {
@@ -85,7 +73,7 @@ static unsigned count_active(struct service *svc, unsigned *procs)
 
 static void *sess_main(void *arg)
 {
-	struct svc_sess *x = arg;
+	struct reg_sess *x = arg;
 	uint64_t one = 1;
 	struct lp_err e;
 	char line[512];
@@ -93,22 +81,22 @@ static void *sess_main(void *arg)
 
 	ret = session_serve(x->s, &e);
 	session_summary_line(x->s, line, sizeof(line));
-	pthread_mutex_lock(&x->svc->lock);
+	pthread_mutex_lock(&x->reg->lock);
 	snprintf(x->summary, sizeof(x->summary), "%s", line);
 	if (ret)
 		snprintf(x->error, sizeof(x->error), "%s", e.msg);
-	pthread_mutex_unlock(&x->svc->lock);
+	pthread_mutex_unlock(&x->reg->lock);
 	if (ret)
 		log_err("session %u: %s", x->id, e.msg);
 	else
 		log_info("session %u: %s", x->id, line);
 	atomic_store(&x->ended, 1);
-	if (write(x->svc->efd, &one, sizeof(one)) < 0)
+	if (write(x->reg->efd, &one, sizeof(one)) < 0)
 		log_warn("session %u: eventfd: %s", x->id, strerror(errno));
 	return NULL;
 }
 
-static void sess_free(struct svc_sess *x)
+static void sess_free(struct reg_sess *x)
 {
 	if (!x)
 		return;
@@ -119,34 +107,37 @@ static void sess_free(struct svc_sess *x)
 }
 
 /* Joins ended session threads, keeps their figures, frees the sessions; expires old ones. */
-static void reap(struct service *svc)
+void registry_reap(struct registry *reg)
 {
-	struct svc_sess *x, **pp;
+	struct reg_sess *x, **pp;
 	struct session *s;
 	unsigned kept = 0;
-	uint64_t now = stats_now_ns();
+	uint64_t now = stats_now_ns(), v;
 
-	for (x = svc->head; x; x = x->next) {
+	if (read(reg->efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		log_warn("eventfd: %s", strerror(errno));
+
+	for (x = reg->head; x; x = x->next) {
 		if (x->reaped || !atomic_load(&x->ended))
 			continue;
 		pthread_join(x->tid, NULL);
-		pthread_mutex_lock(&svc->lock);
+		pthread_mutex_lock(&reg->lock);
 		if (session_snapshot(x->s, &x->final))
 			memset(&x->final, 0, sizeof(x->final));
 		s = x->s;
 		x->s = NULL;
 		x->reaped = 1;
 		x->t_end = now;
-		pthread_mutex_unlock(&svc->lock);
+		pthread_mutex_unlock(&reg->lock);
 		session_free(s);
 		/* finished: nothing to resume any more */
 		persist_close(x->persist, 1);
 		x->persist = NULL;
 	}
-	pthread_mutex_lock(&svc->lock);
-	for (pp = &svc->head; (x = *pp);) {
-		if (x->reaped && (x->rm_when_reaped || kept >= SERVICE_KEEP_FINISHED ||
-				  now - x->t_end > (uint64_t)SERVICE_KEEP_SECONDS * 1000000000ull)) {
+	pthread_mutex_lock(&reg->lock);
+	for (pp = &reg->head; (x = *pp);) {
+		if (x->reaped && (x->rm_when_reaped || kept >= REGISTRY_KEEP_FINISHED ||
+				  now - x->t_end > (uint64_t)REGISTRY_KEEP_SECONDS * 1000000000ull)) {
 			*pp = x->next;
 			sess_free(x);
 			continue;
@@ -154,52 +145,52 @@ static void reap(struct service *svc)
 		kept += x->reaped;
 		pp = &x->next;
 	}
-	pthread_mutex_unlock(&svc->lock);
+	pthread_mutex_unlock(&reg->lock);
 }
 
-static int start(struct service *svc, struct svc_sess *x, struct lp_err *e)
+static int start(struct registry *reg, struct reg_sess *x, struct lp_err *e)
 {
 	int ret;
 
-	pthread_mutex_lock(&svc->lock);
-	if (svc->stopping) {
-		pthread_mutex_unlock(&svc->lock);
+	pthread_mutex_lock(&reg->lock);
+	if (reg->stopping) {
+		pthread_mutex_unlock(&reg->lock);
 		return lp_err_set(e, ESHUTDOWN, "the service is stopping: no new sessions");
 	}
 	if (!x->id)
-		x->id = ++svc->next_id;
-	else if (x->id > svc->next_id)
-		svc->next_id = x->id;
-	x->svc = svc;
+		x->id = ++reg->next_id;
+	else if (x->id > reg->next_id)
+		reg->next_id = x->id;
+	x->reg = reg;
 	ret = pthread_create(&x->tid, NULL, sess_main, x);
 	if (ret) {
-		pthread_mutex_unlock(&svc->lock);
+		pthread_mutex_unlock(&reg->lock);
 		return lp_err_set(e, ret, "session thread: %s", strerror(ret));
 	}
-	x->next = svc->head;
-	svc->head = x;
-	svc->total++;
-	pthread_mutex_unlock(&svc->lock);
+	x->next = reg->head;
+	reg->head = x;
+	reg->total++;
+	pthread_mutex_unlock(&reg->lock);
 	return 0;
 }
 
-static int check_room(struct service *svc, const char *work_dir, struct lp_err *e)
+static int check_room(struct registry *reg, const char *work_dir, struct lp_err *e)
 {
-	struct svc_sess *x;
+	struct reg_sess *x;
 	unsigned n = 0;
 	int ret = 0;
 
-	pthread_mutex_lock(&svc->lock);
-	for (x = svc->head; x; x = x->next) {
+	pthread_mutex_lock(&reg->lock);
+	for (x = reg->head; x; x = x->next) {
 		n++;
 		if (work_dir && !x->reaped && !x->handoff && !strcmp(x->work_dir, work_dir))
 			ret = lp_err_set(e, EBUSY, "session %u already has a restore socket in %s", x->id, work_dir);
 	}
-	if (!ret && svc->stopping)
+	if (!ret && reg->stopping)
 		ret = lp_err_set(e, ESHUTDOWN, "the service is stopping: no new sessions");
-	if (!ret && n >= SERVICE_MAX_SESSIONS)
+	if (!ret && n >= REGISTRY_MAX_SESSIONS)
 		ret = lp_err_set(e, EMFILE, "%u sessions listed already (the limit)", n);
-	pthread_mutex_unlock(&svc->lock);
+	pthread_mutex_unlock(&reg->lock);
 	return ret;
 }
 
@@ -208,20 +199,20 @@ static int check_room(struct service *svc, const char *work_dir, struct lp_err *
  * a slot in the fd store for each process of its pstree.img. Refused if
  * either cannot be had: its processes would be lost with the daemon.
  */
-static int keep_session(struct service *svc, struct svc_sess *x, const struct session_cfg *cfg, struct lp_err *e)
+static int keep_session(struct registry *reg, struct reg_sess *x, const struct session_cfg *cfg, struct lp_err *e)
 {
 	size_t n = session_nr_tasks(x->s);
 	char text[9000];
 	struct lp_err e2;
 	int ret;
 
-	pthread_mutex_lock(&svc->lock);
-	x->id = ++svc->next_id;
-	pthread_mutex_unlock(&svc->lock);
+	pthread_mutex_lock(&reg->lock);
+	x->id = ++reg->next_id;
+	pthread_mutex_unlock(&reg->lock);
 	snprintf(text, sizeof(text), "kind=criu\nimages_dir=%s\nwork_dir=%s\nps_address=%s\nps_port=%s\nps_wire=%d\n",
 		 x->images_dir, x->work_dir, x->address, x->port, cfg->ps_wire);
-	ret = persist_open(svc->cfg.state_dir, x->id, text, svc->fs, &x->persist, &e2);
-	if (ret && fdstore_kind(svc->fs) == FDSTORE_UNKNOWN) {
+	ret = persist_open(reg->state_dir, x->id, text, reg->fs, &x->persist, &e2);
+	if (ret && fdstore_kind(reg->fs) == FDSTORE_UNKNOWN) {
 		/* a service manager that keeps nothing we know of: as without one */
 		log_warn("session %u: not kept for a restart: %s", x->id, e2.msg);
 		return 0;
@@ -231,7 +222,7 @@ static int keep_session(struct service *svc, struct svc_sess *x, const struct se
 	else
 		session_set_persist(x->s, x->persist);
 	if (!ret && persist_reserve(x->persist, n > UINT32_MAX ? UINT32_MAX : (unsigned)n)) {
-		unsigned size = fdstore_size(svc->fs), used = fdstore_used(svc->fs);
+		unsigned size = fdstore_size(reg->fs), used = fdstore_used(reg->fs);
 
 		if (!size)
 			ret = lp_err_set(e, ENOSPC, "session refused: the service manager keeps no fds for this service "
@@ -247,10 +238,10 @@ static int keep_session(struct service *svc, struct svc_sess *x, const struct se
 	return ret;
 }
 
-int service_add(struct service *svc, const struct service_add *a, uid_t uid, uint32_t *id, struct lp_err *e)
+int registry_add(struct registry *reg, const struct registry_add *a, uid_t uid, uint32_t *id, struct lp_err *e)
 {
-	struct svc_sess *x;
-	struct session_cfg cfg = svc->cfg.defaults;
+	struct reg_sess *x;
+	struct session_cfg cfg = reg->defaults;
 	int ret;
 
 	if (!a->images_dir || a->images_dir[0] != '/' || (a->work_dir && a->work_dir[0] != '/'))
@@ -265,7 +256,7 @@ int service_add(struct service *svc, const struct service_add *a, uid_t uid, uin
 	snprintf(x->images_dir, sizeof(x->images_dir), "%s", a->images_dir);
 	snprintf(x->work_dir, sizeof(x->work_dir), "%s", a->work_dir ? a->work_dir : a->images_dir);
 	snprintf(x->socket_path, sizeof(x->socket_path), "%s/lazy-pages.socket", x->work_dir);
-	ret = check_room(svc, x->work_dir, e);
+	ret = check_room(reg, x->work_dir, e);
 	if (ret)
 		goto fail;
 	cfg.images_dir = x->images_dir;
@@ -286,19 +277,19 @@ int service_add(struct service *svc, const struct service_add *a, uid_t uid, uin
 		cfg.prefetch_threads = a->prefetch_threads > 64 ? 64 : (int)a->prefetch_threads;
 	x->s = session_new(&cfg, e);
 	if (!x->s) {
-		ret = -EINVAL;
+		ret = lp_err_errno(e);
 		goto fail;
 	}
 	session_allow_uid(x->s, uid);
-	if (svc->persist) {
-		ret = keep_session(svc, x, &cfg, e);
+	if (reg->persist) {
+		ret = keep_session(reg, x, &cfg, e);
 		if (ret)
 			goto fail;
 	}
 	ret = session_listen(x->s, e);
 	if (ret)
 		goto fail;
-	ret = start(svc, x, e);
+	ret = start(reg, x, e);
 	if (ret)
 		goto fail;
 	*id = x->id;
@@ -314,7 +305,7 @@ fail:
  * A hand-off kept for a restart: its regions in the session file, its
  * memory file and uffd in the fd store (two slots). Refused if it cannot be.
  */
-static int keep_handoff(struct service *svc, struct svc_sess *x, int mem_fd, const struct session_region *r,
+static int keep_handoff(struct registry *reg, struct reg_sess *x, int mem_fd, const struct session_region *r,
 			size_t n, int32_t pid, struct lp_err *e)
 {
 	size_t cap = 128 + n * 64, len, i;
@@ -328,12 +319,12 @@ static int keep_handoff(struct service *svc, struct svc_sess *x, int mem_fd, con
 	for (i = 0; i < n && len < cap; i++)
 		len += (size_t)snprintf(text + len, cap - len, "region=%llx,%llx,%llx\n", (unsigned long long)r[i].addr,
 					(unsigned long long)r[i].len, (unsigned long long)r[i].offset);
-	pthread_mutex_lock(&svc->lock);
-	x->id = ++svc->next_id;
-	pthread_mutex_unlock(&svc->lock);
-	ret = persist_open(svc->cfg.state_dir, x->id, text, svc->fs, &x->persist, &e2);
+	pthread_mutex_lock(&reg->lock);
+	x->id = ++reg->next_id;
+	pthread_mutex_unlock(&reg->lock);
+	ret = persist_open(reg->state_dir, x->id, text, reg->fs, &x->persist, &e2);
 	free(text);
-	if (ret && fdstore_kind(svc->fs) == FDSTORE_UNKNOWN) {
+	if (ret && fdstore_kind(reg->fs) == FDSTORE_UNKNOWN) {
 		log_warn("session %u: not kept for a restart: %s", x->id, e2.msg);
 		return 0;
 	}
@@ -342,19 +333,19 @@ static int keep_handoff(struct service *svc, struct svc_sess *x, int mem_fd, con
 	else if (persist_reserve(x->persist, 2) || persist_store_named(x->persist, "mem", mem_fd))
 		ret = lp_err_set(e, ENOSPC, "hand-off refused: its userfaultfd and memory file do not fit in the fd store "
 				 "(%u of its %u slots, FileDescriptorStoreMax=, are taken), and a uffd it cannot keep is "
-				 "lost with the daemon", fdstore_used(svc->fs), fdstore_size(svc->fs));
+				 "lost with the daemon", fdstore_used(reg->fs), fdstore_size(reg->fs));
 	if (ret)
 		log_warn("%s", e->msg);
 	return ret;
 }
 
-int service_handoff(struct service *svc, int uffd, int mem_fd, const struct session_region *r, size_t n,
+int registry_handoff(struct registry *reg, int uffd, int mem_fd, const struct session_region *r, size_t n,
 		    int32_t pid, pid_t peer, uint32_t *id, struct lp_err *e)
 {
-	struct svc_sess *x;
+	struct reg_sess *x;
 	int ret, keep;
 
-	ret = check_room(svc, NULL, e);
+	ret = check_room(reg, NULL, e);
 	x = ret ? NULL : calloc(1, sizeof(*x));
 	if (!x) {
 		close(uffd);
@@ -364,17 +355,17 @@ int service_handoff(struct service *svc, int uffd, int mem_fd, const struct sess
 	x->handoff = 1;
 	snprintf(x->images_dir, sizeof(x->images_dir), "memory file of pid %d", (int)pid);
 	/* the session takes MEM_FD: a copy goes to the fd store once it has checked what it got */
-	keep = svc->persist ? fcntl(mem_fd, F_DUPFD_CLOEXEC, 3) : -1;
-	x->s = session_new_handoff(&svc->cfg.defaults, uffd, mem_fd, r, n, pid, e);
+	keep = reg->persist ? fcntl(mem_fd, F_DUPFD_CLOEXEC, 3) : -1;
+	x->s = session_new_handoff(&reg->defaults, uffd, mem_fd, r, n, pid, e);
 	if (!x->s) {
 		if (keep >= 0)
 			close(keep);
 		free(x);
-		return -EINVAL;
+		return lp_err_errno(e);
 	}
-	if (svc->persist) {
+	if (reg->persist) {
 		ret = keep < 0 ? lp_err_set(e, errno, "hand-off refused: the memory file: %s", strerror(errno))
-			       : keep_handoff(svc, x, keep, r, n, pid, e);
+			       : keep_handoff(reg, x, keep, r, n, pid, e);
 		if (keep >= 0)
 			close(keep);
 		if (ret) {
@@ -384,7 +375,7 @@ int service_handoff(struct service *svc, int uffd, int mem_fd, const struct sess
 		session_set_persist(x->s, x->persist);
 	}
 	session_set_peer(x->s, peer);
-	ret = start(svc, x, e);
+	ret = start(reg, x, e);
 	if (ret) {
 		sess_free(x);
 		return ret;
@@ -394,13 +385,13 @@ int service_handoff(struct service *svc, int uffd, int mem_fd, const struct sess
 	return 0;
 }
 
-int service_rm(struct service *svc, uint32_t id, struct lp_err *e)
+int registry_rm(struct registry *reg, uint32_t id, struct lp_err *e)
 {
-	struct svc_sess *x;
+	struct reg_sess *x;
 	int ret = 0;
 
-	pthread_mutex_lock(&svc->lock);
-	for (x = svc->head; x && x->id != id; x = x->next)
+	pthread_mutex_lock(&reg->lock);
+	for (x = reg->head; x && x->id != id; x = x->next)
 		;
 	if (!x)
 		ret = lp_err_set(e, ENOENT, "no session %u", id);
@@ -410,34 +401,34 @@ int service_rm(struct service *svc, uint32_t id, struct lp_err *e)
 		ret = lp_err_set(e, EBUSY, "session %u is serving processes: it cannot be removed before they are complete", id);
 	else
 		x->rm_when_reaped = 1;
-	pthread_mutex_unlock(&svc->lock);
+	pthread_mutex_unlock(&reg->lock);
 	if (!ret) {
 		uint64_t one = 1;
 
 		/* the main loop reaps and forgets it */
-		if (write(svc->efd, &one, sizeof(one)) < 0)
+		if (write(reg->efd, &one, sizeof(one)) < 0)
 			log_warn("eventfd: %s", strerror(errno));
 	}
 	return ret;
 }
 
-int service_list(struct service *svc, uint32_t id, struct service_info **out, size_t *n, struct lp_err *e)
+int registry_list(struct registry *reg, uint32_t id, struct registry_info **out, size_t *n, struct lp_err *e)
 {
-	struct service_info *v;
-	struct svc_sess *x;
+	struct registry_info *v;
+	struct reg_sess *x;
 	size_t k = 0, cap = 0;
 	int ret = 0;
 
-	pthread_mutex_lock(&svc->lock);
-	for (x = svc->head; x; x = x->next)
+	pthread_mutex_lock(&reg->lock);
+	for (x = reg->head; x; x = x->next)
 		cap++;
 	v = calloc(cap ? cap : 1, sizeof(*v));
 	if (!v) {
-		pthread_mutex_unlock(&svc->lock);
+		pthread_mutex_unlock(&reg->lock);
 		return lp_err_set(e, ENOMEM, "out of memory");
 	}
-	for (x = svc->head; x; x = x->next) {
-		struct service_info *i;
+	for (x = reg->head; x; x = x->next) {
+		struct registry_info *i;
 
 		if (id && x->id != id)
 			continue;
@@ -466,9 +457,9 @@ int service_list(struct service *svc, uint32_t id, struct service_info **out, si
 		if (ret)
 			break;
 	}
-	pthread_mutex_unlock(&svc->lock);
+	pthread_mutex_unlock(&reg->lock);
 	if (ret) {
-		service_info_free(v, k);
+		registry_info_free(v, k);
 		return lp_err_set(e, -ret, "out of memory");
 	}
 	if (id && !k) {
@@ -480,7 +471,7 @@ int service_list(struct service *svc, uint32_t id, struct service_info **out, si
 	return 0;
 }
 
-void service_info_free(struct service_info *v, size_t n)
+void registry_info_free(struct registry_info *v, size_t n)
 {
 	size_t i;
 
@@ -489,110 +480,28 @@ void service_info_free(struct service_info *v, size_t n)
 	free(v);
 }
 
-void service_status(struct service *svc, struct service_status *st)
+void registry_status(struct registry *reg, struct registry_status *st)
 {
 	memset(st, 0, sizeof(*st));
 	st->pid = getpid();
-	st->uptime_s = (double)(stats_now_ns() - svc->t_start) / 1e9;
-	pthread_mutex_lock(&svc->lock);
-	st->active = count_active(svc, NULL);
-	st->total = svc->total;
-	st->stopping = svc->stopping;
-	memcpy(st->line, svc->status, sizeof(st->line));
-	pthread_mutex_unlock(&svc->lock);
+	st->uptime_s = (double)(stats_now_ns() - reg->t_start) / 1e9;
+	pthread_mutex_lock(&reg->lock);
+	st->active = count_active(reg, NULL);
+	st->total = reg->total;
+	st->stopping = reg->stopping;
+	memcpy(st->line, reg->status, sizeof(st->line));
+	pthread_mutex_unlock(&reg->lock);
 }
 
-static int in_groups_of(pid_t pid, gid_t gid)
+void registry_update_status(struct registry *reg, char *line, size_t len)
 {
-	char path[64], line[4096], *p, *end;
-	FILE *f;
-	int found = 0;
-
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	f = fopen(path, "re");
-	if (!f)
-		return 0;
-	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, "Groups:", 7)) {
-			for (p = line + 7; *p; p = end) {
-				unsigned long g = strtoul(p, &end, 10);
-
-				if (end == p)
-					break;
-				if ((gid_t)g == gid)
-					found = 1;
-			}
-			break;
-		}
-	fclose(f);
-	return found;
-}
-
-int service_conn_enter(struct service *svc, int fd)
-{
-	int i, ret = -EMFILE;
-
-	pthread_mutex_lock(&svc->lock);
-	if (svc->closed)
-		ret = -ESHUTDOWN;
-	else
-		for (i = 0; i < CONTROL_MAX_CONNS; i++)
-			if (svc->conns[i] < 0) {
-				svc->conns[i] = fd;
-				svc->nconns++;
-				ret = 0;
-				break;
-			}
-	pthread_mutex_unlock(&svc->lock);
-	return ret;
-}
-
-void service_conn_leave(struct service *svc, int fd)
-{
-	int i;
-
-	pthread_mutex_lock(&svc->lock);
-	for (i = 0; i < CONTROL_MAX_CONNS; i++)
-		if (svc->conns[i] == fd) {
-			svc->conns[i] = -1;
-			svc->nconns--;
-			break;
-		}
-	pthread_cond_broadcast(&svc->conns_cv);
-	pthread_mutex_unlock(&svc->lock);
-}
-
-/* Ends every control connection and waits for their threads to let go of SVC. */
-static void close_conns(struct service *svc)
-{
-	int i;
-
-	pthread_mutex_lock(&svc->lock);
-	svc->closed = 1;
-	for (i = 0; i < CONTROL_MAX_CONNS; i++)
-		if (svc->conns[i] >= 0)
-			shutdown(svc->conns[i], SHUT_RDWR);
-	while (svc->nconns)
-		pthread_cond_wait(&svc->conns_cv, &svc->lock);
-	pthread_mutex_unlock(&svc->lock);
-}
-
-int service_peer_allowed(struct service *svc, pid_t pid, uid_t uid, gid_t gid)
-{
-	if (uid == 0 || uid == geteuid())
-		return 1;
-	return svc->has_gid && (gid == svc->gid || in_groups_of(pid, svc->gid));
-}
-
-static void update_status(struct service *svc)
-{
-	struct svc_sess *x;
+	struct reg_sess *x;
 	unsigned serving = 0, listening = 0, procs = 0;
 	uint64_t copied = 0;
 	double p99 = 0;
 
-	pthread_mutex_lock(&svc->lock);
-	for (x = svc->head; x; x = x->next) {
+	pthread_mutex_lock(&reg->lock);
+	for (x = reg->head; x; x = x->next) {
 		struct session_snap sn;
 		size_t i;
 
@@ -609,32 +518,51 @@ static void update_status(struct service *svc)
 			p99 = sn.fault_p99_us;
 		free(sn.procs);
 	}
-	snprintf(svc->status, sizeof(svc->status),
+	snprintf(reg->status, sizeof(reg->status),
 		 "%s%u serving, %u listening, %u processes being filled, %llu pages copied, fault p99 %.0f us",
-		 svc->stopping ? "stopping: waiting for live sessions; " : "", serving, listening, procs,
+		 reg->stopping ? "stopping: waiting for live sessions; " : "", serving, listening, procs,
 		 (unsigned long long)copied, p99);
-	pthread_mutex_unlock(&svc->lock);
-	notify_status(svc->status);
+	snprintf(line, len, "%s", reg->status);
+	pthread_mutex_unlock(&reg->lock);
 }
 
-static void begin_stop(struct service *svc, int sig)
+unsigned registry_stop(struct registry *reg)
 {
-	struct svc_sess *x;
+	struct reg_sess *x;
 	unsigned busy = 0;
 
-	pthread_mutex_lock(&svc->lock);
-	if (!svc->stopping)
-		notify_stopping();
-	svc->stopping = 1;
-	for (x = svc->head; x; x = x->next)
+	pthread_mutex_lock(&reg->lock);
+	reg->stopping = 1;
+	for (x = reg->head; x; x = x->next)
 		if (!x->reaped && !atomic_load(&x->ended) && session_cancel(x->s))
 			busy++;
-	pthread_mutex_unlock(&svc->lock);
-	if (busy)
-		log_warn("%s: waiting for %u session(s) still filling processes (stopping now would leave them with missing pages)",
-			 strsignal(sig), busy);
-	else
-		log_info("%s: stopping", strsignal(sig));
+	pthread_mutex_unlock(&reg->lock);
+	return busy;
+}
+
+bool registry_idle(struct registry *reg)
+{
+	bool idle;
+
+	pthread_mutex_lock(&reg->lock);
+	idle = reg->stopping && !count_active(reg, NULL);
+	pthread_mutex_unlock(&reg->lock);
+	return idle;
+}
+
+unsigned registry_total(struct registry *reg)
+{
+	unsigned n;
+
+	pthread_mutex_lock(&reg->lock);
+	n = reg->total;
+	pthread_mutex_unlock(&reg->lock);
+	return n;
+}
+
+int registry_eventfd(const struct registry *reg)
+{
+	return reg->efd;
 }
 
 static const char *kv(const char *text, const char *key, char *buf, size_t len)
@@ -725,7 +653,7 @@ static int session_fds(uint32_t id, int *fds, char **names, int nfds, int **pfds
 }
 
 /* A restarted daemon: every session in the state dir comes back with the uffds systemd kept. */
-static void recover(struct service *svc, int *fds, char **names, int nfds)
+void registry_recover(struct registry *reg, int *fds, char **names, int nfds)
 {
 	struct persist_rec_t *recs;
 	struct dirent *de;
@@ -734,23 +662,23 @@ static void recover(struct service *svc, int *fds, char **names, int nfds)
 	size_t n;
 	DIR *d;
 
-	d = opendir(svc->cfg.state_dir);
+	d = opendir(reg->state_dir);
 	if (!d)
 		return;
 	while ((de = readdir(d))) {
 		char *end, wire[8], kind[16];
 		unsigned long id = strtoul(de->d_name, &end, 10);
-		struct session_cfg cfg = svc->cfg.defaults;
+		struct session_cfg cfg = reg->defaults;
 		struct session_handoff h = { .mem_fd = -1 };
 		struct session_region *regions = NULL;
-		struct svc_sess *x = NULL;
+		struct reg_sess *x = NULL;
 		int *pfds = NULL, mem = -1;
 		int32_t pid = 0;
 		size_t np = 0, i;
 
 		if (!id || *end || id > UINT32_MAX)
 			continue;
-		if (persist_load(svc->cfg.state_dir, (uint32_t)id, &text, &recs, &n, &e)) {
+		if (persist_load(reg->state_dir, (uint32_t)id, &text, &recs, &n, &e)) {
 			log_err("session %lu: cannot be resumed: %s", id, e.msg);
 			continue;
 		}
@@ -789,7 +717,7 @@ static void recover(struct service *svc, int *fds, char **names, int nfds)
 				cfg.ps_wire = atoi(wire) == 3 ? 3 : 4;
 			}
 		}
-		if (persist_open(svc->cfg.state_dir, x->id, NULL, svc->fs, &x->persist, &e)) {
+		if (persist_open(reg->state_dir, x->id, NULL, reg->fs, &x->persist, &e)) {
 			log_err("session %lu: cannot be resumed: %s", id, e.msg);
 			session_abandon_journal(recs, n, "its session cannot be resumed");
 			if (h.mem_fd >= 0)
@@ -806,7 +734,7 @@ static void recover(struct service *svc, int *fds, char **names, int nfds)
 			log_err("session %lu: cannot be resumed: %s", id, e.msg);
 			goto next;
 		}
-		if (start(svc, x, &e)) {
+		if (start(reg, x, &e)) {
 			/* sess_free closes the uffds: the processes go first */
 			log_err("session %lu: %s", id, e.msg);
 			session_abandon_journal(recs, n, "its session cannot be resumed");
@@ -829,221 +757,49 @@ next:
 	closedir(d);
 }
 
-int service_reap(const char *state_dir)
+int registry_new(const struct session_cfg *defaults, const char *state_dir, struct fdstore *fs, struct registry **out,
+		 struct lp_err *e)
 {
-	struct persist_rec_t *recs;
-	struct dirent *de;
-	struct lp_err e;
-	char *text;
-	size_t nrec;
-	int job;
-	DIR *d;
+	struct registry *reg = calloc(1, sizeof(*reg));
 
-	job = notify_manager_job_pending();
-	if (job < 0) {
-		log_err("--reap: systemd cannot be asked whether the service stops for good: %s; nothing done",
-			strerror(-job));
-		return 1;
-	}
-	if (!job) {
-		log_info("--reap: no stop job: systemd restarts the service, which resumes its sessions");
-		return 0;
-	}
-	d = opendir(state_dir);
-	if (!d)
-		return errno == ENOENT ? 0 : 1;
-	while ((de = readdir(d))) {
-		char *end;
-		unsigned long id = strtoul(de->d_name, &end, 10);
-		struct persist *p;
+	if (!reg)
+		return lp_err_set(e, ENOMEM, "out of memory");
+	reg->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (reg->efd < 0) {
+		int ret = lp_err_set(e, errno, "eventfd: %s", strerror(errno));
 
-		if (!id || *end || id > UINT32_MAX)
-			continue;
-		if (persist_load(state_dir, (uint32_t)id, &text, &recs, &nrec, &e)) {
-			log_err("session %lu: %s", id, e.msg);
-			continue;
-		}
-		log_err("session %lu: the service stops for good while it fills processes, and systemd closes its fd store: "
-			"they are killed, not left to read zeros", id);
-		session_abandon_journal(recs, nrec, "the daemon was killed while stopping, and its fd store is closed");
-		if (!persist_open(state_dir, (uint32_t)id, NULL, NULL, &p, &e))
-			persist_close(p, 1);
-		free(text);
-		free(recs);
+		free(reg);
+		return ret;
 	}
-	closedir(d);
+	reg->defaults = *defaults;
+	reg->state_dir = state_dir;
+	reg->fs = fs;
+	reg->persist = state_dir && fdstore_kind(fs) != FDSTORE_NONE;
+	reg->t_start = stats_now_ns();
+	pthread_mutex_init(&reg->lock, NULL);
+	*out = reg;
 	return 0;
 }
 
-int service_main(const struct service_cfg *cfg)
+bool registry_keeps(const struct registry *reg)
 {
-	struct service *svc = calloc(1, sizeof(*svc));
-	struct epoll_event ev[16];
-	struct itimerspec its = { 0 };
-	struct lp_err e;
-	sigset_t mask;
-	uint64_t wd, tick_ns;
-	int ep = -1, sfd = -1, tfd = -1, lfd = -1, n, i, code = 1, activated = 0, nlfds = 0, *lfds = NULL;
-	char **lnames = NULL;
-	struct group *gr;
+	return reg->persist;
+}
 
-	if (!svc)
-		return 1;
-	svc->cfg = *cfg;
-	svc->t_start = stats_now_ns();
-	pthread_mutex_init(&svc->lock, NULL);
-	pthread_cond_init(&svc->conns_cv, NULL);
-	for (i = 0; i < CONTROL_MAX_CONNS; i++)
-		svc->conns[i] = -1;
-	if (cfg->control_group) {
-		gr = getgrnam(cfg->control_group);
-		if (!gr) {
-			log_err("--control-group %s: no such group", cfg->control_group);
-			goto out;
-		}
-		svc->gid = gr->gr_gid;
-		svc->has_gid = 1;
-	}
-	sigemptyset(&mask);
-	sigaddset(&mask, SIGTERM);
-	sigaddset(&mask, SIGINT);
-	pthread_sigmask(SIG_BLOCK, &mask, NULL);	/* every thread started later inherits it */
-	sfd = signalfd(-1, &mask, SFD_CLOEXEC);
-	svc->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
-	ep = epoll_create1(EPOLL_CLOEXEC);
-	if (sfd < 0 || svc->efd < 0 || tfd < 0 || ep < 0) {
-		log_err("service setup: %s", strerror(errno));
-		goto out;
-	}
-	nlfds = notify_listen_fds(&lfds, &lnames);
-	for (i = 0; i < nlfds; i++)
-		if (lfd < 0 && (!lnames || !lnames[i] || strncmp(lnames[i], "lp-", 3)) && notify_is_listener(lfds[i])) {
-			lfd = lfds[i];
-			lfds[i] = -1;
-		}
-	if (lfd >= 0) {
-		activated = 1;
-		log_info("control socket from systemd (fd %d)", lfd);
-	} else if (control_listen(cfg->control_path, cfg->control_group ? svc->gid : (gid_t)-1, &lfd, &e)) {
-		log_err("%s", e.msg);
-		goto out;
-	}
-	svc->fs = fdstore_new();
-	if (!svc->fs) {
-		log_err("out of memory");
-		goto out;
-	}
-	{
-		char how[512];
+void registry_free(struct registry *reg)
+{
+	if (!reg)
+		return;
+	registry_reap(reg);
+	while (reg->head) {
+		struct reg_sess *x = reg->head;
 
-		fdstore_describe(svc->fs, how, sizeof(how));
-		if (fdstore_kind(svc->fs) == FDSTORE_UNKNOWN ||
-		    (fdstore_kind(svc->fs) != FDSTORE_NONE && !fdstore_size(svc->fs)))
-			log_warn("%s", how);
-		else
-			log_info("%s", how);
-	}
-	svc->persist = cfg->state_dir && fdstore_kind(svc->fs) != FDSTORE_NONE;
-	if (svc->persist)
-		recover(svc, lfds, lnames, nlfds);
-	for (i = 0; i < nlfds; i++)
-		if (lfds[i] >= 0) {
-			log_warn("fd %d (%s) passed by systemd is not ours: closed", lfds[i],
-				 lnames && lnames[i] ? lnames[i] : "?");
-			close(lfds[i]);
-		}
-	notify_fds_free(lfds, lnames, nlfds);
-	lfds = NULL;
-	lnames = NULL;
-	nlfds = 0;
-	wd = notify_watchdog_usec();
-	tick_ns = 1000000000ull;
-	if (wd && wd * 1000 / 2 < tick_ns)
-		tick_ns = wd * 1000 / 2;
-	its.it_interval.tv_sec = (time_t)(tick_ns / 1000000000ull);
-	its.it_interval.tv_nsec = (long)(tick_ns % 1000000000ull);
-	its.it_value = its.it_interval;
-	timerfd_settime(tfd, 0, &its, NULL);
-	ev[0].events = EPOLLIN;
-	ev[0].data.fd = lfd;
-	epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev[0]);
-	ev[0].data.fd = sfd;
-	epoll_ctl(ep, EPOLL_CTL_ADD, sfd, &ev[0]);
-	ev[0].data.fd = svc->efd;
-	epoll_ctl(ep, EPOLL_CTL_ADD, svc->efd, &ev[0]);
-	ev[0].data.fd = tfd;
-	epoll_ctl(ep, EPOLL_CTL_ADD, tfd, &ev[0]);
-	update_status(svc);
-	notify_ready();
-	log_info("service ready%s", activated ? " (socket activated)" : "");
-
-	for (;;) {
-		n = epoll_wait(ep, ev, 16, -1);
-		if (n < 0 && errno != EINTR) {
-			log_err("epoll_wait: %s", strerror(errno));
-			break;
-		}
-		for (i = 0; i < n; i++) {
-			int fd = ev[i].data.fd;
-			uint64_t v;
-
-			if (fd == sfd) {
-				struct signalfd_siginfo si;
-
-				if (read(sfd, &si, sizeof(si)) == sizeof(si))
-					begin_stop(svc, (int)si.ssi_signo);
-			} else if (fd == svc->efd) {
-				if (read(svc->efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
-					log_warn("eventfd: %s", strerror(errno));
-				reap(svc);
-			} else if (fd == tfd) {
-				if (read(tfd, &v, sizeof(v)) < 0 && errno != EAGAIN)
-					log_warn("timerfd: %s", strerror(errno));
-				reap(svc);
-				update_status(svc);
-				if (wd)
-					notify_watchdog();
-			} else if (fd == lfd) {
-				control_accept(svc, lfd);
-			}
-		}
-		pthread_mutex_lock(&svc->lock);
-		n = svc->stopping && !count_active(svc, NULL);
-		pthread_mutex_unlock(&svc->lock);
-		if (n) {
-			code = 0;
-			break;
-		}
-	}
-	log_info("service stopped: %u session(s) served", svc->total);
-out:
-	notify_fds_free(lfds, lnames, nlfds);
-	close_conns(svc);
-	reap(svc);
-	while (svc->head) {
-		struct svc_sess *x = svc->head;
-
-		svc->head = x->next;
+		reg->head = x->next;
 		if (!x->reaped)
 			pthread_join(x->tid, NULL);
 		sess_free(x);
 	}
-	if (lfd >= 0 && !activated)
-		unlink(cfg->control_path);
-	if (lfd >= 0)
-		close(lfd);
-	if (ep >= 0)
-		close(ep);
-	if (sfd >= 0)
-		close(sfd);
-	if (tfd >= 0)
-		close(tfd);
-	if (svc->efd > 0)
-		close(svc->efd);
-	fdstore_free(svc->fs);
-	pthread_cond_destroy(&svc->conns_cv);
-	pthread_mutex_destroy(&svc->lock);
-	free(svc);
-	return code;
+	close(reg->efd);
+	pthread_mutex_destroy(&reg->lock);
+	free(reg);
 }

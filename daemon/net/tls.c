@@ -367,3 +367,29 @@ void tls_free(struct tls *t)
 	gnutls_deinit(t->s);
 	free(t);
 }
+
+int tls_opt(int c, const char *arg, struct tls_cfg *t, int *use)
+{
+	switch (c) {
+	case TLS_OPT:
+		*use = 1;
+		return 1;
+	case TLS_OPT_CACERT:
+		t->cacert = arg;
+		return 1;
+	case TLS_OPT_CACRL:
+		t->cacrl = arg;
+		return 1;
+	case TLS_OPT_CERT:
+		t->cert = arg;
+		return 1;
+	case TLS_OPT_KEY:
+		t->key = arg;
+		return 1;
+	case TLS_OPT_NO_CN_VERIFY:
+		t->no_cn_verify = 1;
+		return 1;
+	default:
+		return 0;
+	}
+}

@@ -89,7 +89,7 @@ int main(int argc, char **argv)
 		{ "ps-timeout", required_argument, NULL, OPT_PS_TIMEOUT },
 		{ "state-dir", required_argument, NULL, OPT_STATE_DIR },
 		{ "reap", no_argument, NULL, OPT_REAP },
-		CLI_TLS_OPTIONS,
+		TLS_OPTIONS,
 		{ "log-file", required_argument, NULL, 'o' },
 		{ "verbose", optional_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
@@ -225,7 +225,7 @@ int main(int argc, char **argv)
 			usage(stdout);
 			return 0;
 		default:
-			if (cli_tls_opt(c, optarg, &tls, &use_tls))
+			if (tls_opt(c, optarg, &tls, &use_tls))
 				break;
 			usage(stderr);
 			return 1;
@@ -247,15 +247,8 @@ int main(int argc, char **argv)
 					"--page-server, --tls, -d or --status-fd with it\n");
 			return 1;
 		}
-		if (logfile) {
-			int fd = open(logfile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-
-			if (fd < 0 || dup2(fd, STDERR_FILENO) < 0) {
-				fprintf(stderr, "lazy-pagesd: %s: %s\n", logfile, strerror(errno));
-				return 1;
-			}
-			close(fd);
-		}
+		if (logfile && cli_log_file("lazy-pagesd", logfile))
+			return 1;
 		signal(SIGPIPE, SIG_IGN);
 		cli_raise_fd_limit();
 		if (pidfile && cli_write_pid(pidfile, getpid()) < 0)
@@ -287,13 +280,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (logfile) {
-		int fd = open(logfile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-
-		if (fd < 0 || dup2(fd, STDERR_FILENO) < 0) {
-			fprintf(stderr, "lazy-pagesd: %s: %s\n", logfile, strerror(errno));
+		if (cli_log_file("lazy-pagesd", logfile))
 			return 1;
-		}
-		close(fd);
 		setenv("LP_KEEP_STDERR", "1", 1);
 	}
 	/* a restored process's uffd must never take the daemon down through SIGPIPE */

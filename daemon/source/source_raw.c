@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "images.h"
 #include "source.h"
 
 struct source_raw {
@@ -69,6 +70,6 @@ struct source *source_raw_new(int fd)
 		return NULL;
 	r->base.ops = &raw_ops;
 	r->fd = fd;
-	r->psz = (uint64_t)sysconf(_SC_PAGESIZE);
+	r->psz = pagemap_page_size();
 	return &r->base;
 }

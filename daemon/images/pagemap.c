@@ -249,7 +249,7 @@ fail:
 static int pm_parent(struct pagemap *pm, size_t i, struct pagemap **out, struct lp_err *e)
 {
 	struct pagemap *p = __atomic_load_n(&pm->parent, __ATOMIC_ACQUIRE);
-	struct lp_err le = { "" };
+	struct lp_err le = { 0 };
 	struct imgdir *pd = NULL;
 	int ret = 0;
 

@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "images.h"
 #include "io.h"
 #include "ps_client.h"
 #include "ps_wire.h"
@@ -402,7 +403,7 @@ int ps_client_open(const struct ps_client_opts *o, const struct ps_client_ops *o
 	c->fd = -1;
 	c->wire = o->wire;
 	c->hsz = ps_iov_size(o->wire);
-	c->psz = (uint64_t)sysconf(_SC_PAGESIZE);
+	c->psz = pagemap_page_size();
 	c->max_pages = o->max_pages;
 	c->hello = o->hello;
 	c->tls_cfg = o->tls;

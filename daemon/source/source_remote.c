@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "images.h"
 #include "netmon.h"
 #include "ps_client.h"
 #include "ps_wire.h"
@@ -250,7 +251,7 @@ int source_remote_new(const struct source_remote_cfg *cfg, struct source **out, 
 		return lp_err_set(e, ENOMEM, "out of memory");
 	r->base.ops = &remote_ops;
 	r->cfg = *cfg;
-	r->psz = (uint64_t)sysconf(_SC_PAGESIZE);
+	r->psz = pagemap_page_size();
 	r->window = WINDOW_MIN;
 	pthread_mutex_init(&r->lock, NULL);
 	o.address = cfg->address;

@@ -7,8 +7,6 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
-struct tls_cfg;
-
 /* Parses ARG as a whole number in [LO, HI]; on error says so, naming PROG and OPT, and returns -1. */
 int cli_num(const char *prog, const char *opt, const char *arg, long lo, long hi, long *out);
 
@@ -26,28 +24,10 @@ int cli_daemonize(const char *prog, const char *pidfile, bool keep_stderr);
 /* -v (one level more) or -vN (CRIU's levels: 1 error, 2 warning, 3 info, 4 debug). 0 or -1. */
 int cli_verbose(const char *prog, const char *arg);
 
+/* --log-file PATH: stderr goes to PATH (appended, 0600); on error says so, naming PROG and PATH, and returns -1. */
+int cli_log_file(const char *prog, const char *path);
+
 /* Raises RLIMIT_NOFILE to its hard limit: each restored process costs fds. */
 void cli_raise_fd_limit(void);
-
-/* CRIU's TLS options, for both programs' option tables. */
-enum {
-	CLI_OPT_TLS = 1000,
-	CLI_OPT_TLS_CACERT,
-	CLI_OPT_TLS_CACRL,
-	CLI_OPT_TLS_CERT,
-	CLI_OPT_TLS_KEY,
-	CLI_OPT_TLS_NO_CN_VERIFY,
-};
-
-#define CLI_TLS_OPTIONS                                                       \
-	{ "tls", no_argument, NULL, CLI_OPT_TLS },                            \
-	{ "tls-cacert", required_argument, NULL, CLI_OPT_TLS_CACERT },        \
-	{ "tls-cacrl", required_argument, NULL, CLI_OPT_TLS_CACRL },          \
-	{ "tls-cert", required_argument, NULL, CLI_OPT_TLS_CERT },            \
-	{ "tls-key", required_argument, NULL, CLI_OPT_TLS_KEY },              \
-	{ "tls-no-cn-verify", no_argument, NULL, CLI_OPT_TLS_NO_CN_VERIFY }
-
-/* Takes option C if it is a TLS one (returns 1), into T and *USE. */
-int cli_tls_opt(int c, const char *arg, struct tls_cfg *t, int *use);
 
 #endif

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "images.h"
 #include "ranges.h"
 
 /*
@@ -49,9 +50,7 @@ static pthread_once_t page_once = PTHREAD_ONCE_INIT;
 
 static void ranges_page_init(void)
 {
-	long sz = sysconf(_SC_PAGESIZE);
-
-	page_shift = __builtin_ctzl(sz > 0 ? (unsigned long)sz : 4096UL);
+	page_shift = __builtin_ctzll(pagemap_page_size());
 }
 
 #define PAGE_MASK_LOW ((1ULL << page_shift) - 1)

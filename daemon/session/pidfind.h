@@ -22,6 +22,12 @@ int pidfind(pid_t vpid, pid_t root, const pid_t *stop, int nstop, uint64_t start
 int pid_gone(pid_t pid);
 /* Is PID stopped (SIGSTOP, or traced), or gone? */
 int pid_stopped(pid_t pid);
+/*
+ * Waits until each of the N processes PIDS (0: none) has exited, on
+ * pidfds (readable once a process is a zombie or gone), TIMEOUT_MS at
+ * most: 0 when all have, -ETIMEDOUT if not.
+ */
+int pid_wait_gone(const pid_t *pids, int n, int timeout_ms);
 
 /* PID's start time (clock ticks after boot, field 22 of /proc/PID/stat): 0 or -errno. */
 int pid_start(pid_t pid, uint64_t *start);

@@ -100,7 +100,7 @@ static struct session *session_alloc(const struct session_cfg *cfg, struct lp_er
 	s->cfg = *cfg;
 	if (!s->cfg.work_dir)
 		s->cfg.work_dir = s->cfg.images_dir;
-	s->psz = (uint64_t)sysconf(_SC_PAGESIZE);
+	s->psz = pagemap_page_size();
 	s->lfd = s->cfd = -1;
 	s->allow_uid = geteuid();
 	atomic_init(&s->phase, SESSION_LISTENING);
@@ -775,7 +775,12 @@ static void session_kill_live(struct session *s, const char *why)
 						(unsigned long long)p->remaining);
 			}
 		}
-		/* stopped (a fork in progress returns first, its FORK read by the fault thread) or gone */
+		/*
+		 * stopped (a fork in progress returns first, its FORK read by
+		 * the fault thread) or gone. A poll of /proc: no fd reports that
+		 * a process that is not our child has stopped (a pidfd reports
+		 * only its exit, waitid only a child's or tracee's stop).
+		 */
 		for (t = 0; t < 200; t++) {
 			for (all = 1, i = 0; i < nh && all; i++)
 				all = pid_stopped(hits[i]);
@@ -799,13 +804,9 @@ static void session_kill_live(struct session *s, const char *why)
 	}
 	free(host);
 	free(v);
-	for (t = 0; t < 200; t++) {
-		for (i = 0; i < nh && (!hits[i] || pid_gone(hits[i])); i++)
-			;
-		if (i == nh)
-			break;
-		usleep(10000);
-	}
+	/* gone before their uffds close: a killed process is not left to read a zero */
+	if (pid_wait_gone(hits, nh, 2000))
+		log_warn("%d killed process(es) not gone after 2 s: %s", nh, why);
 }
 
 static void progress_line(struct session *s)
@@ -934,7 +935,7 @@ struct session *session_recover(const struct session_cfg *cfg, const struct sess
 	}
 	s = h ? handoff_alloc(cfg, h->mem_fd, h->r, h->n, &hr, e) : session_new(cfg, e);
 	if (!s) {
-		ret = -EINVAL;	/* E says why */
+		ret = lp_err_errno(e);
 		goto out;
 	}
 	session_set_persist(s, persist);
@@ -1288,7 +1289,7 @@ int session_serve(struct session *s, struct lp_err *e)
 		s->faults = fault_pool_new(&s->fill, s->cfg.fault_threads, e);
 	if (!s->faults) {
 		atomic_store(&s->phase, SESSION_FAILED);
-		return -ENOMEM;
+		return lp_err_errno(e);
 	}
 	/*
 	 * Background threads too, not at the marker: they wait in workq_next

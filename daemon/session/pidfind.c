@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "pidfind.h"
+#include "stats.h"
 
 struct pinfo {
 	pid_t pid, ppid, nspid;
@@ -186,6 +187,46 @@ int pid_stopped(pid_t pid)
 	char st = pid_state(pid);
 
 	return !st || st == 'Z' || st == 'X' || st == 'T' || st == 't';
+}
+
+int pid_wait_gone(const pid_t *pids, int n, int timeout_ms)
+{
+	struct pollfd *pf = calloc(n > 0 ? (size_t)n : 1, sizeof(*pf));
+	uint64_t end = stats_now_ns() + (uint64_t)timeout_ms * 1000000;
+	int i, left, ret = 0;
+
+	if (!pf)
+		return -ENOMEM;
+	for (i = 0, left = 0; i < n; i++) {
+		pf[i].events = POLLIN;
+		pf[i].fd = pids[i] > 0 ? (int)syscall(SYS_pidfd_open, pids[i], 0) : -1;
+		left += pf[i].fd >= 0;		/* ESRCH: gone (reaped) already */
+	}
+	while (left) {
+		uint64_t now = stats_now_ns();
+		int r;
+
+		if (now >= end) {
+			ret = -ETIMEDOUT;
+			break;
+		}
+		r = poll(pf, (nfds_t)n, (int)((end - now + 999999) / 1000000));
+		if (r < 0 && errno != EINTR) {
+			ret = -errno;
+			break;
+		}
+		for (i = 0; r > 0 && i < n; i++)
+			if (pf[i].fd >= 0 && pf[i].revents) {
+				close(pf[i].fd);
+				pf[i].fd = -1;
+				left--;
+			}
+	}
+	for (i = 0; i < n; i++)
+		if (pf[i].fd >= 0)
+			close(pf[i].fd);
+	free(pf);
+	return ret;
 }
 
 int pid_start(pid_t pid, uint64_t *start)

@@ -74,7 +74,7 @@ int main(int argc, char **argv)
 		{ "serve-once", no_argument, NULL, OPT_SERVE_ONCE },
 		{ "max-restores", required_argument, NULL, OPT_MAX_RESTORES },
 		{ "idle-exit", required_argument, NULL, OPT_IDLE_EXIT },
-		CLI_TLS_OPTIONS,
+		TLS_OPTIONS,
 		{ "log-file", required_argument, NULL, 'o' },
 		{ "verbose", optional_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
@@ -86,7 +86,7 @@ int main(int argc, char **argv)
 	struct tls_cfg tls = { 0 };
 	struct server_cfg cfg;
 	struct server *s = NULL;
-	struct lp_err e = { "" };
+	struct lp_err e = { 0 };
 	char buf[32];
 	sigset_t mask;
 	long v;
@@ -171,7 +171,7 @@ int main(int argc, char **argv)
 			usage(stdout);
 			return 0;
 		default:
-			if (cli_tls_opt(c, optarg, &tls, &use_tls))
+			if (tls_opt(c, optarg, &tls, &use_tls))
 				break;
 			usage(stderr);
 			return 1;
@@ -198,15 +198,8 @@ int main(int argc, char **argv)
 			status_fd);
 		return 1;
 	}
-	if (logfile) {
-		int fd = open(logfile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-
-		if (fd < 0 || dup2(fd, STDERR_FILENO) < 0) {
-			fprintf(stderr, "lazy-pages-server: %s: %s\n", logfile, strerror(errno));
-			return 1;
-		}
-		close(fd);
-	}
+	if (logfile && cli_log_file("lazy-pages-server", logfile))
+		return 1;
 	/* a client that hangs up mid-reply must only end its own connection */
 	signal(SIGPIPE, SIG_IGN);
 	/* blocked before any thread starts, so every thread inherits the mask */

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* restore_sock: CRIU's restore -> lazy-pages hand-off socket (spec §4), daemon side. */
+/* restore_sock: the unix socket on which CRIU's restore hands over each process's pid and userfaultfd, daemon side. */
 #ifndef LP_RESTORE_SOCK_H
 #define LP_RESTORE_SOCK_H
 
