@@ -26,6 +26,9 @@
 # server, the client, the daemon and CRIU: every figure is measured on that.
 set -u
 
+# shellcheck source=tests/criu-lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/criu-lib.sh"
+
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DAEMON=${LAZY_PAGESD:-$ROOT/build/lazy-pagesd}
 SERVER=${LAZY_PAGES_SERVER:-$ROOT/build/lazy-pages-server}
@@ -75,7 +78,6 @@ for a in $APPS; do
 done
 
 T=$(mktemp -d "${TMPDIR:-/tmp}/lp-bench-app.XXXXXX") || exit 1
-PIPE_MAX=$(cat /proc/sys/fs/pipe-max-size)
 BG=()
 NETNS=()
 cleanup() {
@@ -86,15 +88,16 @@ cleanup() {
 		ip netns del "$n" 2>/dev/null
 	done
 	wait 2>/dev/null
-	echo "$PIPE_MAX" >/proc/sys/fs/pipe-max-size
+	criu_pipe_restore
 	rm -rf "$T"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 mkdir -p "$OUT" || exit 1
 rm -f "$OUT"/*.dat "$OUT"/app.png
-# CRIU's lazy dump sizes its page pipes past the default limit (../shared/criu/README.md)
-echo 4194304 >/proc/sys/fs/pipe-max-size
+# CRIU's lazy dump sizes its page pipes past the default limit (../shared/criu/README.md);
+# raised as criu.sh does, so that runs side by side put back the machine's value only once all are done
+criu_pipe_raise || { echo "bench-app: cannot raise fs.pipe-max-size" >&2; exit 1; }
 
 note() {
 	echo "bench-app: $*" >&2
