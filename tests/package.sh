@@ -21,8 +21,8 @@ set -u
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=tests/pkglib.sh
 . "$ROOT/tests/pkglib.sh"
-# shellcheck source=tests/suitelib.sh
-. "$ROOT/tests/suitelib.sh"
+# shellcheck source=tests/suite-lib.sh
+. "$ROOT/tests/suite-lib.sh"
 DEBS=${LP_DEB_DIR:-$ROOT/build/deb}
 WITH_SYSTEMD=${LP_WITH_SYSTEMD:-}
 [ -z "$WITH_SYSTEMD" ] && [ -x "$ROOT/../shared/tools/with-systemd.sh" ] && WITH_SYSTEMD=$ROOT/../shared/tools/with-systemd.sh
@@ -342,8 +342,6 @@ for n in "${want[@]}"; do
 	esac
 done
 
-passed=0
-failed=0
 built=yes
 for n in "${want[@]}"; do
 	dir=$(mktemp -d "${TMPDIR:-/tmp}/lp-pkg.$n.XXXXXX")
@@ -362,16 +360,16 @@ for n in "${want[@]}"; do
 		else
 			# the checkout is bound at its own path (the packages are in it), the case dir at $INSIDE
 			(cd "$ROOT" && timeout -k 10 "$CASE_TIMEOUT" "$WITH_SYSTEMD" -b "$dir:$INSIDE" -- \
-				bash "$ROOT/tests/package.sh" --inside "$n") >"$dir/case.out" 2>&1
+				bash "$ROOT/tests/package.sh" --inside "$n") >"$dir/scenario.out" 2>&1
 			rc=$?
 		fi
 	else
-		timeout -k 10 "$CASE_TIMEOUT" bash "${BASH_SOURCE[0]}" --one "$n" "$dir" >"$dir/case.out" 2>&1
+		timeout -k 10 "$CASE_TIMEOUT" bash "${BASH_SOURCE[0]}" --one "$n" "$dir" >"$dir/scenario.out" 2>&1
 		rc=$?
 	fi
 	[ "$n" = deb-build ] && [ $rc -ne 0 ] && built=no
-	suite_verdict "$n" $rc "$dir" "$(awk "BEGIN { printf \"%.1f\", $(date +%s.%N) - $t0 }")" "$CASE_TIMEOUT"
+	suite_report "$n" $rc "$dir" "$(awk "BEGIN { printf \"%.1f\", $(date +%s.%N) - $t0 }")" "$CASE_TIMEOUT"
 	rm -rf "$dir"
 done
-echo "$passed passed, $failed failed"
-[ $failed -eq 0 ]
+echo "$SUITE_PASSED passed, $SUITE_FAILED failed"
+[ "$SUITE_FAILED" -eq 0 ]
