@@ -161,9 +161,19 @@ static int rd_fill(struct rd *r)
 		r->hi -= r->lo;
 		r->lo = 0;
 	}
-	do
-		k = recv(r->fd, r->b + r->hi, r->cap - r->hi, 0);
-	while (k < 0 && errno == EINTR);
+	/* a server that never answers (a frozen original, a restore gone wrong) must not outlive a stop */
+	for (;;) {
+		struct pollfd pf = { .fd = r->fd, .events = POLLIN };
+
+		if (atomic_load(&stop_all))
+			return -1;
+		if (poll(&pf, 1, 200) == 0)
+			continue;
+		k = recv(r->fd, r->b + r->hi, r->cap - r->hi, MSG_DONTWAIT);
+		if (k < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		break;
+	}
 	if (k <= 0)
 		return -1;
 	r->hi += (size_t)k;
