@@ -18,6 +18,7 @@
 #include "source.h"
 #include "stats.h"
 #include "workq.h"
+#include "ws.h"
 
 /* Sections never smaller than this (64 KiB): below it a COPY's fixed cost dominates. */
 #define SECTION_MIN_PAGES 16
@@ -95,7 +96,8 @@ static struct bg_req *buf_get(struct prefetch_pool *pp)
 	return q;
 }
 
-static void buf_put(struct bg_req *q)
+/* Back to the free list; KICK: a buffer is free again, a waiting thread may read. */
+static void buf_back(struct bg_req *q, bool kick)
 {
 	struct prefetch_pool *pp = q->pool;
 
@@ -103,8 +105,13 @@ static void buf_put(struct bg_req *q)
 	q->next = pp->free;
 	pp->free = q;
 	pthread_mutex_unlock(&pp->lock);
-	/* a buffer is free again: a thread may read */
-	workq_kick(pp->f->q);
+	if (kick)
+		workq_kick(pp->f->q);
+}
+
+static void buf_put(struct bg_req *q)
+{
+	buf_back(q, true);
 }
 
 static bool buf_available(struct prefetch_pool *pp)
@@ -213,6 +220,22 @@ static void req_done(struct source_req *r, uint64_t nr_pages, const struct lp_er
 	workq_push(q->pool->f->q, &q->item);
 }
 
+/*
+ * The next run of P's working set (ws.h) that is still lazy, in recorded
+ * order, into *ADDR, *IMG, *N. False once the working set is handed out.
+ */
+static bool ws_pick(struct ws_track *w, struct proc *p, uint64_t max, uint64_t *addr, uint64_t *img, uint64_t *n)
+{
+	uint64_t a, k;
+
+	if (!ws_pending(w))
+		return false;
+	while (ws_next(w, max, &a, &k))
+		if (proc_pick_run(p, a, k, addr, img, n))
+			return true;
+	return false;
+}
+
 /* Reads the next run of P and places it (at once, or when the reply comes). */
 static void read_one(struct prefetch_thread *t, struct proc *p)
 {
@@ -221,20 +244,24 @@ static void read_one(struct prefetch_thread *t, struct proc *p)
 	struct proc_info pi;
 	struct bg_req *q;
 	int expect = REQ_SUBMITTING;
-	bool none;
+	bool none, replay;
 
 	if (!max || max > f->chunk)
 		max = f->chunk;
-	if (!proc_pick(p, max, &addr, &img, &n, &none)) {
+	q = buf_get(t->pool);
+	if (!q)
+		return;
+	replay = ws_pick(proc_ws(p), p, max, &addr, &img, &n);
+	if (replay)
+		ws_count(proc_ws(p), n);
+	if (!replay && (f->replay_only || !proc_pick(p, max, &addr, &img, &n, &none))) {
+		buf_back(q, false);
+		if (f->replay_only)
+			return;
 		if (none && proc_remaining(p) == 0)
 			workq_finish(f->q, p, PROC_DONE);
 		else if (!none)
 			sched_yield();	/* all it has left is being read by others */
-		return;
-	}
-	q = buf_get(t->pool);
-	if (!q) {
-		proc_unpick(p, addr, addr);
 		return;
 	}
 	proc_info(p, &pi);

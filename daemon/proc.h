@@ -120,6 +120,18 @@ void proc_unpick(struct proc *p, uint64_t addr, uint64_t cursor);
 int proc_place_section(struct proc *p, uint64_t addr, uint64_t img, uint64_t nr_pages, uint64_t max,
 		       const void *buf, uint64_t *stop);
 
+/*
+ * Replay (ws.h): the first lazy run inside [ADDR, ADDR + MAX pages), not
+ * marked in flight and not moving the background cursor. False if none
+ * of those pages is lazy any more.
+ */
+bool proc_pick_run(struct proc *p, uint64_t addr, uint64_t max, uint64_t *start, uint64_t *img, uint64_t *nr_pages);
+
+/* The process's working-set track (ws.h), NULL if none (a forked child, a hand-off). */
+struct ws_track;
+void proc_set_ws(struct proc *p, struct ws_track *w);
+struct ws_track *proc_ws(const struct proc *p);
+
 /* When a fault of this process was last read (stats_now_ns), 0 if never. */
 uint64_t proc_last_fault_ns(struct proc *p);
 
