@@ -24,8 +24,14 @@
  * N is an integer, X a number (null if not finite); a figure the daemon
  * does not report is 0 and a string it does not report is "".
  *
- * Exit status: 0 done, 1 the daemon said no or could not be reached,
- * 2 bad arguments.
+ * ws show FILE --json (no daemon: a working-set file):
+ *   {"file":"...", "version":N, "page_size":N, "recordings":N, "pages":N,
+ *    "procs":[{"pid":N, "pages":N, "layout":"hex", "first_us":N, "last_us":N,
+ *              "touches":[{"addr":N, "t_us":N, "seen":N}]}]}
+ *   (touches: the first --pages N, default 10, in first-touch order)
+ *
+ * Exit status: 0 done, 1 the daemon said no or could not be reached (ws:
+ * a file is bad), 2 bad arguments.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -41,6 +47,7 @@
 
 #include "json.h"
 #include "lazypages.h"
+#include "wsctl.h"
 
 #define PROG "lazy-pagesctl"
 #define BAR_WIDTH 30
@@ -836,11 +843,18 @@ static int watch_main(struct ctl *ctl, int argc, char **argv)
 
 static int help_main(struct ctl *ctl, int argc, char **argv);
 
+static int ws_main(struct ctl *ctl, int argc, char **argv)
+{
+	(void)ctl;
+	return wsctl_main(argc, argv);
+}
+
 static const struct cmd cmds[] = {
 	{ "status", status_main, "status [--json]" },
 	{ "session", session_main, NULL },
 	{ "stats", stats_main, "stats [ID] [--json]" },
 	{ "watch", watch_main, "watch [ID] [--interval MS] [--count N]" },
+	{ "ws", ws_main, WSCTL_USAGE },
 	{ "help", help_main, "help" },
 };
 
