@@ -53,6 +53,7 @@ struct opts {
 	uint64_t seed;
 	int timeout;
 	bool time_faults;
+	unsigned int start_delay_ms;	/* each process waits this long after "go" (a runtime starting up) */
 	pid_t wait_pid;
 	/* the stress scenario */
 	unsigned int stress_seconds, stress_threads, stress_storms, stress_children, stress_forks,
@@ -2036,8 +2037,10 @@ static int child_main(struct task *t, struct imgdir *d, struct child_io *io, uin
 	/* wait for "go": EOF on the go pipe */
 	while (read(io->go_rd, &c, 1) > 0)
 		;
-	t_run = now();
 	close(io->go_rd);
+	if (t->o->start_delay_ms)
+		usleep(t->o->start_delay_ms * 1000u);
+	t_run = now();
 	t->rng = t->o->seed * 0x9e3779b97f4a7c15ull + t->pid;
 	first_page(t, sc, t_run);
 	if (sc->run(t))
@@ -2088,6 +2091,7 @@ static void usage(void)
 	fprintf(stderr,
 		"usage: lp-restore -D DIR [-W WORKDIR] [--scenario NAME] [--order pstree|reverse|random|concurrent]\n"
 		"                  [--threads T] [--seed S] [--timeout SEC] [--race-ops N] [--wait-pid PID]\n"
+		"                  [--start-delay-ms MS]\n"
 		"                  [--time-faults (seq, random, threads: time each fault as the process sees it)]\n"
 		"                  [--bad garbage|nofd|bogus-pid|close-early|bad-marker]\n"
 		"                  [--stress-seconds S] [--stress-threads T] [--stress-storms N]\n"
@@ -2112,6 +2116,7 @@ int main(int argc, char **argv)
 		{ "race-ops", required_argument, NULL, 'r' },
 		{ "wait-pid", required_argument, NULL, 'p' },
 		{ "time-faults", no_argument, NULL, 0x106 },
+		{ "start-delay-ms", required_argument, NULL, 0x107 },
 		{ "bad", required_argument, NULL, 'b' },
 		{ "stress-seconds", required_argument, NULL, 0x100 },
 		{ "stress-threads", required_argument, NULL, 0x101 },
@@ -2169,6 +2174,7 @@ int main(int argc, char **argv)
 		case 0x104: o.stress_forks = (unsigned int)atoi(optarg); break;
 		case 0x105: o.stress_rate = (unsigned int)atoi(optarg); break;
 		case 0x106: o.time_faults = true; break;
+		case 0x107: o.start_delay_ms = (unsigned int)atoi(optarg); break;
 		case 'h': usage(); return 0;
 		default: usage(); return 2;
 		}
