@@ -29,6 +29,23 @@
 
 enum { REQ_SUBMITTING, REQ_SUBMITTED, REQ_DONE_EARLY };
 
+/*
+ * Runs of a working set (ws.h) one replay read gathers into its buffer:
+ * recorded pages come in short runs, and one read each (a buffer of its
+ * own) would leave a page server's pipe nearly empty.
+ */
+#define BG_SEGS 64
+
+struct bg_req;
+
+/* One run of a replay read: its own read into the request's buffer. */
+struct bg_seg {
+	struct source_req r;
+	struct bg_req *q;
+	uint64_t addr;			/* run-time address */
+	uint64_t got;
+};
+
 struct bg_req {
 	struct workq_item item;		/* waiting to be placed */
 	struct source_req r;
@@ -41,6 +58,9 @@ struct bg_req {
 	int failed;
 	struct lp_err e;
 	atomic_int state;
+	struct bg_seg *seg;		/* a replay read: NSEG runs (allocated at its first) */
+	unsigned nseg;
+	atomic_uint left;		/* runs not yet read, plus one while submitting */
 };
 
 struct prefetch_thread {
@@ -157,25 +177,18 @@ static void bg_yield(void)
 	}
 }
 
-/* Places a completed background read into its process, section by section. */
-static void place(struct prefetch_thread *t, struct bg_req *q)
+/* Places one run read for image address IMG (GOT pages at B) at ADDR, section by section; *STOP: up to where. */
+static int place_run(struct prefetch_thread *t, struct proc *p, uint64_t addr, uint64_t img, uint64_t got,
+		     const uint8_t *b, uint64_t *stop_at)
 {
 	const struct fill *f = t->pool->f;
-	struct proc *p = q->p;
-	uint64_t psz = f->psz, a = q->addr, end = q->addr + q->got * psz, stop, t0, n;
-	const uint8_t *b = q->r.buf;
+	uint64_t psz = f->psz, a = addr, end = addr + got * psz, stop, t0, n;
 	int ret = 0;
 
-	if (q->failed) {
-		proc_unpick(p, q->addr, 0);
-		workq_fail(f->q, "pid %d: background read of 0x%llx (+%llu pages): %s", proc_pid(p),
-			   (unsigned long long)q->addr, (unsigned long long)q->r.nr_pages, q->e.msg);
-		return;
-	}
 	while (a < end) {
 		n = section_pages(t, (end - a) / psz);
 		t0 = stats_now_ns();
-		ret = proc_place_section(p, a, q->r.img + (a - q->addr), (end - a) / psz, n, b + (a - q->addr), &stop);
+		ret = proc_place_section(p, a, img + (a - addr), (end - a) / psz, n, b + (a - addr), &stop);
 		if (stop > a && !ret) {
 			double ns = (double)(stats_now_ns() - t0) / (double)((stop - a) / psz);
 
@@ -186,8 +199,35 @@ static void place(struct prefetch_thread *t, struct bg_req *q)
 			break;
 		bg_yield();
 	}
-	/* stopped early (an event to read, a short reply): come back to where it stopped */
-	proc_unpick(p, q->addr, a < q->addr + q->r.nr_pages * psz ? a : 0);
+	*stop_at = a;
+	return ret;
+}
+
+/* Places a completed background read into its process, section by section. */
+static void place(struct prefetch_thread *t, struct bg_req *q)
+{
+	const struct fill *f = t->pool->f;
+	struct proc *p = q->p;
+	uint64_t psz = f->psz, a = q->addr, off = 0;
+	const uint8_t *b = q->r.buf;
+	unsigned i;
+	int ret = 0;
+
+	if (q->failed) {
+		proc_unpick(p, q->addr, 0);
+		workq_fail(f->q, "pid %d: background read of 0x%llx (+%llu pages): %s", proc_pid(p),
+			   (unsigned long long)q->addr, (unsigned long long)q->r.nr_pages, q->e.msg);
+		return;
+	}
+	if (q->nseg) {
+		/* a replay read: what an event stops is left to faults and the ordinary fill */
+		for (i = 0; i < q->nseg && !ret; off += q->seg[i].r.nr_pages * psz, i++)
+			ret = place_run(t, p, q->seg[i].addr, q->seg[i].r.img, q->seg[i].got, b + off, &a);
+	} else {
+		ret = place_run(t, p, q->addr, q->r.img, q->got, b, &a);
+		/* stopped early (an event to read, a short reply): come back to where it stopped */
+		proc_unpick(p, q->addr, a < q->addr + q->r.nr_pages * psz ? a : 0);
+	}
 	if (ret == -EAGAIN) {
 		sched_yield();	/* the uffd reader is about to read the event */
 		return;
@@ -203,21 +243,6 @@ static void place(struct prefetch_thread *t, struct bg_req *q)
 	}
 	if (proc_live(p) && proc_remaining(p) == 0)
 		workq_finish(f->q, p, PROC_DONE);
-}
-
-static void req_done(struct source_req *r, uint64_t nr_pages, const struct lp_err *e)
-{
-	struct bg_req *q = (struct bg_req *)((char *)r - offsetof(struct bg_req, r));
-	int expect = REQ_SUBMITTING;
-
-	q->got = nr_pages;
-	q->failed = e != NULL;
-	if (e)
-		q->e = *e;
-	if (atomic_compare_exchange_strong(&q->state, &expect, REQ_DONE_EARLY))
-		return;		/* the submitting thread places it */
-	/* on a receiver thread: a background thread places it, the receiver reads on */
-	workq_push(q->pool->f->q, &q->item);
 }
 
 /*
@@ -236,6 +261,79 @@ static bool ws_pick(struct ws_track *w, struct proc *p, uint64_t max, uint64_t *
 	return false;
 }
 
+/* A run of a replay read is in (or failed): the last one hands the request on to be placed. */
+static void seg_done(struct source_req *r, uint64_t nr_pages, const struct lp_err *e)
+{
+	struct bg_seg *sg = (struct bg_seg *)r;
+	struct bg_req *q = sg->q;
+
+	sg->got = nr_pages;
+	if (e && !q->failed) {
+		q->e = *e;
+		q->failed = 1;
+	}
+	if (atomic_fetch_sub(&q->left, 1) == 1)
+		workq_push(q->pool->f->q, &q->item);	/* on a receiver thread: a background thread places it */
+}
+
+/*
+ * Gathers up to BG_SEGS runs of P's working set, in replay order, into Q's
+ * buffer (MAX pages in all) and reads them. True if there was any.
+ */
+static bool replay_read(struct prefetch_thread *t, struct proc *p, struct bg_req *q, uint64_t max)
+{
+	const struct fill *f = t->pool->f;
+	uint64_t addr, img, n, used = 0;
+	struct proc_info pi;
+	unsigned i;
+
+	if (!q->seg && !(q->seg = calloc(BG_SEGS, sizeof(*q->seg))))
+		return false;
+	proc_info(p, &pi);
+	for (q->nseg = 0; q->nseg < BG_SEGS && used < max && ws_pick(proc_ws(p), p, max - used, &addr, &img, &n);
+	     q->nseg++, used += n) {
+		struct bg_seg *sg = &q->seg[q->nseg];
+
+		sg->q = q;
+		sg->addr = addr;
+		sg->got = 0;
+		sg->r = (struct source_req){ .pm = pi.pm, .img_pid = pi.img_pid, .img = img, .nr_pages = n,
+					     .buf = (uint8_t *)q->r.buf + used * f->psz, .done = seg_done };
+	}
+	if (!q->nseg)
+		return false;
+	ws_count(proc_ws(p), used);
+	q->p = p;
+	q->addr = q->seg[0].addr;
+	q->r.nr_pages = used;
+	q->failed = 0;
+	atomic_store(&q->left, q->nseg + 1);
+	bg_yield();
+	for (i = 0; i < q->nseg; i++)
+		source_submit(f->src, &q->seg[i].r);
+	if (atomic_fetch_sub(&q->left, 1) == 1) {
+		/* every run is in already (local images): place it on this thread */
+		place(t, q);
+		buf_put(q);
+	}
+	return true;
+}
+
+static void req_done(struct source_req *r, uint64_t nr_pages, const struct lp_err *e)
+{
+	struct bg_req *q = (struct bg_req *)((char *)r - offsetof(struct bg_req, r));
+	int expect = REQ_SUBMITTING;
+
+	q->got = nr_pages;
+	q->failed = e != NULL;
+	if (e)
+		q->e = *e;
+	if (atomic_compare_exchange_strong(&q->state, &expect, REQ_DONE_EARLY))
+		return;		/* the submitting thread places it */
+	/* on a receiver thread: a background thread places it, the receiver reads on */
+	workq_push(q->pool->f->q, &q->item);
+}
+
 /* Reads the next run of P and places it (at once, or when the reply comes). */
 static void read_one(struct prefetch_thread *t, struct proc *p)
 {
@@ -244,17 +342,17 @@ static void read_one(struct prefetch_thread *t, struct proc *p)
 	struct proc_info pi;
 	struct bg_req *q;
 	int expect = REQ_SUBMITTING;
-	bool none, replay;
+	bool none;
 
 	if (!max || max > f->chunk)
 		max = f->chunk;
 	q = buf_get(t->pool);
 	if (!q)
 		return;
-	replay = ws_pick(proc_ws(p), p, max, &addr, &img, &n);
-	if (replay)
-		ws_count(proc_ws(p), n);
-	if (!replay && (f->replay_only || !proc_pick(p, max, &addr, &img, &n, &none))) {
+	q->nseg = 0;
+	if (ws_pending(proc_ws(p)) && replay_read(t, p, q, max))
+		return;
+	if (f->replay_only || !proc_pick(p, max, &addr, &img, &n, &none)) {
 		buf_back(q, false);
 		if (f->replay_only)
 			return;
@@ -391,6 +489,7 @@ void prefetch_pool_free(struct prefetch_pool *pp)
 	/* the session has closed the source: no read is in flight */
 	for (q = pp->all; q; q = next) {
 		next = q->all;
+		free(q->seg);
 		free(q->r.buf);
 		free(q);
 	}
