@@ -65,7 +65,8 @@ struct cmd {
 
 static const char *session_usage =
 	"session add -D DIR [-W DIR] [--page-server --address A --port P [--ps-wire 3|4]]\n"
-	"                    [--prefetch-threads N] [--json]\n"
+	"                    [--prefetch-threads N] [--ws-record [--ws-record-time S]]\n"
+	"                    [--ws-replay FILE | --no-ws-replay] [--json]\n"
 	"       session rm ID\n"
 	"       session list [--json]";
 
@@ -357,18 +358,20 @@ static void json_sessions(const struct lp_session *s, size_t n)
 
 static int session_add_main(struct ctl *ctl, int argc, char **argv)
 {
-	enum { O_PS = 256, O_ADDR, O_PORT, O_WIRE, O_PREFETCH, O_JSON };
+	enum { O_PS = 256, O_ADDR, O_PORT, O_WIRE, O_PREFETCH, O_JSON, O_WSREC, O_WSTIME, O_WSREPLAY, O_NOWS };
 	static const struct option opts[] = {
 		{ "images-dir", required_argument, NULL, 'D' }, { "work-dir", required_argument, NULL, 'W' },
 		{ "page-server", no_argument, NULL, O_PS },	{ "address", required_argument, NULL, O_ADDR },
 		{ "port", required_argument, NULL, O_PORT },	{ "ps-wire", required_argument, NULL, O_WIRE },
 		{ "prefetch-threads", required_argument, NULL, O_PREFETCH },
+		{ "ws-record", no_argument, NULL, O_WSREC },	{ "ws-record-time", required_argument, NULL, O_WSTIME },
+		{ "ws-replay", required_argument, NULL, O_WSREPLAY }, { "no-ws-replay", no_argument, NULL, O_NOWS },
 		{ "json", no_argument, NULL, O_JSON },		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
 	static const char *cmd = "session add";
 	struct lp_session_opts o = { 0 };
-	char *images = NULL, *work = NULL;
+	char *images = NULL, *work = NULL, *wsfile = NULL;
 	struct lp_session *s = NULL;
 	bool ps = false, json = false;
 	const char *sock;
@@ -405,6 +408,20 @@ static int session_add_main(struct ctl *ctl, int argc, char **argv)
 			if (parse_u32(cmd, session_usage, "--prefetch-threads", optarg, 1, 1024, &v))
 				return 2;
 			o.prefetch_threads = v;
+			break;
+		case O_WSREC:
+			o.ws_record = 1;
+			break;
+		case O_WSTIME:
+			if (parse_u32(cmd, session_usage, "--ws-record-time", optarg, 1, 86400, &v))
+				return 2;
+			o.ws_record_seconds = v;
+			break;
+		case O_WSREPLAY:
+			o.ws_replay = optarg;
+			break;
+		case O_NOWS:
+			o.no_ws_replay = 1;
 			break;
 		case O_JSON:
 			json = true;
@@ -447,6 +464,19 @@ static int session_add_main(struct ctl *ctl, int argc, char **argv)
 			goto out;
 		}
 	}
+	if (o.ws_replay) {
+		wsfile = realpath(o.ws_replay, NULL);
+		if (!wsfile) {
+			fprintf(stderr, PROG ": %s: --ws-replay %s: %s\n", cmd, o.ws_replay, strerror(errno));
+			ret = 1;
+			goto out;
+		}
+		o.ws_replay = wsfile;
+	}
+	if ((o.ws_replay && o.no_ws_replay) || (o.ws_record_seconds && !o.ws_record)) {
+		ret = usage_error(cmd, session_usage, "--ws-replay with --no-ws-replay, or --ws-record-time without --ws-record");
+		goto out;
+	}
 
 	ret = ctl_connect(ctl);
 	if (ret)
@@ -479,6 +509,7 @@ static int session_add_main(struct ctl *ctl, int argc, char **argv)
 out:
 	lp_sessions_free(s, n);
 	free(work);
+	free(wsfile);
 	free(images);
 	return ret;
 }

@@ -28,6 +28,9 @@ int service_main(const struct service_cfg *cfg);
 struct service_add {
 	const char *images_dir, *work_dir, *ps_address;
 	unsigned ps_port, ps_wire, prefetch_threads;
+	int ws_record, no_ws_replay;
+	unsigned ws_record_seconds;
+	const char *ws_replay;		/* absolute path, or NULL */
 };
 
 struct service_info {
