@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,13 +27,17 @@
  *   from (seed, key): pipelined SETs, every answer checked.
  *
  * lp-appload run --proto ... --port P --keys N --value BYTES --seconds D
- *     [--conns C] [--hot PERCENT --hot-share PERCENT] [--epoch FILE]
+ *     [--conns C] [--hot PERCENT --hot-share PERCENT [--hot-spread]] [--epoch FILE]
  *     [--steady-p99 US] [--windows FILE] [--ready FILE]
  *   C closed-loop connections (a thread each) send GETs of random keys for
  *   D seconds and check every reply byte for byte against the value the key
  *   was stored with. Before the server listens (it is being restored),
  *   connects are retried every 200 us. --hot: PERCENT of the keys get
- *   --hot-share of the requests (a skewed workload). Time is counted from
+ *   --hot-share of the requests (a skewed workload): the first keys stored,
+ *   or with --hot-spread blocks of 64 keys spread evenly over all of them
+ *   (so over the server's memory: a hot set of about PERCENT of it).
+ *   --proto line --expect LINE: a server of one answer (tests/bench-pyrt.py):
+ *   each request is the line "GET k:N", each reply must be LINE. Time is counted from
  *   the nanoseconds (CLOCK_REALTIME) in --epoch FILE, read at the first reply
  *   (the benchmark writes it just before `criu restore`); without it, from
  *   the client's start. Per 100 ms window it records replies, p50, p99 and
@@ -50,11 +55,12 @@
  */
 
 #define WIN_NS 100000000ull
+#define HOT_BLOCK 64			/* --hot-spread: hot keys come in blocks of this many */
 #define MAX_WINDOWS 6000		/* 10 minutes */
 #define HSUB 8
 #define HBUCKETS (40 * HSUB)
 
-enum proto { P_REDIS, P_MEMCACHED };
+enum proto { P_REDIS, P_MEMCACHED, P_LINE };
 
 struct cfg {
 	enum proto proto;
@@ -63,7 +69,9 @@ struct cfg {
 	double seconds;
 	int conns;
 	double hot, hot_share;
+	bool hot_spread;
 	const char *epoch_file, *windows_file, *ready_file;
+	const char *expect;		/* --proto line: the one right answer */
 	double steady_p99_us;
 };
 
@@ -326,10 +334,18 @@ static uint64_t pick_key(uint64_t *rs)
 	uint64_t x = ph_rand(rs);
 
 	if (cfg.hot > 0) {
-		uint64_t hot = (uint64_t)((double)cfg.keys * cfg.hot / 100.0);
+		uint64_t hot = (uint64_t)((double)cfg.keys * cfg.hot / 100.0), h, blocks;
 
 		if (hot < 1)
 			hot = 1;
+		if (cfg.hot_spread) {
+			/* blocks of HOT_BLOCK keys spread evenly over the keys (and so over the server's memory) */
+			if ((double)(x % 10000) >= cfg.hot_share * 100.0)
+				return ph_rand(rs) % cfg.keys;
+			blocks = (hot + HOT_BLOCK - 1) / HOT_BLOCK;
+			h = ph_rand(rs) % hot;
+			return ((h / HOT_BLOCK) * (cfg.keys / blocks) + h % HOT_BLOCK) % cfg.keys;
+		}
 		if ((double)(x % 10000) < cfg.hot_share * 100.0)
 			return ph_rand(rs) % hot;
 		return hot + ph_rand(rs) % (cfg.keys - hot);
@@ -344,6 +360,15 @@ static int get_one(struct rd *r, uint64_t key, char *got, const char *want)
 	unsigned long long len;
 
 	kl = snprintf(kn, sizeof(kn), "k:%llu", (unsigned long long)key);
+	if (cfg.proto == P_LINE) {
+		n = sprintf(q, "GET %s\n", kn);
+		if (send_all(r->fd, q, (size_t)n))
+			return -1;
+		l = rd_line(r);
+		if (!l)
+			return -1;
+		return strcmp(l, cfg.expect) ? 1 : 0;
+	}
 	if (cfg.proto == P_REDIS)
 		n = sprintf(q, "*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n", kl, kn);
 	else
@@ -562,7 +587,8 @@ static int run(void)
 static void usage(void)
 {
 	fprintf(stderr, "usage: lp-appload load|run --proto redis|memcached --port P [--host H] --keys N --value BYTES\n"
-			"       [--seed S] [--seconds D] [--conns C] [--hot PCT --hot-share PCT] [--epoch FILE]\n"
+			"       lp-appload run --proto line --expect LINE --port P ... (a request is \"GET k:N\\n\", its answer LINE)\n"
+			"       [--seed S] [--seconds D] [--conns C] [--hot PCT --hot-share PCT [--hot-spread]] [--epoch FILE]\n"
 			"       [--steady-p99 US] [--windows FILE] [--ready FILE]\n");
 	exit(2);
 }
@@ -577,6 +603,7 @@ int main(int argc, char **argv)
 		{ "hot", required_argument, NULL, 'h' },     { "hot-share", required_argument, NULL, 'S' },
 		{ "epoch", required_argument, NULL, 'e' },   { "steady-p99", required_argument, NULL, 'q' },
 		{ "windows", required_argument, NULL, 'w' }, { "ready", required_argument, NULL, 'r' },
+		{ "hot-spread", no_argument, NULL, 'X' },    { "expect", required_argument, NULL, 'E' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *mode;
@@ -593,6 +620,8 @@ int main(int argc, char **argv)
 				cfg.proto = P_REDIS;
 			else if (!strcmp(optarg, "memcached"))
 				cfg.proto = P_MEMCACHED;
+			else if (!strcmp(optarg, "line"))
+				cfg.proto = P_LINE;
 			else
 				usage();
 			break;
@@ -609,11 +638,15 @@ int main(int argc, char **argv)
 		case 'q': cfg.steady_p99_us = atof(optarg); break;
 		case 'w': cfg.windows_file = optarg; break;
 		case 'r': cfg.ready_file = optarg; break;
+		case 'X': cfg.hot_spread = true; break;
+		case 'E': cfg.expect = optarg; break;
 		default: usage();
 		}
 	}
 	if (!cfg.port || !cfg.keys || !cfg.value || cfg.value > (64u << 20) || cfg.conns < 1 || cfg.conns > 256 ||
 	    cfg.seconds <= 0 || cfg.hot < 0 || cfg.hot >= 100 || cfg.hot_share < 0 || cfg.hot_share > 100)
+		usage();
+	if (cfg.proto == P_LINE && (!cfg.expect || strcmp(mode, "run")))
 		usage();
 	if (!strcmp(mode, "load"))
 		return load();
