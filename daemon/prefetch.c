@@ -245,22 +245,6 @@ static void place(struct prefetch_thread *t, struct bg_req *q)
 		workq_finish(f->q, p, PROC_DONE);
 }
 
-/*
- * The next run of P's working set (ws.h) that is still lazy, in recorded
- * order, into *ADDR, *IMG, *N. False once the working set is handed out.
- */
-static bool ws_pick(struct ws_track *w, struct proc *p, uint64_t max, uint64_t *addr, uint64_t *img, uint64_t *n)
-{
-	uint64_t a, k;
-
-	if (!ws_pending(w))
-		return false;
-	while (ws_next(w, max, &a, &k))
-		if (proc_pick_run(p, a, k, addr, img, n))
-			return true;
-	return false;
-}
-
 /* A run of a replay read is in (or failed): the last one hands the request on to be placed. */
 static void seg_done(struct source_req *r, uint64_t nr_pages, const struct lp_err *e)
 {
@@ -283,22 +267,28 @@ static void seg_done(struct source_req *r, uint64_t nr_pages, const struct lp_er
 static bool replay_read(struct prefetch_thread *t, struct proc *p, struct bg_req *q, uint64_t max)
 {
 	const struct fill *f = t->pool->f;
-	uint64_t addr, img, n, used = 0;
+	uint64_t addr, img, n, a, k, end, used = 0;
 	struct proc_info pi;
 	unsigned i;
 
 	if (!q->seg && !(q->seg = calloc(BG_SEGS, sizeof(*q->seg))))
 		return false;
 	proc_info(p, &pi);
-	for (q->nseg = 0; q->nseg < BG_SEGS && used < max && ws_pick(proc_ws(p), p, max - used, &addr, &img, &n);
-	     q->nseg++, used += n) {
-		struct bg_seg *sg = &q->seg[q->nseg];
+	q->nseg = 0;
+	/* the lazy runs inside the working set's next runs (what is left of one that does not fit is not read) */
+	while (q->nseg < BG_SEGS && used < max && ws_next(proc_ws(p), max - used, &a, &k)) {
+		end = a + k * f->psz;
+		while (q->nseg < BG_SEGS && a < end && proc_pick_run(p, a, (end - a) / f->psz, &addr, &img, &n)) {
+			struct bg_seg *sg = &q->seg[q->nseg++];
 
-		sg->q = q;
-		sg->addr = addr;
-		sg->got = 0;
-		sg->r = (struct source_req){ .pm = pi.pm, .img_pid = pi.img_pid, .img = img, .nr_pages = n,
-					     .buf = (uint8_t *)q->r.buf + used * f->psz, .done = seg_done };
+			sg->q = q;
+			sg->addr = addr;
+			sg->got = 0;
+			sg->r = (struct source_req){ .pm = pi.pm, .img_pid = pi.img_pid, .img = img, .nr_pages = n,
+						     .buf = (uint8_t *)q->r.buf + used * f->psz, .done = seg_done };
+			used += n;
+			a = addr + n * f->psz;
+		}
 	}
 	if (!q->nseg)
 		return false;

@@ -351,7 +351,7 @@ static int cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-/* Appends group G (N addresses) sorted, each once, adjacent pages merged, to T's runs (room for N more). */
+/* Appends group G (N addresses) sorted, each once, near pages merged, to T's runs (room for N more). */
 static void add_group(struct ws_track *t, uint64_t *g, size_t n, uint64_t psz)
 {
 	size_t i;
@@ -362,8 +362,9 @@ static void add_group(struct ws_track *t, uint64_t *g, size_t n, uint64_t psz)
 
 		if (i && g[i] == g[i - 1])
 			continue;
-		if (i && last && last->addr + last->nr_pages * psz == g[i]) {
-			last->nr_pages++;
+		/* a short gap is read with them: those pages are lazy too, and one read costs less than two */
+		if (i && last && g[i] - (last->addr + last->nr_pages * psz) <= WS_GAP_PAGES * psz) {
+			last->nr_pages = (g[i] - last->addr) / psz + 1;
 			continue;
 		}
 		t->runs[t->nruns].addr = g[i];

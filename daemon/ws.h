@@ -18,6 +18,8 @@ struct ws_track;
 
 /* Pages of recorded order sorted by address and merged into runs, per group: first-touch order between groups. */
 #define WS_GROUP_PAGES 256
+/* Recorded pages this close (in pages) in one group make one run with the pages between them. */
+#define WS_GAP_PAGES 8
 /* Faults one process records at most (each is one run of pages). */
 #define WS_MAX_TOUCHES (1u << 24)
 
@@ -77,7 +79,11 @@ int ws_plan(struct ws_track *t, const struct ranges *r, struct lp_err *e);
 /* Something to replay is left for this process (a load and no lock). Accepts NULL. */
 bool ws_pending(const struct ws_track *t);
 
-/* The next run in replay order, at most MAX pages: its run-time address and length. False once all are handed out. */
+/*
+ * The next run in replay order, at most MAX pages: its run-time address
+ * and length (pages in it may not be lazy: between recorded ones, or
+ * placed since). False once all are handed out.
+ */
 bool ws_next(struct ws_track *t, uint64_t max, uint64_t *addr, uint64_t *nr_pages);
 
 /* Counts NR_PAGES pages read for replay. */

@@ -43,11 +43,14 @@
  *   the client's start. Per 100 ms window it records replies, p50, p99 and
  *   max latency; prints one summary line:
  *     appload: first_reply_ms=.. window_s=.. p50_us=.. p99_us=.. max_us=..
- *              replies=.. wrong=.. steady_p99_us=.. late_p99_us=..
+ *              replies=.. wrong=.. steady_p99_us=.. late_p99_us=.. settle_s=..
  *   p50/p99/max are over the first 10 s after the first reply;
  *   window_s, the degradation window, runs from the first reply to the end
  *   of the last window whose p99 was over 2x --steady-p99 (or that had no
- *   reply) before the p99 stayed under it; late_p99_us is the p99 over the
+ *   reply) before the p99 stayed under it; settle_s, the same window for a
+ *   machine with neighbours (whose spikes keep window_s open to the end),
+ *   runs to the start of the first full second in which every window's p99
+ *   was under 2x --steady-p99 (-1 if none); late_p99_us is the p99 over the
  *   last 2 s. --ready FILE is created once the threads are running.
  *   SIGTERM or SIGINT ends the run early (as if --seconds had passed).
  *   Exit 0 if every reply was right, 1 if any was wrong, 2 on usage errors
@@ -55,6 +58,7 @@
  */
 
 #define WIN_NS 100000000ull
+#define SETTLE_WINDOWS 10		/* settle_s: a second in a row under 2x the steady p99 */
 #define HOT_BLOCK 64			/* --hot-spread: hot keys come in blocks of this many */
 #define MAX_WINDOWS 6000		/* 10 minutes */
 #define HSUB 8
@@ -498,7 +502,7 @@ static int run(void)
 {
 	struct worker *w = calloc((size_t)cfg.conns, sizeof(*w));
 	struct win *all = calloc(MAX_WINDOWS, sizeof(*all)), sum10 = { 0 }, late = { 0 };
-	uint64_t replies = 0, wrong = 0, errors = 0, first = 0, epoch, nwin, i, b, last_bad, max10 = 0;
+	uint64_t replies = 0, wrong = 0, errors = 0, first = 0, epoch, nwin, i, b, last_bad, max10 = 0, settle, good = 0;
 	int64_t shift;
 	FILE *wf = NULL;
 	int k;
@@ -566,6 +570,16 @@ static int run(void)
 		for (i = last_bad; i + 1 < nwin; i++)	/* the last window is cut short by the end */
 			if (!all[i].n || quantile(all[i].h, all[i].n, 0.99) > 2 * cfg.steady_p99_us)
 				last_bad = i + 1;
+	/* settled: the first second (10 windows) in a row under 2x steady, after the first reply */
+	settle = (first - t_start_mono) / WIN_NS;
+	for (i = settle, good = 0; cfg.steady_p99_us > 0 && i + 1 < nwin && good < SETTLE_WINDOWS; i++) {
+		if (!all[i].n || quantile(all[i].h, all[i].n, 0.99) > 2 * cfg.steady_p99_us) {
+			good = 0;
+			settle = i + 1;
+		} else {
+			good++;
+		}
+	}
 	if (cfg.windows_file && (wf = fopen(cfg.windows_file, "w"))) {
 		fprintf(wf, "# t_s replies p50_us p99_us max_us (t from the epoch)\n");
 		for (i = 0; i < nwin; i++)
@@ -575,12 +589,14 @@ static int run(void)
 		fclose(wf);
 	}
 	printf("appload: first_reply_ms=%.1f window_s=%.2f p50_us=%.0f p99_us=%.0f max_us=%.0f replies=%llu "
-	       "wrong=%llu reconnects=%llu steady_p99_us=%.0f late_p99_us=%.0f\n",
+	       "wrong=%llu reconnects=%llu steady_p99_us=%.0f late_p99_us=%.0f settle_s=%.2f\n",
 	       ((double)(first - t_start_mono) - (double)shift) / 1e6,
 	       cfg.steady_p99_us > 0 ? ((double)(last_bad * WIN_NS) - (double)(first - t_start_mono)) / 1e9 : -1.0,
 	       quantile(sum10.h, sum10.n, 0.5), quantile(sum10.h, sum10.n, 0.99), (double)max10 / 1e3,
 	       (unsigned long long)replies, (unsigned long long)wrong, (unsigned long long)errors,
-	       cfg.steady_p99_us, quantile(late.h, late.n, 0.99));
+	       cfg.steady_p99_us, quantile(late.h, late.n, 0.99),
+	       cfg.steady_p99_us > 0 && good >= SETTLE_WINDOWS ?
+		       ((double)(settle * WIN_NS) - (double)(first - t_start_mono)) / 1e9 : -1.0);
 	return wrong ? 1 : 0;
 }
 
