@@ -59,6 +59,7 @@ struct bg_req {
 	struct lp_err e;
 	atomic_int state;
 	struct bg_seg *seg;		/* a replay read: NSEG runs (allocated at its first) */
+	struct source_run *runs;	/* the same as one list read, where the source takes lists */
 	unsigned nseg;
 	atomic_uint left;		/* runs not yet read, plus one while submitting */
 };
@@ -260,6 +261,26 @@ static void seg_done(struct source_req *r, uint64_t nr_pages, const struct lp_er
 		workq_push(q->pool->f->q, &q->item);	/* on a receiver thread: a background thread places it */
 }
 
+/* A replay read sent as one list: all its runs are in, or none. */
+static void list_done(struct source_req *r, uint64_t nr_pages, const struct lp_err *e)
+{
+	struct bg_req *q = (struct bg_req *)((char *)r - offsetof(struct bg_req, r));
+	struct lp_err e2;
+	unsigned i;
+
+	if (!e && nr_pages != r->nr_pages)
+		e = &e2, lp_err_set(&e2, EPROTO, "a list read answered with %llu of its %llu pages",
+				     (unsigned long long)nr_pages, (unsigned long long)r->nr_pages);
+	for (i = 0; i < q->nseg; i++)
+		q->seg[i].got = e ? 0 : q->seg[i].r.nr_pages;
+	if (e) {
+		q->e = *e;
+		q->failed = 1;
+	}
+	if (atomic_fetch_sub(&q->left, 1) == 1)
+		workq_push(q->pool->f->q, &q->item);
+}
+
 /*
  * Gathers up to BG_SEGS runs of P's working set, in replay order, into Q's
  * buffer (MAX pages in all) and reads them. True if there was any.
@@ -272,6 +293,8 @@ static bool replay_read(struct prefetch_thread *t, struct proc *p, struct bg_req
 	unsigned i;
 
 	if (!q->seg && !(q->seg = calloc(BG_SEGS, sizeof(*q->seg))))
+		return false;
+	if (!q->runs && !(q->runs = calloc(BG_SEGS, sizeof(*q->runs))))
 		return false;
 	proc_info(p, &pi);
 	q->nseg = 0;
@@ -297,10 +320,23 @@ static bool replay_read(struct prefetch_thread *t, struct proc *p, struct bg_req
 	q->addr = q->seg[0].addr;
 	q->r.nr_pages = used;
 	q->failed = 0;
-	atomic_store(&q->left, q->nseg + 1);
 	bg_yield();
-	for (i = 0; i < q->nseg; i++)
-		source_submit(f->src, &q->seg[i].r);
+	if (q->nseg > 1 && source_lists(f->src) >= q->nseg) {
+		/* one request for all the runs (lazy-pages-server's list GET) */
+		for (i = 0; i < q->nseg; i++) {
+			q->runs[i].img = q->seg[i].r.img;
+			q->runs[i].nr_pages = q->seg[i].r.nr_pages;
+		}
+		q->r = (struct source_req){ .pm = pi.pm, .img_pid = pi.img_pid, .img = q->runs[0].img,
+					    .nr_pages = used, .buf = q->r.buf, .done = list_done, .runs = q->runs,
+					    .nruns = q->nseg };
+		atomic_store(&q->left, 2);
+		source_submit(f->src, &q->r);
+	} else {
+		atomic_store(&q->left, q->nseg + 1);
+		for (i = 0; i < q->nseg; i++)
+			source_submit(f->src, &q->seg[i].r);
+	}
 	if (atomic_fetch_sub(&q->left, 1) == 1) {
 		/* every run is in already (local images): place it on this thread */
 		place(t, q);
@@ -361,6 +397,8 @@ static void read_one(struct prefetch_thread *t, struct proc *p)
 	q->r.nr_pages = n;
 	q->r.urgent = 0;
 	q->r.done = req_done;
+	q->r.runs = NULL;
+	q->r.nruns = 0;
 	atomic_store(&q->state, REQ_SUBMITTING);
 	bg_yield();
 	source_submit(f->src, &q->r);
@@ -480,6 +518,7 @@ void prefetch_pool_free(struct prefetch_pool *pp)
 	for (q = pp->all; q; q = next) {
 		next = q->all;
 		free(q->seg);
+		free(q->runs);
 		free(q->r.buf);
 		free(q);
 	}

@@ -66,7 +66,7 @@ while [ $# -gt 0 ]; do
 	shift
 done
 if [ -n "$WARM" ]; then
-	HOT_ARGS=(--hot 15 --hot-share 90 --hot-spread)
+	HOT_ARGS=(--hot "${BENCH_HOT:-15}" --hot-share "${BENCH_HOT_SHARE:-90}" --hot-spread)
 	[ -n "${DAEMONS_SET:-}" ] || DAEMONS="lpd lpd-ws criu"
 	[ -n "${PATHS_SET:-}" ] || PATHS="local lps delay"
 	[ -n "${APPS_SET:-}" ] || APPS="redis pyrt"

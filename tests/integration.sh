@@ -574,6 +574,9 @@ sc_ws-replay() {
 	grep -q 'replaying its working set first' "$T/daemon.log" || fail "the file next to the images was not used"
 	[ "$(sget ws_planned)" = "$REC" ] || fail "ws_planned=$(sget ws_planned), recorded $REC"
 	[ "$(sget faults)" -le $((cold / 20)) ] || fail "replay: faults=$(sget faults), without it $cold"
+	# lazy-pages-server takes the runs of a replay read as one list GET
+	! remote || [ $(($(sget remote_requests) * 8)) -lt "$(sget ws_read)" ] ||
+		fail "$(sget remote_requests) requests for $(sget ws_read) pages replayed: no list GETs"
 	info "recorded $REC pages; faults $cold cold, $(sget faults) with replay; $SUMMARY"
 }
 
