@@ -298,12 +298,17 @@ static bool replay_read(struct prefetch_thread *t, struct proc *p, struct bg_req
 		return false;
 	proc_info(p, &pi);
 	q->nseg = 0;
-	/* the lazy runs inside the working set's next runs (what is left of one that does not fit is not read) */
+	/* the lazy runs inside the working set's next runs (what does not fit is given back) */
 	while (q->nseg < BG_SEGS && used < max && ws_next(proc_ws(p), max - used, &a, &k)) {
 		end = a + k * f->psz;
-		while (q->nseg < BG_SEGS && a < end && proc_pick_run(p, a, (end - a) / f->psz, &addr, &img, &n)) {
-			struct bg_seg *sg = &q->seg[q->nseg++];
+		while (a < end && proc_pick_run(p, a, (end - a) / f->psz, &addr, &img, &n)) {
+			struct bg_seg *sg;
 
+			if (q->nseg == BG_SEGS) {
+				ws_unnext(proc_ws(p), a, (end - a) / f->psz);
+				break;
+			}
+			sg = &q->seg[q->nseg++];
 			sg->q = q;
 			sg->addr = addr;
 			sg->got = 0;

@@ -38,6 +38,8 @@ struct ws_track {
 	uint64_t ntouch;
 	struct run *runs;
 	size_t nruns, next;
+	struct run back[8];		/* given back (ws_unnext), handed out first */
+	unsigned nback;
 	atomic_bool pending;
 };
 
@@ -443,6 +445,17 @@ bool ws_next(struct ws_track *t, uint64_t max, uint64_t *addr, uint64_t *nr_page
 	bool ok = false;
 
 	pthread_mutex_lock(&t->lock);
+	if (t->nback && atomic_load(&t->pending)) {
+		r = &t->back[t->nback - 1];
+		*addr = r->addr;
+		*nr_pages = r->nr_pages < max ? r->nr_pages : max;
+		r->addr += *nr_pages * t->w->psz;
+		r->nr_pages -= *nr_pages;
+		if (!r->nr_pages)
+			t->nback--;
+		pthread_mutex_unlock(&t->lock);
+		return true;
+	}
 	if (t->next < t->nruns && atomic_load(&t->pending)) {
 		r = &t->runs[t->next];
 		*addr = r->addr;
@@ -453,10 +466,23 @@ bool ws_next(struct ws_track *t, uint64_t max, uint64_t *addr, uint64_t *nr_page
 			t->next++;
 		ok = true;
 	}
-	if (t->next >= t->nruns)
+	if (t->next >= t->nruns && !t->nback)
 		atomic_store(&t->pending, false);
 	pthread_mutex_unlock(&t->lock);
 	return ok;
+}
+
+void ws_unnext(struct ws_track *t, uint64_t addr, uint64_t nr_pages)
+{
+	pthread_mutex_lock(&t->lock);
+	/* more given back at once than fit: the ordinary fill and faults get those pages */
+	if (nr_pages && t->nback < sizeof(t->back) / sizeof(t->back[0])) {
+		t->back[t->nback].addr = addr;
+		t->back[t->nback].nr_pages = nr_pages;
+		t->nback++;
+		atomic_store(&t->pending, true);
+	}
+	pthread_mutex_unlock(&t->lock);
 }
 
 void ws_count(struct ws_track *t, uint64_t nr_pages)

@@ -86,6 +86,9 @@ bool ws_pending(const struct ws_track *t);
  */
 bool ws_next(struct ws_track *t, uint64_t max, uint64_t *addr, uint64_t *nr_pages);
 
+/* Gives back the part of a run ws_next handed out that was not read: the next ws_next returns it. */
+void ws_unnext(struct ws_track *t, uint64_t addr, uint64_t nr_pages);
+
 /* Counts NR_PAGES pages read for replay. */
 void ws_count(struct ws_track *t, uint64_t nr_pages);
 

@@ -251,7 +251,7 @@ static void test_record(void **state)
 /* The plan: pages checked against the lazy ranges, groups sorted and merged, handed out in order. */
 static void test_plan(void **state)
 {
-	/* group 1 (pages 20, 5, 6, 21 -> runs 5-6, 20-21), page 99 is not lazy */
+	/* group 1 (pages 20, 5, 6, 21 -> runs 5-6, 20-21: 14 pages apart, more than WS_GAP_PAGES), page 99 is not lazy */
 	static const unsigned num[] = { 20, 5, 99, 6, 21 };
 	uint32_t pids[] = { 300 };
 	struct ws *w = ws_new(pids, 1, PG);
@@ -276,6 +276,13 @@ static void test_plan(void **state)
 	assert_int_equal(a, A(21));
 	assert_false(ws_next(ws_track(w, 0), 16, &a, &n));
 	assert_false(ws_pending(ws_track(w, 0)));
+	/* what a read could not take is handed out again first */
+	ws_unnext(ws_track(w, 0), A(21), 1);
+	assert_true(ws_pending(ws_track(w, 0)));
+	assert_true(ws_next(ws_track(w, 0), 16, &a, &n));
+	assert_int_equal(a, A(21));
+	assert_int_equal(n, 1);
+	assert_false(ws_next(ws_track(w, 0), 16, &a, &n));
 	ws_free(w);
 	ranges_free(r);
 }
