@@ -152,6 +152,12 @@ static int ws_setup(struct session *s, struct lp_err *e)
 	if (s->cfg.ws_record) {
 		snprintf(out, sizeof(out), "%s", s->cfg.ws_out ? s->cfg.ws_out : def);
 		ws_record(s->ws, out, (uint64_t)s->cfg.ws_record_ms * 1000000);
+		/*
+		 * A fault fills its own page only: pages a fault-around window
+		 * brought in would be recorded untouched (measured on redis: twice
+		 * the pages its requests referenced), or, if not recorded, missed.
+		 */
+		s->fill.fault_around = 1;
 		log_info("recording the working set into %s", out);
 	}
 	/* recording takes the faults of a cold restore: the default file is not replayed then */
