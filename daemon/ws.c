@@ -391,6 +391,14 @@ int ws_plan(struct ws_track *t, const struct ranges *r, struct lp_err *e)
 	pthread_mutex_unlock(&w->lock);
 	if (!wp || !wp->n)
 		return 0;
+	/* more pages than the process has lazy ones: most cannot be there (and nothing is allocated for them) */
+	if (wp->n / 2 > ranges_remaining(r)) {
+		pthread_mutex_lock(&w->lock);
+		w->bad = true;
+		pthread_mutex_unlock(&w->lock);
+		return lp_err_set(e, ESTALE, "%s: recorded for other images: it lists %llu pages for pid %u, which has %llu lazy pages",
+				  name, (unsigned long long)wp->n, t->pid, (unsigned long long)ranges_remaining(r));
+	}
 	t->runs = malloc(wp->n * sizeof(*t->runs));
 	if (!t->runs)
 		return lp_err_set(e, ENOMEM, "%s: pid %u: out of memory for %llu pages", name, t->pid,

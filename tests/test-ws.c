@@ -310,6 +310,18 @@ static void test_plan_other_images(void **state)
 	assert_false(ws_pending(ws_track(w, 0)));
 	assert_false(ws_next(ws_track(w, 0), 16, &a, &n));
 	ws_free(w);
+	/* far more pages than the process has lazy ones: refused before anything is allocated for them */
+	{
+		unsigned many[200];
+
+		for (unsigned i = 0; i < 200; i++)
+			many[i] = i;
+		w = ws_new(pids, 1, PG);
+		assert_int_equal(ws_replay(w, mkset(300, 1, many, NULL, 200), "big.ws", &e), 0);
+		assert_int_equal(ws_plan(ws_track(w, 0), r, &e), -ESTALE);
+		assert_non_null(strstr(e.msg, "big.ws: recorded for other images: it lists 200 pages for pid 300, which has 64"));
+		ws_free(w);
+	}
 	ranges_free(r);
 }
 
