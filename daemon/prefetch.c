@@ -381,7 +381,12 @@ static void read_one(struct prefetch_thread *t, struct proc *p)
 	if (!q)
 		return;
 	q->nseg = 0;
-	if (ws_pending(proc_ws(p)) && replay_read(t, p, q, max))
+	/*
+	 * The working set first, but a fault's neighbourhood before it: the
+	 * process reads there now (a hot block the recording has later), and
+	 * one read there saves the faults on the rest of the block.
+	 */
+	if (ws_pending(proc_ws(p)) && (f->replay_only || !proc_hinted(p)) && replay_read(t, p, q, max))
 		return;
 	if (f->replay_only || !proc_pick(p, max, &addr, &img, &n, &none)) {
 		buf_back(q, false);

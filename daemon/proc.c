@@ -580,6 +580,11 @@ bool proc_pick_run(struct proc *p, uint64_t addr, uint64_t max, uint64_t *start,
 	return true;
 }
 
+bool proc_hinted(struct proc *p)
+{
+	return atomic_load_explicit(&p->hint, memory_order_relaxed) != 0;
+}
+
 void proc_set_ws(struct proc *p, struct ws_track *w)
 {
 	p->ws = w;

@@ -127,6 +127,9 @@ int proc_place_section(struct proc *p, uint64_t addr, uint64_t img, uint64_t nr_
  */
 bool proc_pick_run(struct proc *p, uint64_t addr, uint64_t max, uint64_t *start, uint64_t *img, uint64_t *nr_pages);
 
+/* A fault happened since the last background pick: proc_pick goes on from there. */
+bool proc_hinted(struct proc *p);
+
 /* The process's working-set track (ws.h), NULL if none (a forked child, a hand-off). */
 struct ws_track;
 void proc_set_ws(struct proc *p, struct ws_track *w);

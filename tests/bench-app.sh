@@ -462,6 +462,14 @@ gbps() {	# TAG: lazy-pagesd's fill rate
 		'BEGIN { if (s > 0 && p != "") printf "%.2f", (p + z) * 4096 / s / 1e9 }'
 }
 
+ratio_row() {	# SCENARIO LABEL TAG_A TAG_B: A's figures over B's
+	local k out=()
+	for k in first_reply_ms window_s p50_us p99_us max_us all_in_s daemon_cpu_s; do
+		out+=("$(ratio "$(get "$3" $k)" "$(get "$4" $k)")")
+	done
+	printf '%-26s %-6s %9s %9s %8s %8s %9s %8s %8s\n' "$1" "$2" "${out[@]}"
+}
+
 target() {	# SCENARIO TEXT VALUE LIMIT le|ge
 	local met=-
 	[ -n "$3" ] && [ "$3" != - ] && met=$(awk -v v="$3" -v l="$4" -v o="$5" \
@@ -487,24 +495,10 @@ ratio() {	# A B
 				"$(get "$tag" all_in_s)" "$(get "$tag" daemon_cpu_s)" "$(get "$tag" wrong)"
 		done
 		if [[ " $DAEMONS " == *" lpd "* && " $DAEMONS " == *" lpd-ws "* ]]; then
-			printf '%-26s %-6s %9s %9s %8s %8s %9s %8s %8s\n' "$base" "ws/lpd" \
-				"$(ratio "$(get "$base-lpd-ws.$i" first_reply_ms)" "$(get "$base-lpd.$i" first_reply_ms)")" \
-				"$(ratio "$(get "$base-lpd-ws.$i" window_s)" "$(get "$base-lpd.$i" window_s)")" \
-				"$(ratio "$(get "$base-lpd-ws.$i" p50_us)" "$(get "$base-lpd.$i" p50_us)")" \
-				"$(ratio "$(get "$base-lpd-ws.$i" p99_us)" "$(get "$base-lpd.$i" p99_us)")" \
-				"$(ratio "$(get "$base-lpd-ws.$i" max_us)" "$(get "$base-lpd.$i" max_us)")" \
-				"$(ratio "$(get "$base-lpd-ws.$i" all_in_s)" "$(get "$base-lpd.$i" all_in_s)")" \
-				"$(ratio "$(get "$base-lpd-ws.$i" daemon_cpu_s)" "$(get "$base-lpd.$i" daemon_cpu_s)")"
+			ratio_row "$base" ws/lpd "$base-lpd-ws.$i" "$base-lpd.$i"
 		fi
 		if [[ " $DAEMONS " == *" lpd "* && " $DAEMONS " == *" criu "* ]]; then
-			printf '%-26s %-6s %9s %9s %8s %8s %9s %8s %8s\n' "$base" "ratio" \
-				"$(ratio "$(get "$base-lpd.$i" first_reply_ms)" "$(get "$base-criu.$i" first_reply_ms)")" \
-				"$(ratio "$(get "$base-lpd.$i" window_s)" "$(get "$base-criu.$i" window_s)")" \
-				"$(ratio "$(get "$base-lpd.$i" p50_us)" "$(get "$base-criu.$i" p50_us)")" \
-				"$(ratio "$(get "$base-lpd.$i" p99_us)" "$(get "$base-criu.$i" p99_us)")" \
-				"$(ratio "$(get "$base-lpd.$i" max_us)" "$(get "$base-criu.$i" max_us)")" \
-				"$(ratio "$(get "$base-lpd.$i" all_in_s)" "$(get "$base-criu.$i" all_in_s)")" \
-				"$(ratio "$(get "$base-lpd.$i" daemon_cpu_s)" "$(get "$base-criu.$i" daemon_cpu_s)")"
+			ratio_row "$base" ratio "$base-lpd.$i" "$base-criu.$i"
 		fi
 	done
 	for app in $APPS; do
