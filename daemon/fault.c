@@ -242,7 +242,7 @@ static void fault_serve(struct fault_thread *t, struct proc *p, int nseed)
 	for (;;) {
 		n = proc_read(p, t->addr + np, FAULT_BATCH - np, &more, children, &nch, &e);
 		for (i = 0; i < nch; i++)
-			if (workq_add(f->q, children[i], &e) == 0)
+			if (workq_add(f->q, children[i], false, &e) == 0)
 				log_info("pid %d: forked a child", proc_pid(p));
 		if (n == -ENOENT)
 			return;		/* ended by another thread */

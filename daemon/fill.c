@@ -17,13 +17,13 @@ void fill_destroy(struct fill *f)
 	pthread_mutex_destroy(&f->id_lock);
 }
 
-uint32_t fill_new_proc(struct fill *f, uint32_t type, uint64_t a, uint64_t b)
+uint32_t fill_new_proc(struct fill *f, uint32_t type, uint64_t a, uint64_t b, uint64_t c)
 {
 	uint32_t id;
 
 	pthread_mutex_lock(&f->id_lock);
 	id = f->next_id++;
-	persist_add(f->journal, type, id, a, b, 0);
+	persist_add(f->journal, type, id, a, b, c);
 	pthread_mutex_unlock(&f->id_lock);
 	return id;
 }

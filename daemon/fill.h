@@ -38,9 +38,9 @@ void fill_destroy(struct fill *f);
 
 /*
  * A number for a new process (a PREC_PROC or PREC_FORK record, with A and
- * B as persist.h says), journaled in the same step: the journal lists the
+ * B and C as persist.h says), journaled in the same step: the journal lists the
  * processes in the order of their numbers, as a restart replays them.
  */
-uint32_t fill_new_proc(struct fill *f, uint32_t type, uint64_t a, uint64_t b);
+uint32_t fill_new_proc(struct fill *f, uint32_t type, uint64_t a, uint64_t b, uint64_t c);
 
 #endif

@@ -31,6 +31,7 @@ static void usage(FILE *f)
 		"                   [--tls-cert F] [--tls-key F] [--tls-no-cn-verify]]\n"
 		"       lazy-pagesd --service [--control PATH] [--control-group GROUP] [--state-dir DIR]\n"
 		"                   [thread options]\n"
+		"       lazy-pagesd --reap [--state-dir DIR]   (lazy-pages.service's ExecStopPost=)\n"
 		"Serves the lazy pages of a `criu restore --lazy-pages` (or any restorer speaking\n"
 		"its protocol) from the CRIU image directory DIR, or with --page-server from a\n"
 		"page server (CRIU's, or lazy-pages-server), through DIR/lazy-pages.socket\n"
@@ -65,6 +66,7 @@ enum {
 	OPT_WS_RECORD_TIME,
 	OPT_WS_REPLAY,
 	OPT_NO_WS_REPLAY,
+	OPT_REAP,
 };
 
 int main(int argc, char **argv)
@@ -97,6 +99,7 @@ int main(int argc, char **argv)
 		{ "progress-file", required_argument, NULL, OPT_PROGRESS },
 		{ "ps-timeout", required_argument, NULL, OPT_PS_TIMEOUT },
 		{ "state-dir", required_argument, NULL, OPT_STATE_DIR },
+		{ "reap", no_argument, NULL, OPT_REAP },
 		CLI_TLS_OPTIONS,
 		{ "log-file", required_argument, NULL, 'o' },
 		{ "verbose", optional_argument, NULL, 'v' },
@@ -107,7 +110,7 @@ int main(int argc, char **argv)
 				    .state_dir = "/run/lazy-pages/state" };
 	struct session_cfg cfg;
 	static struct tls_cfg tls;	/* static: the loaded credentials last as long as the process */
-	int service = 0, use_tls = 0;
+	int service = 0, use_tls = 0, reap = 0, verbose = 0;
 	const char *pidfile = NULL, *logfile = NULL;
 	int daemon_mode = 0, status_fd = -1, c, ret;
 	struct session *s;
@@ -133,6 +136,7 @@ int main(int argc, char **argv)
 		case 'v':
 			if (cli_verbose("lazy-pagesd", optarg))
 				return 1;
+			verbose = 1;
 			break;
 		case OPT_PIDFILE:
 			pidfile = optarg;
@@ -236,6 +240,9 @@ int main(int argc, char **argv)
 		case OPT_SERVICE:
 			service = 1;
 			break;
+		case OPT_REAP:
+			reap = 1;
+			break;
 		case OPT_CONTROL:
 			scfg.control_path = optarg;
 			break;
@@ -257,6 +264,11 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 1;
 	}
+	/* a service's journal tells what became of each session and process */
+	if ((service || reap) && !verbose)
+		log_set_level(LOG_INFO);
+	if (reap)
+		return service_reap(scfg.state_dir);
 	if (service) {
 		if (cfg.images_dir || cfg.work_dir || cfg.remote || use_tls || daemon_mode || status_fd >= 0) {
 			fprintf(stderr, "lazy-pagesd: --service takes sessions from lazy-pagesctl: no -D, -W, "

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* notify: the systemd notification protocol (READY, STATUS, WATCHDOG) through sd-daemon. */
+/* notify: the systemd notification protocol (READY, STATUS, WATCHDOG) through sd-daemon, and what systemd says of our unit. */
 #ifndef LP_NOTIFY_H
 #define LP_NOTIFY_H
 
@@ -12,6 +12,19 @@ void notify_status(const char *line);
 void notify_watchdog(void);
 /* The watchdog interval systemd asked for in microseconds, 0 if none. */
 uint64_t notify_watchdog_usec(void);
+
+/*
+ * Asks systemd (its private socket, else the system bus; 2 s at most)
+ * for FileDescriptorStoreMax= of the unit this process runs in: 0 or
+ * -errno (not systemd, no answer).
+ */
+int notify_manager_fdstore_max(unsigned *out);
+/*
+ * Is a job queued or running for this process's unit (a stop or a
+ * restart)? 1 yes, 0 no, -errno if systemd cannot be asked. In
+ * ExecStopPost=, "no" means systemd is about to restart the service.
+ */
+int notify_manager_job_pending(void);
 
 /*
  * The fds systemd passed (socket activation and the fd store), with their

@@ -8,9 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <systemd/sd-daemon.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "fdstore.h"
 #include "io.h"
 #include "persist.h"
 
@@ -19,6 +20,17 @@ struct persist {
 	uint32_t id;
 	int jfd;
 	pthread_mutex_t lock;
+	struct fdstore *fs;
+	/*
+	 * Slots, under lock: RESERVED of the store's are this session's;
+	 * PENDING of them wait for pstree records still to come (zombies
+	 * among them are only known at the end: they keep theirs), USED
+	 * hold a uffd.
+	 */
+	unsigned reserved, pending, used;
+	char named[64];		/* lp-<id>-WHAT of persist_store_named, "" if none */
+	uint8_t *stored;	/* under lock: a bit per process whose uffd is in the store */
+	size_t nstored;		/* bits */
 };
 
 static int rm_dir(const char *dir)
@@ -38,7 +50,8 @@ static int rm_dir(const char *dir)
 	return rmdir(dir) < 0 ? -errno : 0;
 }
 
-int persist_open(const char *state, uint32_t id, const char *text, struct persist **out, struct lp_err *e)
+int persist_open(const char *state, uint32_t id, const char *text, struct fdstore *fs, struct persist **out,
+		 struct lp_err *e)
 {
 	struct persist *p = calloc(1, sizeof(*p));
 	char path[4400];
@@ -48,6 +61,7 @@ int persist_open(const char *state, uint32_t id, const char *text, struct persis
 		return lp_err_set(e, ENOMEM, "out of memory");
 	p->id = id;
 	p->jfd = -1;
+	p->fs = fs;
 	pthread_mutex_init(&p->lock, NULL);
 	snprintf(p->dir, sizeof(p->dir), "%s/%u", state, id);
 	if ((mkdir(state, 0700) < 0 && errno != EEXIST)) {
@@ -107,34 +121,141 @@ void persist_add(struct persist *p, uint32_t type, uint32_t proc, uint64_t a, ui
 	pthread_mutex_unlock(&p->lock);
 }
 
+int persist_reserve(struct persist *p, unsigned records)
+{
+	int ret;
+
+	if (!p)
+		return 0;
+	ret = fdstore_reserve(p->fs, records, 0);
+	if (ret)
+		return ret;
+	pthread_mutex_lock(&p->lock);
+	p->reserved += records;
+	p->pending += records;
+	pthread_mutex_unlock(&p->lock);
+	return 0;
+}
+
+void persist_adopt(struct persist *p, unsigned kept)
+{
+	if (!p)
+		return;
+	fdstore_reserve(p->fs, kept, 1);
+	pthread_mutex_lock(&p->lock);
+	p->reserved += kept;
+	p->pending += kept;
+	pthread_mutex_unlock(&p->lock);
+}
+
+int persist_take_slot(struct persist *p, int forked, int force)
+{
+	int ret = 0;
+
+	if (!p)
+		return 0;
+	pthread_mutex_lock(&p->lock);
+	if (!forked && p->pending) {
+		p->pending--;
+	} else if (p->reserved > p->pending + p->used) {
+		/* a slot a finished process left */
+	} else {
+		ret = fdstore_reserve(p->fs, 1, 0);
+		if (ret && force)
+			fdstore_reserve(p->fs, 1, 1);
+		if (!ret || force)
+			p->reserved++;
+	}
+	if (!ret || force)
+		p->used++;
+	pthread_mutex_unlock(&p->lock);
+	return ret;
+}
+
 void persist_store_fd(struct persist *p, uint32_t proc, int fd)
 {
-	char msg[96];
+	char name[64];
+	uint8_t *b;
 
 	if (!p)
 		return;
-	snprintf(msg, sizeof(msg), "FDSTORE=1\nFDNAME=lp-%u-%u", p->id, proc);
-	sd_pid_notify_with_fds(0, 0, msg, &fd, 1);
+	snprintf(name, sizeof(name), "lp-%u-%u", p->id, proc);
+	/* noted first: a session that ends without its processes (killed) takes them out at close */
+	pthread_mutex_lock(&p->lock);
+	if (proc >= p->nstored) {
+		size_t n = ((size_t)proc + 1024) & ~(size_t)1023;
+
+		b = realloc(p->stored, n / 8);
+		if (b) {
+			memset(b + p->nstored / 8, 0, (n - p->nstored) / 8);
+			p->stored = b;
+			p->nstored = n;
+		}
+	}
+	if (proc < p->nstored)
+		p->stored[proc / 8] |= (uint8_t)(1u << (proc % 8));
+	pthread_mutex_unlock(&p->lock);
+	if (fd >= 0)
+		fdstore_keep(p->fs, name, fd);
 }
 
 void persist_drop_fd(struct persist *p, uint32_t proc)
 {
-	char msg[96];
+	char name[64];
 
 	if (!p)
 		return;
-	snprintf(msg, sizeof(msg), "FDSTOREREMOVE=1\nFDNAME=lp-%u-%u", p->id, proc);
-	sd_notify(0, msg);
+	snprintf(name, sizeof(name), "lp-%u-%u", p->id, proc);
+	fdstore_forget(p->fs, name);
+	pthread_mutex_lock(&p->lock);
+	if (proc < p->nstored)
+		p->stored[proc / 8] &= (uint8_t)~(1u << (proc % 8));
+	if (p->used) {
+		p->used--;
+		p->reserved--;
+		fdstore_release(p->fs, 1);
+	}
+	pthread_mutex_unlock(&p->lock);
+}
+
+int persist_store_named(struct persist *p, const char *what, int fd)
+{
+	int ret;
+
+	if (!p)
+		return 0;
+	snprintf(p->named, sizeof(p->named), "lp-%u-%s", p->id, what);
+	if (fd < 0)
+		return 0;
+	ret = persist_take_slot(p, 0, 0);
+	if (ret) {
+		p->named[0] = '\0';
+		return ret;
+	}
+	fdstore_keep(p->fs, p->named, fd);
+	return 0;
 }
 
 void persist_close(struct persist *p, int remove)
 {
+	char name[64];
+	size_t i;
+
 	if (!p)
 		return;
+	if (remove && p->named[0])
+		fdstore_forget(p->fs, p->named);
+	for (i = 0; remove && i < p->nstored; i++)
+		if (p->stored[i / 8] & (1u << (i % 8))) {
+			snprintf(name, sizeof(name), "lp-%u-%zu", p->id, i);
+			fdstore_forget(p->fs, name);
+		}
+	free(p->stored);
 	if (p->jfd >= 0)
 		close(p->jfd);
 	if (remove)
 		rm_dir(p->dir);
+	fdstore_release(p->fs, p->reserved);
 	pthread_mutex_destroy(&p->lock);
 	free(p);
 }
@@ -179,4 +300,51 @@ fail:
 	free(t);
 	free(r);
 	return ret;
+}
+
+uint64_t persist_ticks(void)
+{
+	struct timespec ts;
+	long hz = sysconf(_SC_CLK_TCK);
+
+	clock_gettime(CLOCK_BOOTTIME, &ts);
+	if (hz <= 0)
+		hz = 100;
+	return (uint64_t)ts.tv_sec * (uint64_t)hz + (uint64_t)ts.tv_nsec / (1000000000ull / (uint64_t)hz);
+}
+
+int persist_procs(const struct persist_rec_t *recs, size_t n, struct persist_proc **out, size_t *np)
+{
+	struct persist_proc *v = calloc(n ? n : 1, sizeof(*v));
+	size_t k = 0, i;
+
+	if (!v)
+		return -ENOMEM;
+	for (i = 0; i < n; i++) {
+		const struct persist_rec_t *r = &recs[i];
+
+		if (r->type == PREC_PROC || r->type == PREC_FORK) {
+			if (r->proc != k || (r->type == PREC_FORK && r->a >= k))
+				break;
+			if (r->type == PREC_PROC) {
+				v[k].pid = (int32_t)r->a;
+			} else {
+				v[k].pid = v[r->a].pid;
+				v[k].forked = 1;
+				v[k].parent = (uint32_t)r->a;
+				v[k].fork_ticks = r->c;
+			}
+			k++;
+		} else if (r->proc >= k) {
+			break;
+		} else if (r->type == PREC_HOST) {
+			v[r->proc].host = (int32_t)r->a;
+			v[r->proc].start = r->b;
+		} else if (r->type == PREC_DONE) {
+			v[r->proc].done = 1;
+		}
+	}
+	*out = v;
+	*np = k;
+	return 0;
 }

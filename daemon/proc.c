@@ -159,9 +159,9 @@ uint64_t proc_remaining(struct proc *p)
 	return atomic_load_explicit(&p->remaining, memory_order_acquire);
 }
 
-void proc_set_done(struct proc *p)
+void proc_set_ended(struct proc *p, enum proc_state state)
 {
-	atomic_store(&p->state, PROC_DONE);
+	atomic_store(&p->state, state);
 }
 
 void proc_set_forked(struct proc *p, uint32_t parent_id)
@@ -510,6 +510,29 @@ void proc_fault_served(struct proc *p, uint64_t t0)
 	atomic_fetch_add_explicit(&p->faults, 1, memory_order_relaxed);
 }
 
+int proc_check_alive(struct proc *p, uint64_t probe)
+{
+	uint64_t done, img;
+	int err, ret = 0;
+	bool lazy;
+
+	/*
+	 * Shared, as for any placement: the uffd stays open meanwhile. Were a
+	 * registered VMA at PROBE, a page there that is not lazy is a hole or
+	 * was removed, and reads zeros anyway.
+	 */
+	pthread_rwlock_rdlock(&p->evlock);
+	if (proc_live(p) && p->uffd >= 0) {
+		pthread_mutex_lock(&p->lock);
+		lazy = ranges_lookup(p->ranges, probe, &img);
+		pthread_mutex_unlock(&p->lock);
+		if (!lazy && uffd_zero(p->uffd, probe, p->f->psz, &done, &err) == UFFD_GONE)
+			ret = -ESRCH;
+	}
+	pthread_rwlock_unlock(&p->evlock);
+	return ret;
+}
+
 static void infl_remove(struct proc *p, uint64_t addr)
 {
 	int i;
@@ -625,7 +648,8 @@ static int fork_child(struct proc *p, int ufd, struct proc **out, struct lp_err 
 		close(ufd);
 		return lp_err_set(e, ENOMEM, "pid %d: fork: out of memory for the child's ranges", p->pid);
 	}
-	id = fill_new_proc(p->f, PREC_FORK, p->id, 0);
+	/* when: a restarted daemon looks for the child among the parent's children started then */
+	id = fill_new_proc(p->f, PREC_FORK, p->id, 0, persist_ticks());
 	c = proc_new(p->f, id, p->pid, p->img_pid, p->pm, ufd, r);
 	if (!c)
 		return lp_err_set(e, ENOMEM, "pid %d: fork: out of memory", p->pid);

@@ -49,8 +49,8 @@ int32_t proc_pid(const struct proc *p);
 uint32_t proc_id(const struct proc *p);
 bool proc_live(struct proc *p);
 uint64_t proc_remaining(struct proc *p);
-/* Recovery: it was finished before the restart. */
-void proc_set_done(struct proc *p);
+/* Recovery: it ended before the restart (PROC_DONE, PROC_GONE), or is not served after it. */
+void proc_set_ended(struct proc *p, enum proc_state state);
 void proc_set_forked(struct proc *p, uint32_t parent_id);
 
 /* Adds the uffd to epoll instance EPFD (event data: P); proc_finish takes it out again. */
@@ -134,6 +134,15 @@ bool proc_hinted(struct proc *p);
 struct ws_track;
 void proc_set_ws(struct proc *p, struct ws_track *w);
 struct ws_track *proc_ws(const struct proc *p);
+
+/*
+ * Whether the process still exists: the kernel tells a uffd nothing when its
+ * process exits, only an ioctl answers ESRCH. PROBE is an address outside
+ * every mapping in practice (the lowest mappable page): a ZEROPAGE there
+ * answers ENOENT while the process lives, and is skipped if PROBE is lazy.
+ * Returns -ESRCH once the process has gone, 0 otherwise.
+ */
+int proc_check_alive(struct proc *p, uint64_t probe);
 
 /* When a fault of this process was last read (stats_now_ns), 0 if never. */
 uint64_t proc_last_fault_ns(struct proc *p);

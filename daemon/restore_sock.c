@@ -44,6 +44,13 @@ int restore_sock_listen(const char *workdir, int *out, struct lp_err *e)
 		lp_err_set(e, errno, "%s: listen: %s", sun.sun_path, strerror(errno));
 		goto fail;
 	}
+	/*
+	 * Every record then carries its sender's pid (accept passes the flag
+	 * on): each restored task sends its own, so a restarted daemon can
+	 * find, and kill, a process whose uffd it did not get back.
+	 */
+	n = 1;
+	setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &n, sizeof(n));
 	*out = fd;
 	return 0;
 fail:
@@ -56,7 +63,7 @@ int restore_sock_accept(int lfd, int *out, struct restore_peer *peer, struct lp_
 {
 	struct ucred uc;
 	socklen_t l = sizeof(uc);
-	int fd;
+	int fd, one = 1;
 
 	do
 		fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
@@ -64,6 +71,7 @@ int restore_sock_accept(int lfd, int *out, struct restore_peer *peer, struct lp_
 	if (fd < 0)
 		return lp_err_set(e, errno, "accept on %s: %s", LAZY_PAGES_SOCK_NAME, strerror(errno));
 	memset(peer, 0, sizeof(*peer));
+	setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one));
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &uc, &l) == 0) {
 		peer->pid = uc.pid;
 		peer->uid = uc.uid;
@@ -100,7 +108,7 @@ static int read_exact(int fd, void *buf, size_t len, const struct restore_peer *
 }
 
 int restore_sock_recv_uffd(int fd, const struct restore_peer *peer, uint64_t *pos, int32_t pid, int *out,
-			   struct lp_err *e)
+			   pid_t *sender, struct lp_err *e)
 {
 	union {
 		char buf[CMSG_SPACE(sizeof(int)) * 4];
@@ -128,7 +136,15 @@ int restore_sock_recv_uffd(int fd, const struct restore_peer *peer, uint64_t *po
 		return lp_err_set(e, EPIPE, "%s: offset %llu: pid %d: connection closed before its userfaultfd",
 				  peer->name, (unsigned long long)*pos, pid);
 	*pos += (uint64_t)n;
+	*sender = 0;
 	for (c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS &&
+		    c->cmsg_len >= CMSG_LEN(sizeof(struct ucred))) {
+			struct ucred uc;
+
+			memcpy(&uc, CMSG_DATA(c), sizeof(uc));
+			*sender = uc.pid;
+		}
 		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
 			continue;
 		fds = (int *)CMSG_DATA(c);

@@ -35,10 +35,11 @@ int restore_sock_read_pid(int fd, const struct restore_peer *peer, uint64_t *pos
 /*
  * Reads the rest of a live task's record: the 1-byte message that
  * carries its uffd with SCM_RIGHTS. The fd must be a userfaultfd; it is
- * returned with O_NONBLOCK set.
+ * returned with O_NONBLOCK set. *SENDER: the pid (in this pid namespace)
+ * of the process that sent the message, 0 if unknown.
  */
 int restore_sock_recv_uffd(int fd, const struct restore_peer *peer, uint64_t *pos, int32_t pid,
-			   int *uffd, struct lp_err *e);
+			   int *uffd, pid_t *sender, struct lp_err *e);
 
 /* Reads the 4-byte restore-finished marker. */
 int restore_sock_read_marker(int fd, const struct restore_peer *peer, uint64_t *pos, struct lp_err *e);

@@ -2,6 +2,7 @@
 /* service: the registry of sessions, one thread each, and the main loop (signals, control, systemd). */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <pthread.h>
 #include <signal.h>
@@ -17,6 +18,7 @@
 #include <unistd.h>
 
 #include "control.h"
+#include "fdstore.h"
 #include "log.h"
 #include "notify.h"
 #include "persist.h"
@@ -52,6 +54,7 @@ struct service {
 	gid_t gid;
 	char status[256];
 	int persist;			/* keep journals and uffds for a restart */
+	struct fdstore *fs;		/* the service manager's fd store */
 	int conns[CONTROL_MAX_CONNS];	/* control connections being served, -1 free */
 	int nconns, closed;
 	pthread_cond_t conns_cv;
@@ -201,6 +204,50 @@ static int check_room(struct service *svc, const char *work_dir, struct lp_err *
 	return ret;
 }
 
+/*
+ * A session of a daemon a service manager may restart: its journal, and
+ * a slot in the fd store for each process of its pstree.img. Refused if
+ * either cannot be had: its processes would be lost with the daemon.
+ */
+static int keep_session(struct service *svc, struct svc_sess *x, const struct session_cfg *cfg, struct lp_err *e)
+{
+	size_t n = session_nr_tasks(x->s);
+	char text[9000];
+	struct lp_err e2;
+	int ret;
+
+	pthread_mutex_lock(&svc->lock);
+	x->id = ++svc->next_id;
+	pthread_mutex_unlock(&svc->lock);
+	snprintf(text, sizeof(text), "kind=criu\nimages_dir=%s\nwork_dir=%s\nps_address=%s\nps_port=%s\nps_wire=%d\n",
+		 x->images_dir, x->work_dir, x->address, x->port, cfg->ps_wire);
+	ret = persist_open(svc->cfg.state_dir, x->id, text, svc->fs, &x->persist, &e2);
+	if (ret && fdstore_kind(svc->fs) == FDSTORE_UNKNOWN) {
+		/* a service manager that keeps nothing we know of: as without one */
+		log_warn("session %u: not kept for a restart: %s", x->id, e2.msg);
+		return 0;
+	}
+	if (ret)
+		ret = lp_err_set(e, -ret, "session refused: it could not be kept for a restart of the daemon: %s", e2.msg);
+	else
+		session_set_persist(x->s, x->persist);
+	if (!ret && persist_reserve(x->persist, n > UINT32_MAX ? UINT32_MAX : (unsigned)n)) {
+		unsigned size = fdstore_size(svc->fs), used = fdstore_used(svc->fs);
+
+		if (!size)
+			ret = lp_err_set(e, ENOSPC, "session refused: the service manager keeps no fds for this service "
+					 "(FileDescriptorStoreMax=0), so a restart of the daemon would leave the %zu process(es) "
+					 "of %s/pstree.img without their missing pages", n, x->images_dir);
+		else
+			ret = lp_err_set(e, ENOSPC, "session refused: its %zu process(es) (%s/pstree.img) do not fit in the "
+					 "fd store: %u of its %u slots (FileDescriptorStoreMax=) are taken, and a uffd it "
+					 "cannot keep is lost with the daemon", n, x->images_dir, used, size);
+	}
+	if (ret)
+		log_warn("%s", e->msg);
+	return ret;
+}
+
 int service_add(struct service *svc, const struct service_add *a, uid_t uid, uint32_t *id, struct lp_err *e)
 {
 	struct svc_sess *x;
@@ -256,22 +303,14 @@ int service_add(struct service *svc, const struct service_add *a, uid_t uid, uin
 		goto fail;
 	}
 	session_allow_uid(x->s, uid);
+	if (svc->persist) {
+		ret = keep_session(svc, x, &cfg, e);
+		if (ret)
+			goto fail;
+	}
 	ret = session_listen(x->s, e);
 	if (ret)
 		goto fail;
-	if (svc->persist) {
-		char text[9000];
-		struct lp_err e2;
-
-		pthread_mutex_lock(&svc->lock);
-		x->id = ++svc->next_id;
-		pthread_mutex_unlock(&svc->lock);
-		snprintf(text, sizeof(text), "kind=criu\nimages_dir=%s\nwork_dir=%s\nps_address=%s\nps_port=%s\nps_wire=%d\n",
-			 x->images_dir, x->work_dir, x->address, x->port, cfg.ps_wire);
-		if (persist_open(svc->cfg.state_dir, x->id, text, &x->persist, &e2))
-			log_warn("session %u: not kept for a restart: %s", x->id, e2.msg);
-		session_set_persist(x->s, x->persist);
-	}
 	ret = start(svc, x, e);
 	if (ret)
 		goto fail;
@@ -284,11 +323,49 @@ fail:
 	return ret;
 }
 
+/*
+ * A hand-off kept for a restart: its regions in the session file, its
+ * memory file and uffd in the fd store (two slots). Refused if it cannot be.
+ */
+static int keep_handoff(struct service *svc, struct svc_sess *x, int mem_fd, const struct session_region *r,
+			size_t n, int32_t pid, struct lp_err *e)
+{
+	size_t cap = 128 + n * 64, len, i;
+	char *text = malloc(cap);
+	struct lp_err e2;
+	int ret;
+
+	if (!text)
+		return lp_err_set(e, ENOMEM, "out of memory");
+	len = (size_t)snprintf(text, cap, "kind=handoff\npid=%d\nregions=%zu\n", (int)pid, n);
+	for (i = 0; i < n && len < cap; i++)
+		len += (size_t)snprintf(text + len, cap - len, "region=%llx,%llx,%llx\n", (unsigned long long)r[i].addr,
+					(unsigned long long)r[i].len, (unsigned long long)r[i].offset);
+	pthread_mutex_lock(&svc->lock);
+	x->id = ++svc->next_id;
+	pthread_mutex_unlock(&svc->lock);
+	ret = persist_open(svc->cfg.state_dir, x->id, text, svc->fs, &x->persist, &e2);
+	free(text);
+	if (ret && fdstore_kind(svc->fs) == FDSTORE_UNKNOWN) {
+		log_warn("session %u: not kept for a restart: %s", x->id, e2.msg);
+		return 0;
+	}
+	if (ret)
+		ret = lp_err_set(e, -ret, "hand-off refused: it could not be kept for a restart of the daemon: %s", e2.msg);
+	else if (persist_reserve(x->persist, 2) || persist_store_named(x->persist, "mem", mem_fd))
+		ret = lp_err_set(e, ENOSPC, "hand-off refused: its userfaultfd and memory file do not fit in the fd store "
+				 "(%u of its %u slots, FileDescriptorStoreMax=, are taken), and a uffd it cannot keep is "
+				 "lost with the daemon", fdstore_used(svc->fs), fdstore_size(svc->fs));
+	if (ret)
+		log_warn("%s", e->msg);
+	return ret;
+}
+
 int service_handoff(struct service *svc, int uffd, int mem_fd, const struct session_region *r, size_t n,
 		    int32_t pid, pid_t peer, uint32_t *id, struct lp_err *e)
 {
 	struct svc_sess *x;
-	int ret;
+	int ret, keep;
 
 	ret = check_room(svc, NULL, e);
 	x = ret ? NULL : calloc(1, sizeof(*x));
@@ -299,10 +376,25 @@ int service_handoff(struct service *svc, int uffd, int mem_fd, const struct sess
 	}
 	x->handoff = 1;
 	snprintf(x->images_dir, sizeof(x->images_dir), "memory file of pid %d", (int)pid);
+	/* the session takes MEM_FD: a copy goes to the fd store once it has checked what it got */
+	keep = svc->persist ? fcntl(mem_fd, F_DUPFD_CLOEXEC, 3) : -1;
 	x->s = session_new_handoff(&svc->cfg.defaults, uffd, mem_fd, r, n, pid, e);
 	if (!x->s) {
+		if (keep >= 0)
+			close(keep);
 		free(x);
 		return -EINVAL;
+	}
+	if (svc->persist) {
+		ret = keep < 0 ? lp_err_set(e, errno, "hand-off refused: the memory file: %s", strerror(errno))
+			       : keep_handoff(svc, x, keep, r, n, pid, e);
+		if (keep >= 0)
+			close(keep);
+		if (ret) {
+			sess_free(x);
+			return ret;
+		}
+		session_set_persist(x->s, x->persist);
 	}
 	session_set_peer(x->s, peer);
 	ret = start(svc, x, e);
@@ -576,6 +668,75 @@ static const char *kv(const char *text, const char *key, char *buf, size_t len)
 	return buf;
 }
 
+/* A hand-off's session file: its pid and regions (malloc'ed, *N of them). */
+static int handoff_text(const char *text, int32_t *pid, struct session_region **out, size_t *n)
+{
+	struct session_region *r;
+	unsigned long long a, l, o;
+	const char *p;
+	char buf[32];
+	size_t k = 0, want;
+
+	*pid = (int32_t)atoi(kv(text, "pid", buf, sizeof(buf)));
+	want = (size_t)strtoul(kv(text, "regions", buf, sizeof(buf)), NULL, 10);
+	if (!want || want > SESSION_MAX_REGIONS)
+		return -EINVAL;
+	r = calloc(want, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	for (p = strstr(text, "\nregion="); p && k < want; p = strstr(p + 1, "\nregion="))
+		if (sscanf(p + 8, "%llx,%llx,%llx", &a, &l, &o) == 3)
+			r[k++] = (struct session_region){ .addr = a, .len = l, .offset = o };
+	if (k != want) {
+		free(r);
+		return -EINVAL;
+	}
+	*out = r;
+	*n = k;
+	return 0;
+}
+
+/*
+ * The fds systemd gave back for session ID: the uffds lp-ID-K in *PFDS
+ * (malloc'ed, indexed by process, -1 where none; *NP long) and a memory
+ * file lp-ID-mem in *MEM (-1 if none). Taken from FDS.
+ */
+static int session_fds(uint32_t id, int *fds, char **names, int nfds, int **pfds, size_t *np, int *mem)
+{
+	unsigned long sid, pi;
+	char tail[8];
+	size_t max = 0;
+	int i, *v;
+
+	*mem = -1;
+	for (i = 0; i < nfds; i++)
+		if (fds[i] >= 0 && names && names[i] && sscanf(names[i], "lp-%lu-%lu", &sid, &pi) == 2 && sid == id &&
+		    pi < 65536 && pi + 1 > max)
+			max = pi + 1;
+	v = malloc((max ? max : 1) * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	memset(v, -1, (max ? max : 1) * sizeof(*v));
+	for (i = 0; i < nfds; i++) {
+		if (fds[i] < 0 || !names || !names[i])
+			continue;
+		if (sscanf(names[i], "lp-%lu-%lu", &sid, &pi) == 2 && sid == id && pi < max) {
+			if (v[pi] >= 0)
+				close(v[pi]);
+			v[pi] = fds[i];
+			fds[i] = -1;
+		} else if (sscanf(names[i], "lp-%lu-%7s", &sid, tail) == 2 && sid == id && !strcmp(tail, "mem")) {
+			if (*mem >= 0)
+				close(*mem);
+			*mem = fds[i];
+			fds[i] = -1;
+		}
+	}
+	*pfds = v;
+	*np = max;
+	return 0;
+}
+
 /* A restarted daemon: every session in the state dir comes back with the uffds systemd kept. */
 static void recover(struct service *svc, int *fds, char **names, int nfds)
 {
@@ -590,11 +751,15 @@ static void recover(struct service *svc, int *fds, char **names, int nfds)
 	if (!d)
 		return;
 	while ((de = readdir(d))) {
-		char *end, wire[8];
+		char *end, wire[8], kind[16];
 		unsigned long id = strtoul(de->d_name, &end, 10);
-		int pfds[4096], i, maxp = 0;
 		struct session_cfg cfg = svc->cfg.defaults;
-		struct svc_sess *x;
+		struct session_handoff h = { .mem_fd = -1 };
+		struct session_region *regions = NULL;
+		struct svc_sess *x = NULL;
+		int *pfds = NULL, mem = -1;
+		int32_t pid = 0;
+		size_t np = 0, i;
 
 		if (!id || *end || id > UINT32_MAX)
 			continue;
@@ -602,63 +767,125 @@ static void recover(struct service *svc, int *fds, char **names, int nfds)
 			log_err("session %lu: cannot be resumed: %s", id, e.msg);
 			continue;
 		}
-		for (i = 0; i < 4096; i++)
-			pfds[i] = -1;
-		for (i = 0; i < nfds; i++) {
-			unsigned long sid, pi;
-
-			if (names && names[i] && sscanf(names[i], "lp-%lu-%lu", &sid, &pi) == 2 && sid == id && pi < 4096) {
-				pfds[pi] = fds[i];
-				fds[i] = -1;
-				if ((int)pi + 1 > maxp)
-					maxp = (int)pi + 1;
-			}
-		}
-		x = calloc(1, sizeof(*x));
-		if (!x)
+		if (session_fds((uint32_t)id, fds, names, nfds, &pfds, &np, &mem) || !(x = calloc(1, sizeof(*x)))) {
+			session_abandon_journal(recs, n, "out of memory while resuming its session");
 			goto next;
-		kv(text, "images_dir", x->images_dir, sizeof(x->images_dir));
-		kv(text, "work_dir", x->work_dir, sizeof(x->work_dir));
-		kv(text, "ps_address", x->address, sizeof(x->address));
-		kv(text, "ps_port", x->port, sizeof(x->port));
-		kv(text, "ps_wire", wire, sizeof(wire));
-		snprintf(x->socket_path, sizeof(x->socket_path), "%s/lazy-pages.socket", x->work_dir);
-		cfg.images_dir = x->images_dir;
-		cfg.work_dir = x->work_dir;
-		if (x->address[0]) {
-			snprintf(x->page_server, sizeof(x->page_server), "%s:%s", x->address, x->port);
-			cfg.remote = 1;
-			cfg.ps_address = x->address;
-			cfg.ps_port = x->port;
-			cfg.ps_wire = atoi(wire) == 3 ? 3 : 4;
 		}
 		x->id = (uint32_t)id;
-		if (persist_open(svc->cfg.state_dir, x->id, NULL, &x->persist, &e)) {
+		kv(text, "kind", kind, sizeof(kind));
+		if (!strcmp(kind, "handoff")) {
+			x->handoff = 1;
+			if (handoff_text(text, &pid, &regions, &h.n) || mem < 0) {
+				log_err("session %lu: cannot be resumed: %s", id, mem < 0 ? "its memory file was not kept in the fd store"
+											  : "its session file lists no valid regions");
+				session_abandon_journal(recs, n, "its hand-off cannot be resumed");
+				goto next;
+			}
+			snprintf(x->images_dir, sizeof(x->images_dir), "memory file of pid %d", (int)pid);
+			h.r = regions;
+			h.mem_fd = mem;
+			mem = -1;	/* session_recover takes it */
+		} else {
+			kv(text, "images_dir", x->images_dir, sizeof(x->images_dir));
+			kv(text, "work_dir", x->work_dir, sizeof(x->work_dir));
+			kv(text, "ps_address", x->address, sizeof(x->address));
+			kv(text, "ps_port", x->port, sizeof(x->port));
+			kv(text, "ps_wire", wire, sizeof(wire));
+			snprintf(x->socket_path, sizeof(x->socket_path), "%s/lazy-pages.socket", x->work_dir);
+			cfg.images_dir = x->images_dir;
+			cfg.work_dir = x->work_dir;
+			if (x->address[0]) {
+				snprintf(x->page_server, sizeof(x->page_server), "%s:%s", x->address, x->port);
+				cfg.remote = 1;
+				cfg.ps_address = x->address;
+				cfg.ps_port = x->port;
+				cfg.ps_wire = atoi(wire) == 3 ? 3 : 4;
+			}
+		}
+		if (persist_open(svc->cfg.state_dir, x->id, NULL, svc->fs, &x->persist, &e)) {
 			log_err("session %lu: cannot be resumed: %s", id, e.msg);
-			free(x);
+			session_abandon_journal(recs, n, "its session cannot be resumed");
+			if (h.mem_fd >= 0)
+				close(h.mem_fd);
 			goto next;
 		}
-		x->s = session_recover(&cfg, x->persist, recs, n, pfds, (size_t)maxp, &e);
+		if (x->handoff) {
+			persist_adopt(x->persist, 1);
+			persist_store_named(x->persist, "mem", -1);
+		}
+		x->s = session_recover(&cfg, x->handoff ? &h : NULL, x->persist, recs, n, pfds, np, &e);
 		if (!x->s) {
 			/* its processes cannot be served any more: they must not run on with zeros */
 			log_err("session %lu: cannot be resumed: %s", id, e.msg);
-			sess_free(x);
 			goto next;
 		}
 		if (start(svc, x, &e)) {
+			/* sess_free closes the uffds: the processes go first */
 			log_err("session %lu: %s", id, e.msg);
-			sess_free(x);
+			session_abandon_journal(recs, n, "its session cannot be resumed");
 			goto next;
 		}
 		log_warn("session %lu: resumed after a restart (%zu journal records)", id, n);
+		x = NULL;	/* the service has it */
 next:
-		for (i = 0; i < 4096; i++)
+		sess_free(x);
+		for (i = 0; pfds && i < np; i++)
 			if (pfds[i] >= 0)
 				close(pfds[i]);
+		if (mem >= 0)
+			close(mem);
+		free(pfds);
+		free(regions);
 		free(text);
 		free(recs);
 	}
 	closedir(d);
+}
+
+int service_reap(const char *state_dir)
+{
+	struct persist_rec_t *recs;
+	struct dirent *de;
+	struct lp_err e;
+	char *text;
+	size_t nrec;
+	int job;
+	DIR *d;
+
+	job = notify_manager_job_pending();
+	if (job < 0) {
+		log_err("--reap: systemd cannot be asked whether the service stops for good: %s; nothing done",
+			strerror(-job));
+		return 1;
+	}
+	if (!job) {
+		log_info("--reap: no stop job: systemd restarts the service, which resumes its sessions");
+		return 0;
+	}
+	d = opendir(state_dir);
+	if (!d)
+		return errno == ENOENT ? 0 : 1;
+	while ((de = readdir(d))) {
+		char *end;
+		unsigned long id = strtoul(de->d_name, &end, 10);
+		struct persist *p;
+
+		if (!id || *end || id > UINT32_MAX)
+			continue;
+		if (persist_load(state_dir, (uint32_t)id, &text, &recs, &nrec, &e)) {
+			log_err("session %lu: %s", id, e.msg);
+			continue;
+		}
+		log_err("session %lu: the service stops for good while it fills processes, and systemd closes its fd store: "
+			"they are killed, not left to read zeros", id);
+		session_abandon_journal(recs, nrec, "the daemon was killed while stopping, and its fd store is closed");
+		if (!persist_open(state_dir, (uint32_t)id, NULL, NULL, &p, &e))
+			persist_close(p, 1);
+		free(text);
+		free(recs);
+	}
+	closedir(d);
+	return 0;
 }
 
 int service_main(const struct service_cfg *cfg)
@@ -715,7 +942,22 @@ int service_main(const struct service_cfg *cfg)
 		log_err("%s", e.msg);
 		goto out;
 	}
-	svc->persist = cfg->state_dir && getenv("NOTIFY_SOCKET");
+	svc->fs = fdstore_new();
+	if (!svc->fs) {
+		log_err("out of memory");
+		goto out;
+	}
+	{
+		char how[512];
+
+		fdstore_describe(svc->fs, how, sizeof(how));
+		if (fdstore_kind(svc->fs) == FDSTORE_UNKNOWN ||
+		    (fdstore_kind(svc->fs) != FDSTORE_NONE && !fdstore_size(svc->fs)))
+			log_warn("%s", how);
+		else
+			log_info("%s", how);
+	}
+	svc->persist = cfg->state_dir && fdstore_kind(svc->fs) != FDSTORE_NONE;
 	if (svc->persist)
 		recover(svc, lfds, lnames, nlfds);
 	for (i = 0; i < nlfds; i++)
@@ -812,6 +1054,7 @@ out:
 		close(tfd);
 	if (svc->efd > 0)
 		close(svc->efd);
+	fdstore_free(svc->fs);
 	pthread_cond_destroy(&svc->conns_cv);
 	pthread_mutex_destroy(&svc->lock);
 	free(svc);

@@ -24,6 +24,16 @@ struct service_cfg {
 /* Runs until SIGTERM/SIGINT and every live session has finished. Returns the exit code. */
 int service_main(const struct service_cfg *cfg);
 
+/*
+ * ExecStopPost=: when systemd has a stop (or restart) job for the unit,
+ * it closes the fd store once this returns (systemd 252 has no
+ * FileDescriptorStorePreserve=), so the processes of sessions left in
+ * STATE_DIR (the daemon was killed while it waited for them) are killed
+ * now, before their uffds close. Without a job, a restart follows and
+ * resumes them: nothing is done. Returns the exit code.
+ */
+int service_reap(const char *state_dir);
+
 /* For the control connections. Each returns 0 or -errno with E set. */
 struct service_add {
 	const char *images_dir, *work_dir, *ps_address;

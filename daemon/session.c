@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /* session: takes CRIU's hand-off, builds each process's lazy ranges and runs it to completion. */
 #include <errno.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -66,6 +68,8 @@ struct session {
 	int handoff;			/* a non-CRIU hand-off: one process, no images */
 	int recovered;			/* rebuilt from the journal: no restore socket */
 	struct ws *ws;			/* the working set recorded or replayed (pstree order) */
+	unsigned lost;			/* recovered: processes whose uffds were not kept (killed) */
+	char lost_msg[256];
 	struct persist *persist;	/* not owned */
 	struct proc *handoff_proc;
 	uint64_t t_rstf, t_done;
@@ -216,40 +220,41 @@ fail:
 	return NULL;
 }
 
-struct session *session_new_handoff(const struct session_cfg *cfg, int uffd, int mem_fd,
-				    const struct session_region *r, size_t n, int32_t pid, struct lp_err *e)
+/*
+ * A hand-off session without its process yet: the memory file (taken,
+ * closed on failure too) as the page source, and the lazy ranges of the
+ * regions in *RG.
+ */
+static struct session *handoff_alloc(const struct session_cfg *cfg, int mem_fd, const struct session_region *r,
+				     size_t n, struct ranges **rg, struct lp_err *e)
 {
 	struct session *s = session_alloc(cfg, e);
-	struct ranges *rg = NULL;
 	struct stat st;
 	size_t i;
-	int ret = -EINVAL;
+	int ret;
 
+	*rg = NULL;
 	if (!s)
-		goto fail_fds;
+		goto fail;
 	s->handoff = 1;
 	if (fstat(mem_fd, &st) < 0) {
 		lp_err_set(e, errno, "hand-off: the memory file: %s", strerror(errno));
-		goto fail_fds;
+		goto fail;
 	}
 	s->fill.src = source_raw_new(mem_fd);
 	if (!s->fill.src) {
 		lp_err_set(e, ENOMEM, "out of memory");
-		goto fail_fds;
+		goto fail;
 	}
 	mem_fd = -1;	/* the source has it */
 	if (n == 0 || n > SESSION_MAX_REGIONS) {
 		lp_err_set(e, EINVAL, "hand-off: %zu regions (1 to %d)", n, SESSION_MAX_REGIONS);
-		goto fail_fds;
+		goto fail;
 	}
-	if (uffd_check_fd(uffd) < 0) {
-		lp_err_set(e, EINVAL, "hand-off: the first fd is not a userfaultfd");
-		goto fail_fds;
-	}
-	rg = ranges_new();
-	if (!rg) {
+	*rg = ranges_new();
+	if (!*rg) {
 		lp_err_set(e, ENOMEM, "out of memory");
-		goto fail_fds;
+		goto fail;
 	}
 	for (i = 0; i < n; i++) {
 		if (r[i].len == 0 || (r[i].addr | r[i].len | r[i].offset) % s->psz ||
@@ -257,40 +262,63 @@ struct session *session_new_handoff(const struct session_cfg *cfg, int uffd, int
 			lp_err_set(e, EINVAL, "hand-off: region %zu (0x%llx +%llu at offset %llu): not page aligned or wraps",
 				   i, (unsigned long long)r[i].addr, (unsigned long long)r[i].len,
 				   (unsigned long long)r[i].offset);
-			goto fail_fds;
+			goto fail;
 		}
 		if (S_ISREG(st.st_mode) && r[i].offset + r[i].len > (uint64_t)st.st_size) {
 			lp_err_set(e, EINVAL, "hand-off: region %zu ends at offset %llu, past the memory file's %lld bytes",
 				   i, (unsigned long long)(r[i].offset + r[i].len), (long long)st.st_size);
-			goto fail_fds;
+			goto fail;
 		}
-		ret = ranges_add(rg, r[i].addr, r[i].addr + r[i].len, r[i].offset);
+		ret = ranges_add(*rg, r[i].addr, r[i].addr + r[i].len, r[i].offset);
 		if (ret) {
 			lp_err_set(e, -ret, "hand-off: region %zu (0x%llx +%llu) overlaps another", i,
 				   (unsigned long long)r[i].addr, (unsigned long long)r[i].len);
-			goto fail_fds;
+			goto fail;
 		}
 	}
 	s->prefetch = prefetch_pool_new(&s->fill, cfg->prefetch_threads, e);
 	if (!s->prefetch)
-		goto fail_fds;
-	/* not journaled: a hand-off session is not resumed after a restart */
-	s->handoff_proc = proc_new(&s->fill, fill_new_proc(&s->fill, PREC_PROC, (uint64_t)(int64_t)pid, 0), pid, 0,
-				   NULL, uffd, rg);
+		goto fail;
+	return s;
+fail:
+	ranges_free(*rg);
+	*rg = NULL;
+	if (mem_fd >= 0)
+		close(mem_fd);
+	session_free(s);
+	return NULL;
+}
+
+struct session *session_new_handoff(const struct session_cfg *cfg, int uffd, int mem_fd,
+				    const struct session_region *r, size_t n, int32_t pid, struct lp_err *e)
+{
+	struct ranges *rg;
+	struct session *s;
+
+	if (uffd_check_fd(uffd) < 0) {
+		lp_err_set(e, EINVAL, "hand-off: the first fd is not a userfaultfd");
+		close(uffd);
+		close(mem_fd);
+		return NULL;
+	}
+	s = handoff_alloc(cfg, mem_fd, r, n, &rg, e);
+	if (!s) {
+		close(uffd);
+		return NULL;
+	}
+	/* numbered when it is served (session_serve): the journal is set by then */
+	s->handoff_proc = proc_new(&s->fill, 0, pid, 0, NULL, uffd, rg);
 	if (!s->handoff_proc) {
 		lp_err_set(e, ENOMEM, "out of memory");
 		session_free(s);
 		return NULL;
 	}
 	return s;
-fail_fds:
-	ranges_free(rg);
-	if (uffd >= 0)
-		close(uffd);
-	if (mem_fd >= 0)
-		close(mem_fd);
-	session_free(s);
-	return NULL;
+}
+
+size_t session_nr_tasks(const struct session *s)
+{
+	return s->nr_tasks;
 }
 
 void session_allow_uid(struct session *s, uid_t uid)
@@ -438,11 +466,20 @@ int session_listen(struct session *s, struct lp_err *e)
 	return restore_sock_listen(s->cfg.work_dir, &s->lfd, e);
 }
 
-/* Adds P (taken) to the session; a process past the limit fails the session and is killed with the others. */
-static int session_add(struct session *s, struct proc *p, struct lp_err *e)
+/*
+ * Adds P (taken) to the session; a process past the limits fails the
+ * session and is killed with the others. HOST, START: the process in this
+ * pid namespace and its start time, if known (0), journaled so that a
+ * restarted daemon can find it. KEPT: a restarted daemon's, its uffd in
+ * the fd store already.
+ */
+static int session_add(struct session *s, struct proc *p, pid_t host, uint64_t start, bool kept, struct lp_err *e)
 {
-	int ret = workq_add(s->q, p, e);
+	int ret;
 
+	if (host > 0)
+		persist_add(s->persist, PREC_HOST, proc_id(p), (uint64_t)host, start, 0);
+	ret = workq_add(s->q, p, kept, e);
 	if (!ret && proc_live(p) && !proc_remaining(p))
 		workq_finish(s->q, p, PROC_DONE);
 	return ret;
@@ -626,10 +663,16 @@ static int prep_take(struct session *s, size_t idx, struct ranges **r, struct lp
 }
 
 
-static int take_live(struct session *s, size_t idx, int32_t vpid, int uffd, struct lp_err *e)
+/*
+ * SENDER sent the record: with CRIU (and lp-restore) the restored task
+ * itself, so it is the process to kill should its uffd be lost; not when
+ * it is the restore's main process (another restorer may send all).
+ */
+static int take_live(struct session *s, size_t idx, int32_t vpid, int uffd, pid_t sender, struct lp_err *e)
 {
 	uint32_t pid = (uint32_t)vpid;
 	struct ranges *r = NULL;
+	uint64_t start = 0;
 	struct proc *p;
 	int ret;
 
@@ -639,19 +682,22 @@ static int take_live(struct session *s, size_t idx, int32_t vpid, int uffd, stru
 		close(uffd);
 		return ret;
 	}
-	p = proc_new(&s->fill, fill_new_proc(&s->fill, PREC_PROC, (uint64_t)(int64_t)vpid, pid), vpid, pid,
+	p = proc_new(&s->fill, fill_new_proc(&s->fill, PREC_PROC, (uint64_t)(int64_t)vpid, pid, 0), vpid, pid,
 		     s->pms[idx], uffd, r);
 	if (!p)
 		return lp_err_set(e, ENOMEM, "out of memory");
 	log_info("pid %d: %llu lazy pages", vpid, (unsigned long long)proc_remaining(p));
 	proc_set_ws(p, ws_track(s->ws, idx));
 	ws_track_live(ws_track(s->ws, idx));
-	return session_add(s, p, e);
+	if (!s->persist || sender == s->peer_pid || pid_start(sender, &start))
+		sender = 0;
+	return session_add(s, p, sender, start, false, e);
 }
 
 static int take_record(struct session *s, const struct restore_peer *peer, uint64_t *pos, struct lp_err *e)
 {
 	uint64_t at = *pos;
+	pid_t sender;
 	int32_t vpid;
 	uint32_t pid;
 	int uffd, ret;
@@ -674,67 +720,173 @@ static int take_record(struct session *s, const struct restore_peer *peer, uint6
 		log_info("pid %u: zombie", pid);
 		return 0;
 	}
-	ret = restore_sock_recv_uffd(s->cfd, peer, pos, vpid, &uffd, e);
+	ret = restore_sock_recv_uffd(s->cfd, peer, pos, vpid, &uffd, &sender, e);
 	if (ret)
 		return ret;
-	return take_live(s, i, vpid, uffd, e);
+	return take_live(s, i, vpid, uffd, sender, e);
 }
 
 
-struct kill_ctx {
+struct info_ctx {
 	struct proc_info *v;
 	size_t n, cap;
 };
 
-static void kill_collect(void *arg, struct proc *p)
+static void info_collect(void *arg, struct proc *p)
 {
-	struct kill_ctx *c = arg;
+	struct info_ctx *c = arg;
 
-	if (c->n < c->cap && proc_live(p) && proc_remaining(p))
+	if (c->n < c->cap)
 		proc_info(p, &c->v[c->n++]);
 }
+
+/* What every process of the session is now, in number order (malloc'ed; *N of them), or NULL. */
+static struct proc_info *session_infos(struct session *s, size_t *n)
+{
+	struct info_ctx c = { 0 };
+
+	c.cap = workq_count(s->q);
+	c.v = calloc(c.cap ? c.cap : 1, sizeof(*c.v));
+	if (c.v)
+		workq_each(s->q, info_collect, &c);
+	*n = c.n;
+	return c.v;
+}
+
+/* Is PID in the first N of LIST? */
+static int pid_in(const pid_t *list, int n, pid_t pid)
+{
+	int i;
+
+	for (i = 0; i < n; i++)
+		if (list[i] == pid)
+			return 1;
+	return 0;
+}
+
+#define KILL_MAX 256
 
 /*
  * The session cannot go on: kill its live processes before their uffds
  * close (closing would let them read zeros where pages are missing), and
  * wait a little for them to be gone. Says which and why.
+ *
+ * Each restored process is found by its own pid (the innermost NSpid: CRIU
+ * restores the image pids, in a pid namespace too), and only if that fails
+ * among the restorer's descendants. Not by layout first: a child forked
+ * before the dump maps what its parent maps, and in a pid-namespace restore
+ * (CRIU stays as its init) the parent's entry took the child as well, the
+ * child's own entry then found nothing (seen with stock CRIU 4.2). A child
+ * forked after the restore has no pid of its own here: it is looked for
+ * among the descendants of its ancestor's host pid, not below the other
+ * restored processes (a child restored with its parent, and that child's
+ * own forks, descend from the parent too).
+ *
+ * They are all stopped first, and killed only once no process is left to
+ * find: killing a parent would hand its children to another reaper (no
+ * longer below the restore, so not found), and a FORK read meanwhile adds
+ * a child (its uffd held open, its mapping still registered) that must go
+ * too; a stopped process forks no more once its fork has returned.
  */
 static void session_kill_live(struct session *s, const char *why)
 {
-	struct kill_ctx c = { 0 };
-	pid_t killed[256], found[16];
-	int nk = 0, n, i, t;
-	size_t k;
+	pid_t hits[KILL_MAX], found[16], *host = NULL, *nhost;
+	unsigned owner[KILL_MAX];
+	int nh = 0, nh1, n, i, t, pass, all;
+	struct proc_info *v = NULL, *nv;
+	size_t k, j, from = 0, np = 0, nnp;
 
-	c.cap = workq_count(s->q);
-	c.v = calloc(c.cap ? c.cap : 1, sizeof(*c.v));
-	if (!c.v) {
-		log_err("cannot list the processes to kill them (out of memory): %s", why);
-		return;
+	for (;;) {
+		nv = session_infos(s, &nnp);
+		if (!nv) {
+			/* the ones found so far are killed below */
+			log_err("cannot list the processes to kill them (out of memory): %s", why);
+			break;
+		}
+		free(v);
+		v = nv;
+		np = nnp;
+		if (np <= from)
+			break;		/* no process added since the last round */
+		nhost = realloc(host, np * sizeof(*host));
+		if (!nhost) {
+			log_err("cannot note the processes to kill them (out of memory): %s", why);
+			break;
+		}
+		host = nhost;
+		memset(host + from, 0, (np - from) * sizeof(*host));
+		nh1 = nh;
+		for (pass = 0; pass < 2; pass++) {
+			if (pass == 1)
+				nh1 = nh;
+			for (k = from; k < np; k++) {
+				struct proc_info *p = &v[k];
+				pid_t root = 0;
+				int got = 0;
+
+				if (p->state != PROC_LIVE || !p->remaining || p->forked != pass || !p->probe)
+					continue;
+				if (!p->forked) {
+					n = pidfind(p->pid, 0, NULL, 0, p->probe, p->probe + s->psz, found, 16);
+					if (n <= 0)
+						n = pidfind(p->pid, s->peer_pid, hits, nh, p->probe, p->probe + s->psz, found, 16);
+				} else {
+					/* the ancestor's host pid, found in the first pass */
+					for (j = 0; j < np && !root; j++)
+						if (!v[j].forked && v[j].pid == p->pid)
+							root = host[j];
+					n = root ? pidfind(0, root, hits, nh1, p->probe, p->probe + s->psz, found, 16) : 0;
+				}
+				for (i = 0; i < n; i++) {
+					if (found[i] == root || pid_in(hits, nh, found[i]))
+						continue;
+					if (nh == KILL_MAX) {
+						/* no room to note it: kill it now */
+						kill(found[i], SIGKILL);
+						continue;
+					}
+					kill(found[i], SIGSTOP);
+					owner[nh] = (unsigned)k;
+					hits[nh++] = found[i];
+					if (!host[k])
+						host[k] = found[i];
+					got++;
+				}
+				if (!got)
+					log_err("pid %d%s: not found to kill it (gone already, or 0x%llx unmapped): if it still runs, "
+						"its %llu missing pages will read as zeros once its userfaultfd closes",
+						p->pid, p->forked ? " (forked child)" : "", (unsigned long long)p->probe,
+						(unsigned long long)p->remaining);
+			}
+		}
+		/* stopped (a fork in progress returns first, its FORK read by the fault thread) or gone */
+		for (t = 0; t < 200; t++) {
+			for (all = 1, i = 0; i < nh && all; i++)
+				all = pid_stopped(hits[i]);
+			if (all)
+				break;
+			usleep(10000);
+		}
+		from = np;
 	}
-	workq_each(s->q, kill_collect, &c);
-	for (k = 0; k < c.n; k++) {
-		struct proc_info *p = &c.v[k];
+	for (i = 0; v && i < nh; i++) {
+		struct proc_info *p = &v[owner[i]];
 
-		n = p->probe ? pidfind(p->pid, s->peer_pid, p->probe, p->probe + s->psz, found, 16) : 0;
-		if (n <= 0) {
-			log_err("pid %d%s: cannot find it to kill it; with its userfaultfd closed, its %llu missing pages will read as zeros",
-				p->pid, p->forked ? " (forked child)" : "", (unsigned long long)p->remaining);
+		if (kill(hits[i], SIGKILL)) {
+			log_err("pid %d%s (host pid %d): cannot kill it: %s", p->pid, p->forked ? " (forked child)" : "",
+				(int)hits[i], strerror(errno));
+			hits[i] = 0;
 			continue;
 		}
-		for (i = 0; i < n; i++) {
-			if (kill(found[i], SIGKILL) == 0 && nk < 256)
-				killed[nk++] = found[i];
-			log_err("pid %d%s (host pid %d) killed with %llu pages missing: %s", p->pid,
-				p->forked ? " (forked child)" : "", (int)found[i], (unsigned long long)p->remaining,
-				why);
-		}
+		log_err("pid %d%s (host pid %d) killed with %llu pages missing: %s", p->pid,
+			p->forked ? " (forked child)" : "", (int)hits[i], (unsigned long long)p->remaining, why);
 	}
-	free(c.v);
+	free(host);
+	free(v);
 	for (t = 0; t < 200; t++) {
-		for (i = 0; i < nk && pid_gone(killed[i]); i++)
+		for (i = 0; i < nh && (!hits[i] || pid_gone(hits[i])); i++)
 			;
-		if (i == nk)
+		if (i == nh)
 			break;
 		usleep(10000);
 	}
@@ -775,21 +927,100 @@ static int replay_proc(struct session *s, int32_t vpid, struct replay *rp, struc
 	return prep_one(s, i, &s->pms[i], &rp->r, e);
 }
 
-struct session *session_recover(const struct session_cfg *cfg, struct persist *persist,
-				const struct persist_rec_t *recs, size_t n, int *fds, size_t nfds, struct lp_err *e)
+/*
+ * A restarted daemon kills the journal's processes it cannot serve: with
+ * ALL, every one not done (the session cannot be resumed); else those
+ * whose uffd the fd store did not give back. Without their uffds their
+ * missing pages read as zeros: they must not run on. Each is found by
+ * the pid and start time its record came with; a forked child, whose pid
+ * was never known, among its parent's children started when its FORK was
+ * read (PROBES: an address of each, 0 if unknown). Marks them done in
+ * JP; returns how many could not be found.
+ */
+static unsigned recover_kill(struct persist_proc *jp, size_t n, const int *fds, size_t nfds, const uint64_t *probes,
+			     int all, const char *why)
+{
+	long hz = sysconf(_SC_CLK_TCK);
+	unsigned missed = 0;
+	pid_t found[16];
+	size_t i;
+	int r, k, m;
+
+	for (i = 0; i < n; i++) {
+		struct persist_proc *q = &jp[i];
+		const char *fk = q->forked ? " (forked child)" : "";
+		uint64_t probe = probes ? probes[i] : 0;
+
+		if (q->done || (!all && i < nfds && fds[i] >= 0))
+			continue;
+		q->done = 1;
+		if (q->host > 0) {
+			r = pid_kill_same(q->host, q->start, 0);
+			if (r > 0)
+				log_err("pid %d%s (host pid %d) killed: %s", q->pid, fk, q->host, why);
+			else if (r == 0)
+				log_warn("pid %d%s (host pid %d): gone already (%s)", q->pid, fk, q->host, why);
+			else
+				log_err("pid %d%s (host pid %d): cannot be killed (%s): %s", q->pid, fk, q->host, strerror(-r), why);
+			continue;
+		}
+		m = 0;
+		if (q->forked && jp[q->parent].host > 0 && probe)
+			m = pidfind_children(jp[q->parent].host, q->fork_ticks ? q->fork_ticks - 1 : 0,
+					     q->fork_ticks + (uint64_t)(hz > 0 ? hz : 100), probe, all, found, 16);
+		for (k = 0; k < m; k++) {
+			uint64_t st;
+
+			if (pid_start(found[k], &st) == 0 && pid_kill_same(found[k], st, probe) > 0)
+				log_err("pid %d%s (host pid %d, a child of host pid %d) killed: %s", q->pid, fk, (int)found[k],
+					jp[q->parent].host, why);
+		}
+		if (m <= 0) {
+			missed++;
+			log_err("pid %d%s: %s, and it cannot be found to kill it (its pid was never known): its missing pages read as zeros",
+				q->pid, fk, why);
+		}
+	}
+	return missed;
+}
+
+void session_abandon_journal(const struct persist_rec_t *recs, size_t n, const char *why)
+{
+	struct persist_proc *jp;
+	size_t njp;
+
+	if (persist_procs(recs, n, &jp, &njp)) {
+		log_err("out of memory: the processes of the journal cannot be killed (%s)", why);
+		return;
+	}
+	recover_kill(jp, njp, NULL, 0, NULL, 1, why);
+	free(jp);
+}
+
+struct session *session_recover(const struct session_cfg *cfg, const struct session_handoff *h,
+				struct persist *persist, const struct persist_rec_t *recs, size_t n, int *fds, size_t nfds,
+				struct lp_err *e)
 {
 	struct replay *rp = calloc(n ? n : 1, sizeof(*rp));
+	uint64_t *probes = calloc(n ? n : 1, sizeof(*probes));
+	struct persist_proc *jp = NULL;
+	struct ranges *hr = NULL;
 	struct session *s = NULL;
-	size_t np = 0, i;
+	size_t np = 0, njp = 0, i;
+	unsigned kept = 0, missed;
 	int ret = 0;
 
-	if (!rp) {
-		lp_err_set(e, ENOMEM, "out of memory");
+	if (!rp || !probes || persist_procs(recs, n, &jp, &njp)) {
+		ret = lp_err_set(e, ENOMEM, "out of memory");
+		if (h)
+			close(h->mem_fd);
 		goto out;
 	}
-	s = session_new(cfg, e);
-	if (!s)
+	s = h ? handoff_alloc(cfg, h->mem_fd, h->r, h->n, &hr, e) : session_new(cfg, e);
+	if (!s) {
+		ret = -EINVAL;	/* E says why */
 		goto out;
+	}
 	session_set_persist(s, persist);
 	s->recovered = 1;
 	/* the journal, in order: what the ranges were when the daemon stopped */
@@ -802,7 +1033,17 @@ struct session *session_recover(const struct session_cfg *cfg, struct persist *p
 		}
 		switch (r->type) {
 		case PREC_PROC:
-			ret = replay_proc(s, (int32_t)r->a, &rp[np], e);
+			if (!h) {
+				ret = replay_proc(s, (int32_t)r->a, &rp[np], e);
+			} else if (np) {
+				ret = lp_err_set(e, EINVAL, "journal record %zu: a second process in a hand-off", i);
+			} else {
+				/* a hand-off's process: its regions, then the events */
+				rp[np].pid = (int32_t)r->a;
+				rp[np].r = ranges_clone(hr);
+				if (!rp[np].r)
+					ret = lp_err_set(e, ENOMEM, "out of memory");
+			}
 			np++;
 			break;
 		case PREC_FORK:
@@ -830,24 +1071,46 @@ struct session *session_recover(const struct session_cfg *cfg, struct persist *p
 		case PREC_DONE:
 			rp[r->proc].done = 1;
 			break;
+		case PREC_HOST:
+			break;
 		default:
 			ret = lp_err_set(e, EINVAL, "journal record %zu: unknown type %u", i, r->type);
 		}
 	}
-	for (i = 0; i < np && !ret; i++)
-		if (!rp[i].done && (i >= nfds || fds[i] < 0))
-			ret = lp_err_set(e, ENOENT, "pid %d%s: its userfaultfd was not kept (fd store): it cannot be resumed",
-					 rp[i].pid, rp[i].forked ? " (forked child)" : "");
+	for (i = 0; i < np; i++) {
+		struct rrun first;
+
+		if (rp[i].r && ranges_next(rp[i].r, 0, 1, &first))
+			probes[i] = first.addr;
+	}
 	if (ret)
 		goto out;
+	/* first the processes the fd store did not keep: they read zeros where pages are missing */
+	missed = recover_kill(jp, njp, fds, nfds, probes, 0,
+			      "its userfaultfd was not kept in the fd store, so it cannot be resumed");
+	for (i = 0; i < np && i < njp; i++) {
+		if (!rp[i].done && jp[i].done) {
+			s->lost++;
+			rp[i].done = 2;
+		} else if (!rp[i].done) {
+			kept++;
+		}
+	}
+	if (s->lost)
+		snprintf(s->lost_msg, sizeof(s->lost_msg),
+			 "%u process(es) could not be resumed after a restart (their userfaultfds were not kept in the fd store): %u killed, %u not found",
+			 s->lost, s->lost - missed, missed);
+	/* the slots of the uffds the store gave back */
+	persist_adopt(persist, kept);
 	/* the processes again, with the same numbers; finished ones stay finished */
 	s->fill.next_id = (uint32_t)np;
 	for (i = 0; i < np && !ret; i++) {
-		struct proc *p = proc_new(&s->fill, (uint32_t)i, rp[i].pid, rp[i].img_pid, s->pms[rp[i].pm_idx],
-					  rp[i].done ? -1 : fds[i], rp[i].r);
+		int done = rp[i].done || i >= nfds || fds[i] < 0;
+		struct proc *p = proc_new(&s->fill, (uint32_t)i, rp[i].pid, rp[i].img_pid, h ? NULL : s->pms[rp[i].pm_idx],
+					  done ? -1 : fds[i], rp[i].r);
 
 		rp[i].r = NULL;
-		if (i < nfds && !rp[i].done)
+		if (!done)
 			fds[i] = -1;
 		if (!p) {
 			ret = lp_err_set(e, ENOMEM, "out of memory");
@@ -855,17 +1118,31 @@ struct session *session_recover(const struct session_cfg *cfg, struct persist *p
 		}
 		if (rp[i].forked)
 			proc_set_forked(p, rp[i].parent);
-		if (rp[i].done)
-			proc_set_done(p);
-		else
-			log_info("pid %d%s: resumed with %llu lazy pages", rp[i].pid,
-				 rp[i].forked ? " (forked child)" : "", (unsigned long long)proc_remaining(p));
-		ret = session_add(s, p, e);
+		if (done) {
+			/* not served: kept for the figures (complete, gone, or killed just now) */
+			if (rp[i].done == 2)
+				persist_add(persist, PREC_DONE, (uint32_t)i, 0, 0, 0);
+			proc_set_ended(p, rp[i].done == 1 ? PROC_DONE : PROC_GONE);
+		} else {
+			log_info("pid %d%s: resumed with %llu lazy pages", rp[i].pid, rp[i].forked ? " (forked child)" : "",
+				 (unsigned long long)proc_remaining(p));
+		}
+		ret = session_add(s, p, 0, 0, true, e);
 	}
 out:
+	if (ret && jp) {
+		char why[600];
+
+		/* the kept uffds close below: their processes must not run on with zeros */
+		snprintf(why, sizeof(why), "its session cannot be resumed (%s)", e->msg);
+		recover_kill(jp, njp, NULL, 0, probes, 1, why);
+	}
 	for (i = 0; rp && i < np; i++)
 		ranges_free(rp[i].r);
+	ranges_free(hr);
 	free(rp);
+	free(probes);
+	free(jp);
 	for (i = 0; i < nfds; i++)
 		if (fds[i] >= 0) {
 			close(fds[i]);
@@ -914,10 +1191,17 @@ static int remote_open(struct session *s, int ps_socket, struct lp_err *e)
 	return source_remote_new(&rc, &s->fill.src, e);
 }
 
-/* How long session_run waits at a time: the progress line's 10 ms, the end of recording, or for good (0). */
-static uint64_t run_wait_ns(struct session *s)
+#define SESSION_PROBE_NS 100000000ull	/* --no-prefetch: how often exits are looked for */
+
+/*
+ * How long session_run waits at a time (0: for good): the smallest of the
+ * progress line's 10 ms, the exit probe's interval (PROBE) and the end of
+ * recording.
+ */
+static uint64_t run_wait_ns(struct session *s, uint64_t probe)
 {
-	uint64_t d = s->ws ? ws_record_deadline(s->ws) : 0, now = stats_now_ns(), w = s->cfg.progress ? 10000000 : 0;
+	uint64_t d = s->ws ? ws_record_deadline(s->ws) : 0, now = stats_now_ns();
+	uint64_t w = s->cfg.progress ? 10000000 : probe ? SESSION_PROBE_NS : 0;
 
 	if (!d)
 		return w;
@@ -942,9 +1226,59 @@ static void ws_deadline(struct session *s, bool now)
 		log_info("working set written: %llu pages", (unsigned long long)pages);
 }
 
+/* The lowest page a process may map (vm.mmap_min_addr), where nothing is mapped in practice. */
+static uint64_t session_probe_addr(const struct session *s)
+{
+	uint64_t v = 65536;
+	FILE *f = fopen("/proc/sys/vm/mmap_min_addr", "re");
+
+	if (f) {
+		if (fscanf(f, "%" SCNu64, &v) != 1)
+			v = 65536;
+		fclose(f);
+	}
+	return (v + s->psz - 1) / s->psz * s->psz;
+}
+
+struct live_ctx {
+	struct proc **v;
+	size_t n, cap;
+};
+
+static void live_collect(void *arg, struct proc *p)
+{
+	struct live_ctx *c = arg;
+
+	if (c->n < c->cap && proc_live(p))
+		c->v[c->n++] = p;
+}
+
+/*
+ * With --no-prefetch nothing but faults COPYs, and a process's exit comes
+ * with no uffd event: one that exits before touching all of its lazy pages
+ * (a CRIU-restored process has many it never touches: heap, thread stacks)
+ * would keep the session open for ever. Asks each live process instead.
+ */
+static void session_find_exited(struct session *s, uint64_t probe)
+{
+	struct live_ctx c = { 0 };
+	size_t i;
+
+	c.cap = workq_count(s->q);
+	c.v = calloc(c.cap ? c.cap : 1, sizeof(*c.v));
+	if (!c.v)
+		return;
+	workq_each(s->q, live_collect, &c);
+	for (i = 0; i < c.n; i++)
+		if (proc_check_alive(c.v[i], probe) == -ESRCH)
+			workq_finish(s->q, c.v[i], PROC_GONE);
+	free(c.v);
+}
+
 /* Starts the background fill and waits until no process is live (or a fatal failure). */
 static int session_run(struct session *s, struct lp_err *e)
 {
+	uint64_t probe, probed = 0;
 	const char *failed;
 	struct lp_err e2;
 	int ret;
@@ -955,10 +1289,15 @@ static int session_run(struct session *s, struct lp_err *e)
 	if (s->ws)
 		ws_start(s->ws, s->t_rstf);
 	workq_start(s->q);
-	while (!workq_wait(s->q, run_wait_ns(s))) {
+	probe = s->cfg.no_prefetch ? session_probe_addr(s) : 0;
+	while (!workq_wait(s->q, run_wait_ns(s, probe))) {
 		if (s->cfg.progress)
 			progress_line(s);
 		ws_deadline(s, false);
+		if (probe && stats_now_ns() - probed >= SESSION_PROBE_NS) {
+			session_find_exited(s, probe);
+			probed = stats_now_ns();
+		}
 	}
 	pthread_mutex_lock(&s->lock);
 	s->t_done = stats_now_ns();
@@ -1052,6 +1391,20 @@ int session_serve(struct session *s, struct lp_err *e)
 	struct proc *p;
 	int ret;
 
+	/*
+	 * A resumed session's processes are in the workq already: the first
+	 * fault thread reads their faults at once, so their page server must
+	 * be there first (a new restore's connects after the restore does).
+	 */
+	if (s->recovered && s->cfg.remote && !s->fill.src) {
+		ret = remote_open(s, -1, e);
+		if (ret) {
+			/* its processes cannot be served: not left to read zeros once their uffds close */
+			session_kill_live(s, e->msg);
+			atomic_store(&s->phase, SESSION_FAILED);
+			return ret;
+		}
+	}
 	/* threads start here, not in session_new, so that main may fork (--daemon) before */
 	if (!s->faults)
 		s->faults = fault_pool_new(&s->fill, s->cfg.fault_threads, e);
@@ -1068,16 +1421,26 @@ int session_serve(struct session *s, struct lp_err *e)
 		prefetch_pool_start(s->prefetch);
 	if (s->recovered) {
 		atomic_store(&s->phase, SESSION_SERVING);
-		ret = s->cfg.remote ? remote_open(s, -1, e) : 0;
-		if (!ret)
-			ret = session_run(s, e);
+		ret = session_run(s, e);
+		if (!ret && s->lost)
+			ret = lp_err_set(e, ESRCH, "%s", s->lost_msg);
 	} else if (s->handoff) {
 		p = s->handoff_proc;
 		s->handoff_proc = NULL;
 		atomic_store(&s->phase, SESSION_SERVING);
 		log_info("hand-off of pid %d: %llu pages in %s", proc_pid(p), (unsigned long long)proc_remaining(p),
 			 s->fill.src->ops->name);
-		ret = session_add(s, p, e);
+		{
+			/* the peer is the process whose memory it is, if it says so itself */
+			pid_t host = proc_pid(p) == s->peer_pid ? s->peer_pid : 0;
+			uint64_t start = 0;
+
+			if (!s->persist || pid_start(host, &start))
+				host = 0;
+			/* its number and journal record now: the journal is set by the time it is served */
+			fill_new_proc(&s->fill, PREC_PROC, (uint64_t)(int64_t)proc_pid(p), 0, 0);
+			ret = session_add(s, p, host, start, false, e);
+		}
 		if (!ret)
 			ret = session_run(s, e);
 	} else {

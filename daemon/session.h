@@ -82,6 +82,9 @@ void session_free(struct session *s);	/* stops every thread; accepts NULL */
 struct session *session_new_handoff(const struct session_cfg *cfg, int uffd, int mem_fd,
 				    const struct session_region *r, size_t n, int32_t pid, struct lp_err *e);
 
+/* The processes of pstree.img (zombies included): the most task records a restore sends. */
+size_t session_nr_tasks(const struct session *s);
+
 /* Creates lazy-pages.socket in the work dir and listens. */
 int session_listen(struct session *s, struct lp_err *e);
 
@@ -94,14 +97,27 @@ void session_set_persist(struct session *s, struct persist *p);
 struct persist *session_persist(struct session *s);
 
 /*
- * A session of a daemon that was restarted: the images as session_new,
- * then the journal RECS replayed (processes, forks, layout events) with
+ * A session of a daemon that was restarted: the images as session_new
+ * (or a hand-off's memory file and regions), then the journal RECS replayed (processes, forks, layout events) with
  * each process's uffd from FDS (indexed by process, -1 if lost; taken).
- * Serve it with session_serve: it starts filling at once.
+ * A process whose uffd was lost is killed (it would read zeros), and
+ * serving the others ends in an error that says so. If the session
+ * cannot be resumed at all, every process not complete is killed before
+ * NULL is returned. Serve it with session_serve: it starts filling at once.
  */
 struct persist_rec_t;
-struct session *session_recover(const struct session_cfg *cfg, struct persist *persist,
-				const struct persist_rec_t *recs, size_t n, int *fds, size_t nfds, struct lp_err *e);
+struct session_handoff {
+	int mem_fd;				/* taken */
+	const struct session_region *r;
+	size_t n;
+};
+/* H: a hand-off session's memory file and regions (NULL: a CRIU session, from its images). */
+struct session *session_recover(const struct session_cfg *cfg, const struct session_handoff *h,
+				struct persist *persist, const struct persist_rec_t *recs, size_t n, int *fds, size_t nfds,
+				struct lp_err *e);
+
+/* A journal that cannot even be opened for session_recover: kills its processes not complete, saying WHY. */
+void session_abandon_journal(const struct persist_rec_t *recs, size_t n, const char *why);
 
 /* The hand-off peer (whose descendants may be killed if the session fails). */
 void session_set_peer(struct session *s, pid_t pid);

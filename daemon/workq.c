@@ -108,11 +108,12 @@ static int grow(struct proc ***a, size_t *cap, size_t need)
 	return 0;
 }
 
-int workq_add(struct workq *q, struct proc *p, struct lp_err *e)
+int workq_add(struct workq *q, struct proc *p, bool kept, struct lp_err *e)
 {
 	uint64_t one = 1;
 	bool live = proc_live(p);
-	int ret = 0;
+	struct proc_info pi;
+	int ret = 0, unkept = 0;
 
 	pthread_mutex_lock(&q->lock);
 	if (grow(&q->procs, &q->cap, q->nprocs + 1) ||
@@ -137,9 +138,25 @@ int workq_add(struct workq *q, struct proc *p, struct lp_err *e)
 		return ret;
 	}
 	if (live) {
-		persist_store_fd(q->f->journal, proc_id(p), proc_uffd(p));
+		/*
+		 * A uffd the fd store would not keep is lost with the daemon: not
+		 * served unprotected. A fork's child that finds no slot is served
+		 * all the same (it is found and killed with the others) and fails
+		 * the session.
+		 */
+		proc_info(p, &pi);
+		unkept = persist_take_slot(q->f->journal, pi.forked && !kept, 1);
+		if (!unkept)
+			persist_store_fd(q->f->journal, pi.id, kept ? -1 : proc_uffd(p));
 		if (write(q->efd, &one, sizeof(one)) < 0)
 			log_warn("workq: eventfd: %s", strerror(errno));
+	}
+	if (unkept) {
+		lp_err_set(e, ENOSPC, "pid %d%s: no room left in the service manager's fd store "
+			   "(FileDescriptorStoreMax=) for its userfaultfd: it could not survive a daemon restart",
+			   pi.pid, pi.forked ? " (forked child)" : "");
+		workq_fail(q, "%s", e->msg);
+		return -ENOSPC;
 	}
 	return 0;
 }
@@ -177,7 +194,7 @@ void workq_finish(struct workq *q, struct proc *p, enum proc_state why)
 	bool ended = proc_finish(p, why, children, &n);
 
 	for (i = 0; i < n; i++)
-		if (workq_add(q, children[i], &e) == 0)
+		if (workq_add(q, children[i], false, &e) == 0)
 			log_info("pid %d: forked a child", proc_pid(p));
 	if (!ended)
 		return;

@@ -24,12 +24,14 @@ void workq_free(struct workq *q);
 
 /*
  * Adds P (taken) to the session: counted live unless it has finished
- * already, its uffd put into the journal's fd store, and queued for a fault
- * thread (workq_eventfd). Past the limit the session fails (P is kept, so
- * that it is killed with the others rather than left to read zeros):
- * -EMFILE.
+ * already, its uffd put into the journal's fd store in a slot of its own
+ * (with KEPT, a restarted daemon's: it is there already), and queued for a
+ * fault thread (workq_eventfd). Past the limit on processes, or with no
+ * slot left in the fd store (a fork's child: a record's slot was reserved
+ * at session add), the session fails: -EMFILE, -ENOSPC; P is kept all the
+ * same, to be killed with the others rather than left to read zeros.
  */
-int workq_add(struct workq *q, struct proc *p, struct lp_err *e);
+int workq_add(struct workq *q, struct proc *p, bool kept, struct lp_err *e);
 /* Readable (EFD_SEMAPHORE-free counter) when processes were added that no fault thread watches yet. */
 int workq_eventfd(struct workq *q);
 /* One such process, or NULL. */

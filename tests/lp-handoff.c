@@ -9,7 +9,8 @@
  * with lp_handoff(). Then T threads read every page in random order and
  * check each page's hash against the file's; a wrong byte anywhere is a
  * mismatch. Finally it waits for the daemon to let go of the memory file
- * (an inotify close event, no polling) and reads the session's figures.
+ * (an inotify close event, no polling) and reads the session's figures
+ * (on a connection of their own: the daemon may have been restarted).
  * Exit 0 only if every page matched and the session is done.
  */
 #include <errno.h>
@@ -367,6 +368,14 @@ int main(int argc, char **argv)
 	if (ret) {
 		fprintf(stderr, "lp-handoff: session %u: the daemon still holds the memory file: %s\n", id,
 			strerror(-ret));
+		goto out;
+	}
+	/* a new connection: the daemon may have been restarted meanwhile (its fd store kept the session) */
+	lp_close(conn);
+	conn = NULL;
+	ret = lp_connect(o.control, &conn);
+	if (ret) {
+		fprintf(stderr, "lp-handoff: %s: %s\n", lp_control_path(o.control), conn ? lp_error(conn) : strerror(-ret));
 		goto out;
 	}
 	ret = lp_stats(conn, id, &s, &ns);

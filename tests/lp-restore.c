@@ -54,6 +54,7 @@ struct opts {
 	int timeout;
 	bool time_faults;
 	unsigned int start_delay_ms;	/* each process waits this long after "go" (a runtime starting up) */
+	bool first_exits;		/* the first pstree entry runs "exit": it is done while the others fill */
 	pid_t wait_pid;
 	/* the stress scenario */
 	unsigned int stress_seconds, stress_threads, stress_storms, stress_children, stress_forks,
@@ -2093,6 +2094,7 @@ static void usage(void)
 		"                  [--threads T] [--seed S] [--timeout SEC] [--race-ops N] [--wait-pid PID]\n"
 		"                  [--start-delay-ms MS]\n"
 		"                  [--time-faults (seq, random, threads: time each fault as the process sees it)]\n"
+		"                  [--first-exits (the first pstree entry runs exit, the others SCENARIO)]\n"
 		"                  [--bad garbage|nofd|bogus-pid|close-early|bad-marker]\n"
 		"                  [--stress-seconds S] [--stress-threads T] [--stress-storms N]\n"
 		"                  [--stress-children N (at once, <= 16)] [--stress-forks N (in all)]\n"
@@ -2117,6 +2119,7 @@ int main(int argc, char **argv)
 		{ "wait-pid", required_argument, NULL, 'p' },
 		{ "time-faults", no_argument, NULL, 0x106 },
 		{ "start-delay-ms", required_argument, NULL, 0x107 },
+		{ "first-exits", no_argument, NULL, 0x108 },
 		{ "bad", required_argument, NULL, 'b' },
 		{ "stress-seconds", required_argument, NULL, 0x100 },
 		{ "stress-threads", required_argument, NULL, 0x101 },
@@ -2175,6 +2178,7 @@ int main(int argc, char **argv)
 		case 0x105: o.stress_rate = (unsigned int)atoi(optarg); break;
 		case 0x106: o.time_faults = true; break;
 		case 0x107: o.start_delay_ms = (unsigned int)atoi(optarg); break;
+		case 0x108: o.first_exits = true; break;
 		case 'h': usage(); return 0;
 		default: usage(); return 2;
 		}
@@ -2293,7 +2297,8 @@ int main(int argc, char **argv)
 					max = ps[k].pid > max ? ps[k].pid : max;
 				send_pid = (int32_t)(max + 1000);
 			}
-			_exit(child_main(&t, d, &io, features, send_pid, sc));
+			_exit(child_main(&t, d, &io, features, send_pid,
+					 o.first_exits && i == 0 ? find_scenario("exit") : sc));
 		}
 		close(tp[0]);
 		close(sp[1]);

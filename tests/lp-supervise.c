@@ -10,28 +10,71 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <linux/kcmp.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 /*
- * lp-supervise --notify PATH --listen SOCK [--restarts N] [--pidfile F] -- CMD ARGS...
+ * lp-supervise --notify PATH --listen SOCK [--fdstore-max N] [--lose NAME]...
+ *              [--restarts N] [--pidfile F] -- CMD ARGS...
  * Creates the listening unix socket SOCK (passed as fd 3, named "control")
  * and a NOTIFY_SOCKET at PATH; runs CMD with LISTEN_FDS/LISTEN_FDNAMES/
  * LISTEN_PID as systemd does; keeps the fds CMD sends with FDSTORE=1
  * (by FDNAME; FDSTOREREMOVE=1 drops them); when CMD dies by a signal,
  * starts it again (at most N times) with the control socket and every
  * stored fd. Prints one line per event: ready, stored NAME, removed NAME,
- * restart PID, exit CODE. Exits with CMD's exit code once it exits.
+ * refused NAME, lost NAME, restart PID, exit CODE. Exits with CMD's exit
+ * code once it exits.
+ *
+ * The fd store is systemd's: it keeps at most --fdstore-max fds (default
+ * 0, as FileDescriptorStoreMax=), closes any beyond ("refused NAME"), and
+ * ignores an fd it holds already; with N > 0, CMD gets $FDSTORE=N, as
+ * systemd >= 254 sets it. --lose NAME drops that fd from the store at a
+ * restart ("lost NAME"), as if the store had not kept it: the restarted
+ * CMD must cope without it.
  */
 
-#define MAX_STORE 4096
+#define MAX_STORE 65536
+#define MAX_LOSE 16
 
-static int nstore;
+static int nstore, store_max;
 static int store_fd[MAX_STORE];
 static char *store_name[MAX_STORE];
+static const char *lose[MAX_LOSE];
+static int nlose;
+
+/* Does the store hold FD's open file already (kcmp, as systemd's same_fd)? */
+static int stored_already(int fd)
+{
+	pid_t me = getpid();
+	int i;
+
+	for (i = 0; i < nstore; i++)
+		if (syscall(SYS_kcmp, me, me, KCMP_FILE, store_fd[i], fd) == 0)
+			return 1;
+	return 0;
+}
+
+/* --lose: the named fds leave the store before a restart. */
+static void lose_some(void)
+{
+	int i, k;
+
+	for (k = 0; k < nlose; k++)
+		for (i = 0; i < nstore; i++)
+			if (!strcmp(store_name[i], lose[k])) {
+				close(store_fd[i]);
+				free(store_name[i]);
+				store_fd[i] = store_fd[nstore - 1];
+				store_name[i] = store_name[--nstore];
+				printf("lost %s\n", lose[k]);
+				break;
+			}
+}
 
 static int listen_unix(const char *path, int type)
 {
@@ -54,24 +97,39 @@ static int listen_unix(const char *path, int type)
 static pid_t start(char **cmd, const char *notify, int ctl)
 {
 	pid_t pid = fork();
-	char names[65536], buf[32];
-	int i, n = 1 + nstore, len;
+	int i, n = 1 + nstore, *high;
+	size_t len, cap;
+	char *names, buf[32];
 
 	if (pid)
 		return pid;
-	/* fd 3 is the control socket, then the stored fds in order */
-	if (dup2(ctl, 3) < 0)
+	/*
+	 * fd 3 is the control socket, then the stored fds in order; moved out
+	 * of the way first, so that no dup2 below overwrites one still to come
+	 */
+	high = calloc((size_t)n, sizeof(int));
+	cap = 16;
+	for (i = 0; i < nstore; i++)
+		cap += strlen(store_name[i]) + 1;
+	names = malloc(cap);
+	if (!high || !names)
 		_exit(127);
-	len = snprintf(names, sizeof(names), "control");
-	for (i = 0; i < nstore; i++) {
-		if (dup2(store_fd[i], 4 + i) < 0)
+	high[0] = fcntl(ctl, F_DUPFD_CLOEXEC, 3 + n);
+	for (i = 0; i < nstore; i++)
+		high[1 + i] = fcntl(store_fd[i], F_DUPFD_CLOEXEC, 3 + n);
+	len = (size_t)snprintf(names, cap, "control");
+	for (i = 0; i < n; i++) {
+		if (high[i] < 0 || dup2(high[i], 3 + i) < 0)
 			_exit(127);
-		len += snprintf(names + len, sizeof(names) - (size_t)len, ":%s", store_name[i]);
+		if (i)
+			len += (size_t)snprintf(names + len, cap - len, ":%s", store_name[i - 1]);
 	}
-	for (i = 3; i < 3 + n; i++)
-		fcntl(i, F_SETFD, 0);
 	snprintf(buf, sizeof(buf), "%d", n);
 	setenv("LISTEN_FDS", buf, 1);
+	if (store_max > 0) {
+		snprintf(buf, sizeof(buf), "%d", store_max);
+		setenv("FDSTORE", buf, 1);
+	}
 	snprintf(buf, sizeof(buf), "%d", (int)getpid());
 	setenv("LISTEN_PID", buf, 1);
 	setenv("LISTEN_FDNAMES", names, 1);
@@ -116,12 +174,15 @@ static void notify_msg(int nfd)
 	}
 	if (store)
 		for (i = 0; i < nf; i++) {
-			if (nstore < MAX_STORE) {
+			if (stored_already(fds[i])) {
+				close(fds[i]);
+			} else if (nstore < store_max) {
 				store_fd[nstore] = fds[i];
 				store_name[nstore++] = strdup(name[0] ? name : "stored");
 				printf("stored %s\n", name);
 			} else {
 				close(fds[i]);
+				printf("refused %s\n", name);
 			}
 		}
 	else
@@ -149,6 +210,8 @@ int main(int argc, char **argv)
 		{ "listen", required_argument, NULL, 'l' },
 		{ "restarts", required_argument, NULL, 'r' },
 		{ "pidfile", required_argument, NULL, 'p' },
+		{ "fdstore-max", required_argument, NULL, 'm' },
+		{ "lose", required_argument, NULL, 'L' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *notify = NULL, *sock = NULL, *pidfile = NULL;
@@ -169,12 +232,25 @@ int main(int argc, char **argv)
 		case 'p':
 			pidfile = optarg;
 			break;
+		case 'm':
+			store_max = atoi(optarg);
+			if (store_max < 0 || store_max > MAX_STORE) {
+				fprintf(stderr, "lp-supervise: --fdstore-max: 0 to %d\n", MAX_STORE);
+				return 2;
+			}
+			break;
+		case 'L':
+			if (nlose == MAX_LOSE)
+				return 2;
+			lose[nlose++] = optarg;
+			break;
 		default:
 			return 2;
 		}
 	}
 	if (!notify || !sock || optind >= argc) {
-		fprintf(stderr, "usage: lp-supervise --notify PATH --listen SOCK [--restarts N] [--pidfile F] -- CMD...\n");
+		fprintf(stderr, "usage: lp-supervise --notify PATH --listen SOCK [--fdstore-max N] [--lose NAME]... "
+				"[--restarts N] [--pidfile F] -- CMD...\n");
 		return 2;
 	}
 	nfd = listen_unix(notify, SOCK_DGRAM);
@@ -210,6 +286,7 @@ int main(int argc, char **argv)
 			notify_msg(nfd);
 		if (WIFSIGNALED(st) && restarts-- > 0) {
 			printf("killed by signal %d; restart\n", WTERMSIG(st));
+			lose_some();
 			continue;
 		}
 		printf("exit %d\n", WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));

@@ -34,7 +34,8 @@ NOBODY=(setpriv --reuid=65534 --regid=65534 --clear-groups)
 
 SCENARIOS=(
 	units socket-activation watchdog two-sessions handoff ctl-json unprivileged
-	peercred sigterm-waits bad-control restart-sigkill restart-remote warm-restore
+	peercred sigterm-waits bad-control restart-sigkill restart-remote restart-one-done
+	restart-lost-one restart-unkept store-full store-fork restart-handoff warm-restore
 )
 
 # ---------------------------------------------------------------------------
@@ -56,6 +57,8 @@ cleanup() {
 	for p in "${KILL[@]}"; do
 		kill -KILL "$p" 2>/dev/null
 	done
+	# a daemon lp-supervise restarted is not in KILL
+	[ -n "${T:-}" ] && [ -s "$T/dpid" ] && kill -KILL "$(cat "$T/dpid")" 2>/dev/null
 	wait 2>/dev/null
 }
 trap cleanup EXIT
@@ -186,6 +189,8 @@ sc_units() {
 		fail "install.sh did not install the /etc/default files"
 	grep -q -x "ExecStart=$T/usr/sbin/lazy-pagesd --service \$LAZY_PAGESD_OPTS" "$u/lazy-pages.service" ||
 		fail "ExecStart not fixed up: $(grep ExecStart "$u/lazy-pages.service")"
+	grep -q -x "ExecStopPost=$T/usr/sbin/lazy-pagesd --reap \$LAZY_PAGESD_OPTS" "$u/lazy-pages.service" ||
+		fail "ExecStopPost not fixed up: $(grep ExecStopPost "$u/lazy-pages.service")"
 	grep -q "^ExecStart=$T/usr/sbin/lazy-pages-server " "$u/lazy-pages-server.service" ||
 		fail "ExecStart not fixed up: $(grep ExecStart "$u/lazy-pages-server.service")"
 	grep -q -x "EnvironmentFile=$T/default/lazy-pages-server" "$u/lazy-pages-server.service" ||
@@ -204,6 +209,7 @@ sc_units() {
 	unit_has SocketMode=0600 "$u/lazy-pages.socket"
 	unit_has RemoveOnStop=yes "$u/lazy-pages.socket"
 	for kv in Type=notify Restart=on-failure WatchdogSec=30s TimeoutStopSec=infinity User=root \
+		FileDescriptorStoreMax=65536 NotifyAccess=main \
 		NoNewPrivileges=yes RuntimeDirectory=lazy-pages RuntimeDirectoryPreserve=yes \
 		"RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK"; do
 		unit_has "$kv" "$u/lazy-pages.service"
@@ -581,10 +587,42 @@ sc_sigterm-waits() {
 	info "$(sed -n 's/.*all pages verified in \([0-9.]*\) s/restore \1 s/p' "$T/restore.a.out")"
 }
 
-# restart-sigkill [REMOTE]: lazy-pagesd --service under lp-supervise (socket
-# activation, NOTIFY_SOCKET and the fd store, as systemd), SIGKILLed while it
-# fills two processes; restarted, it takes the uffds back and its journal,
-# and finishes: every byte verified, nothing left stored afterwards.
+# sup_start [lp-supervise options]: lazy-pagesd --service under lp-supervise
+# (socket activation, NOTIFY_SOCKET and the fd store, as systemd), restarted
+# once if killed; returns once it said READY=1. Sets SUP.
+sup_start() {
+	local n
+	"$SUPERVISE" --notify "$T/notify.sock" --listen "$SOCK" --pidfile "$T/dpid" --restarts 1 "$@" -- \
+		"$DAEMON" --service --control "$SOCK" --state-dir "$T/state" -v >"$T/sup.out" 2>"$T/daemon.log" &
+	SUP=$!
+	KILL+=($SUP)
+	for n in $(seq 500); do grep -q '^ready' "$T/sup.out" 2>/dev/null && break; sleep 0.01; done
+	grep -q '^ready' "$T/sup.out" || fail "no READY=1 under lp-supervise: $(tail -n 2 "$T/daemon.log" | tr '\n' ' ')"
+}
+
+# sup_await LINE [COUNT]: until lp-supervise printed COUNT lines starting with LINE
+sup_await() {
+	local n
+	for n in $(seq 1000); do [ "$(grep -c "^$1" "$T/sup.out")" -ge "${2:-1}" ] && return 0; sleep 0.01; done
+	fail "lp-supervise never printed ${2:-1} x '$1': $(tr '\n' ' ' <"$T/sup.out")"
+}
+
+# sup_stop: SIGTERM to the daemon; lp-supervise (and so the daemon) must exit 0
+# with nothing left in its fd store or the state dir
+sup_stop() {
+	local n
+	kill -TERM "$(cat "$T/dpid")"
+	wait $SUP
+	n=$?
+	[ $n -eq 0 ] || fail "lp-supervise (the daemon) exit $n: $(tail -n 2 "$T/daemon.log" | tr '\n' ' ')"
+	[ "$(grep -c '^stored lp-' "$T/sup.out")" -le "$(grep -c -E '^(removed|lost) lp-' "$T/sup.out")" ] ||
+		fail "uffds left in the fd store: $(grep -E 'stored|removed' "$T/sup.out" | tr '\n' ' ')"
+	[ -z "$(ls -A "$T/state" 2>/dev/null)" ] || fail "state left behind: $(ls "$T/state")"
+}
+
+# restart-sigkill [REMOTE]: SIGKILLed while it fills two processes; restarted,
+# the daemon takes the uffds back and its journal, and finishes: every byte
+# verified, nothing left stored afterwards.
 restart_common() {
 	local rpid n port=
 	dump "$T/img" --procs 2 --size 512
@@ -594,12 +632,8 @@ restart_common() {
 		for n in $(seq 200); do [ -s "$T/ps.port" ] && break; sleep 0.01; done
 		port=$(cat "$T/ps.port" 2>/dev/null) || fail "lazy-pages-server did not start"
 	fi
-	"$SUPERVISE" --notify "$T/notify.sock" --listen "$SOCK" --pidfile "$T/dpid" --restarts 1 -- \
-		"$DAEMON" --service --control "$SOCK" --state-dir "$T/state" -v >"$T/sup.out" 2>"$T/daemon.log" &
-	KILL+=($!)
-	SUP=$!
-	for n in $(seq 500); do grep -q '^ready' "$T/sup.out" 2>/dev/null && break; sleep 0.01; done
-	grep -q '^ready' "$T/sup.out" || fail "no READY=1 under lp-supervise: $(tail -n 2 "$T/daemon.log" | tr '\n' ' ')"
+	sup_start --fdstore-max 64
+	grep -q 'fd store of 64 (\$FDSTORE)' "$T/daemon.log" || fail "the daemon did not take \$FDSTORE=64: $(head -n 3 "$T/daemon.log" | tr '\n' ' ')"
 	if [ -n "$port" ]; then
 		add -D "$T/img" --page-server --address 127.0.0.1 --port "$port"
 	else
@@ -607,8 +641,7 @@ restart_common() {
 	fi
 	restore a "$T/img" --scenario random &
 	rpid=$!
-	for n in $(seq 500); do [ "$(grep -c '^stored lp-' "$T/sup.out")" -ge 2 ] && break; sleep 0.01; done
-	[ "$(grep -c '^stored lp-' "$T/sup.out")" -ge 2 ] || fail "the uffds never reached the fd store: $(cat "$T/sup.out" | tr '\n' ' ')"
+	sup_await "stored lp-" 2
 	kill -KILL "$(cat "$T/dpid")"
 	wait $rpid || fail "lp-restore across the daemon's restart: $(restore_reason a)"
 	grep -q 'killed by signal 9; restart' "$T/sup.out" || fail "the daemon was not restarted: $(tr '\n' ' ' <"$T/sup.out")"
@@ -616,13 +649,7 @@ restart_common() {
 	session_wait
 	ctl session list --json >"$T/list.json" || fail "session list after the restart"
 	jqe done "$T/list.json" '.sessions[0].state == "done"'
-	kill -TERM "$(cat "$T/dpid")"
-	wait $SUP
-	n=$?
-	[ $n -eq 0 ] || fail "lp-supervise (the daemon) exit $n: $(tail -n 2 "$T/daemon.log" | tr '\n' ' ')"
-	[ "$(grep -c '^stored lp-' "$T/sup.out")" -le "$(grep -c '^removed lp-' "$T/sup.out")" ] ||
-		fail "uffds left in the fd store: $(grep -E 'stored|removed' "$T/sup.out" | tr '\n' ' ')"
-	[ -z "$(ls -A "$T/state" 2>/dev/null)" ] || fail "state left behind: $(ls "$T/state")"
+	sup_stop
 	info "$(grep -c '^stored lp-' "$T/sup.out") uffds stored, $(sed -n 's/.*all pages verified in \([0-9.]*\) s/restore \1 s/p' "$T/restore.a.out")"
 }
 
@@ -632,6 +659,140 @@ sc_restart-sigkill() {
 
 sc_restart-remote() {
 	restart_common remote
+}
+
+# The daemon is killed once the journal's first process is complete and
+# the second is still filling: the restarted daemon lists the finished one
+# as done and resumes the other (session_recover once failed exactly here:
+# a precedence slip made growing its process array an "out of memory").
+sc_restart-one-done() {
+	local rpid
+	dump "$T/img" --procs 2 --size 512
+	sup_start --fdstore-max 64
+	add -D "$T/img"
+	# the first exits after 16 pages; the other reads 512 MiB at random
+	restore a "$T/img" --scenario random --order pstree --first-exits &
+	rpid=$!
+	sup_await "removed lp-1-0"
+	grep -q '^removed lp-1-1' "$T/sup.out" && fail "both processes finished before the daemon could be killed"
+	kill -KILL "$(cat "$T/dpid")"
+	wait $rpid || fail "lp-restore across the daemon's restart: $(restore_reason a)"
+	grep -q 'resumed after a restart' "$T/daemon.log" ||
+		fail "the session was not resumed: $(grep -m3 -E 'error|warn' "$T/daemon.log" | tr '\n' ' ')"
+	grep -q 'pid [0-9]*: resumed with' "$T/daemon.log" || fail "the second process was not resumed"
+	session_wait
+	ctl session list --json >"$T/list.json" || fail "session list after the restart"
+	jqe done "$T/list.json" '.sessions[0].state == "done" and (.sessions[0].procs | length == 2) and
+		all(.sessions[0].procs[]; .state != "live")'
+	sup_stop
+	info "$(sed -n 's/.*all pages verified in \([0-9.]*\) s/restore \1 s/p' "$T/restore.a.out")"
+}
+
+# A store of 2 holds a session of 2 processes, but not the children they
+# fork: the first fork fails the session, which kills its processes (the
+# child too, its uffd kept open until then), and none reads a wrong page.
+sc_store-fork() {
+	dump "$T/img" --procs 2 --size 64
+	sup_start --fdstore-max 2
+	add -D "$T/img"
+	restore a "$T/img" --scenario fork && fail "lp-restore passed, yet the session should have failed at the fork"
+	grep -q 'mismatch at' "$T/restore.a.err" && fail "a process read a wrong page: $(restore_reason a)"
+	grep -q 'killed by signal 9' "$T/restore.a.err" || fail "no process was killed: $(restore_reason a)"
+	session_wait
+	ctl session list --json >"$T/list.json" || fail "session list failed"
+	jqe failed "$T/list.json" '.sessions[0].state == "failed" and (.sessions[0].error | test("no room left in the service manager.s fd store"))'
+	# the two processes and at least one forked child (found as the restore's descendants)
+	[ "$(grep -c 'killed with [0-9]* pages missing' "$T/daemon.log")" -ge 3 ] ||
+		fail "the forked child was not killed: $(grep -E 'killed|not found' "$T/daemon.log" | tr '\n' ' ')"
+	sup_stop
+	info "$(jq -r '.sessions[0].error' "$T/list.json" | cut -c1-150)"
+}
+
+# A hand-off (a VMM's guest memory) survives a daemon kill too: its uffd
+# and memory file are in the fd store, its regions in the session file.
+sc_restart-handoff() {
+	local hpid
+	sup_start --fdstore-max 8
+	timeout -k 5 $STEP_TIMEOUT "$HANDOFF" -s "$SOCK" --size 512 --threads 4 --file "$T/guest.mem" \
+		>"$T/h.out" 2>"$T/h.err" &
+	hpid=$!
+	sup_await "stored lp-1-0"
+	grep -q '^stored lp-1-mem' "$T/sup.out" || fail "the memory file was not stored: $(tr '\n' ' ' <"$T/sup.out")"
+	kill -KILL "$(cat "$T/dpid")"
+	wait $hpid || fail "lp-handoff across the daemon's restart: $(tail -n 3 "$T/h.err" | tr '\n' ' ')"
+	grep -q 'all pages verified' "$T/h.out" || fail "lp-handoff: $(cat "$T/h.out")"
+	grep -q 'session 1: resumed after a restart' "$T/daemon.log" ||
+		fail "the hand-off was not resumed: $(grep -m3 -E 'error|warn' "$T/daemon.log" | tr '\n' ' ')"
+	grep -q '^removed lp-1-mem\|^removed lp-1-0' "$T/sup.out" || fail "the store still holds the hand-off's fds"
+	sup_stop
+	info "$(cut -c1-150 "$T/h.out")"
+}
+
+# unkept_common LPSUPERVISE_ARGS...: two idle processes (they read nothing
+# until lp-supervise has exited), the daemon SIGKILLed mid-fill, and some
+# uffds not given back: those processes are killed by the restarted daemon,
+# never left to read zeros; any other fills and verifies every byte.
+# Sets KILLED to how many lp-restore saw killed.
+unkept_common() {
+	local rpid
+	dump "$T/img" --procs 2 --size 512
+	sup_start "$@"
+	add -D "$T/img"
+	restore a "$T/img" --scenario idle --wait-pid "$SUP" &
+	rpid=$!
+	sup_await "$WAIT_FOR" 2
+	kill -KILL "$(cat "$T/dpid")"
+	sup_await "started" 2
+	session_wait
+	sup_stop
+	wait $rpid && fail "lp-restore passed, yet a process should have been killed"
+	grep -q 'mismatch at' "$T/restore.a.err" && fail "a process read a wrong page: $(restore_reason a)"
+	KILLED=$(grep -c 'killed by signal 9' "$T/restore.a.err")
+	grep -q 'killed: its userfaultfd was not kept' "$T/daemon.log" ||
+		fail "the daemon did not say why it killed: $(grep -m3 -E 'error|warn' "$T/daemon.log" | tr '\n' ' ')"
+	info "$(grep -m1 'killed: its userfaultfd' "$T/daemon.log" | cut -c1-160)"
+}
+
+# One uffd of two not given back by the store (as systemd would if it had not
+# kept it): that process is killed, the other one resumed.
+sc_restart-lost-one() {
+	WAIT_FOR="stored lp-" unkept_common --fdstore-max 64 --lose lp-1-1
+	grep -q '^lost lp-1-1' "$T/sup.out" || fail "lp-1-1 was not in the store at the kill (finished already?)"
+	[ "$KILLED" -eq 1 ] || fail "lp-restore saw $KILLED processes killed, expected 1: $(restore_reason a)"
+	grep -q 'pid [0-9]*: resumed with' "$T/daemon.log" || fail "the other process was not resumed"
+	grep -q '1 process(es) could not be resumed' "$T/daemon.log" || fail "the session's error does not say so"
+}
+
+# The issue's case: a store that keeps nothing, whose size the daemon cannot
+# learn (no \$FDSTORE, no systemd to ask): it sends the uffds anyway, the store
+# refuses them, and after a kill both processes are killed.
+sc_restart-unkept() {
+	WAIT_FOR="refused lp-" unkept_common
+	grep -q 'could not be asked for its FileDescriptorStoreMax' "$T/daemon.log" ||
+		fail "the daemon did not warn that it cannot count the store: $(head -n 3 "$T/daemon.log" | tr '\n' ' ')"
+	[ "$KILLED" -eq 2 ] || fail "lp-restore saw $KILLED processes killed, expected 2: $(restore_reason a)"
+}
+
+# A store of 3: a session of 2 processes fits, a second one does not and is
+# refused with a message naming the fd store; a third fits once the first has
+# finished and freed its slots.
+sc_store-full() {
+	dump "$T/a" --procs 2 --size 16
+	dump "$T/b" --procs 2 --size 16 --seed 5
+	sup_start --fdstore-max 3
+	add -D "$T/a"
+	ctl session add -D "$T/b" >"$T/refused.out" 2>"$T/refused.err" &&
+		fail "a session that does not fit the fd store was accepted"
+	grep -q 'do not fit in the fd store: 2 of its 3 slots' "$T/refused.err" || fail "unclear refusal: $(cat "$T/refused.err")"
+	grep -q 'session refused' "$T/daemon.log" || fail "the refusal is not in the daemon's log"
+	[ -e "$T/b/lazy-pages.socket" ] && fail "the refused session left a restore socket"
+	restore a "$T/a" --scenario random || fail "lp-restore: $(restore_reason a)"
+	session_wait
+	add -D "$T/b"
+	restore b "$T/b" --scenario random || fail "lp-restore once the store had room: $(restore_reason b)"
+	session_wait
+	sup_stop
+	info "$(cut -c1-200 "$T/refused.err")"
 }
 
 sc_bad-control() {
@@ -664,21 +825,11 @@ if [ "${1:-}" = "--one" ]; then
 	run_one "$2" "$3"
 fi
 
-if [ "${1:-}" = "--list" ]; then
-	printf '%s\n' "${SCENARIOS[@]}"
-	exit 0
-fi
+. "$ROOT/tests/suite-lib.sh"
+suite_want "$@"
 
-want=("$@")
-[ ${#want[@]} -gt 0 ] || want=("${SCENARIOS[@]}")
-for n in "${want[@]}"; do
-	declare -F "sc_$n" >/dev/null || { echo "unknown scenario: $n (see --list)" >&2; exit 2; }
-done
-
-passed=0
-failed=0
 t_start=$(date +%s.%N)
-for n in "${want[@]}"; do
+for n in "${SUITE_WANT[@]}"; do
 	dir=$(mktemp -d "${TMPDIR:-/tmp}/lp-svc.$n.XXXXXX")
 	t0=$(date +%s.%N)
 	missing=
@@ -696,34 +847,11 @@ for n in "${want[@]}"; do
 			>"$dir/scenario.out" 2>&1
 		rc=$?
 	fi
-	t1=$(date +%s.%N)
-	secs=$(awk "BEGIN { printf \"%.1f\", $t1 - $t0 }")
-	if [ $rc -eq 0 ]; then
-		passed=$((passed + 1))
-		echo "PASS $n (${secs} s)"
-		[ -s "$dir/info" ] && sed 's/^/    /' "$dir/info"
-	else
-		failed=$((failed + 1))
-		if [ -s "$dir/reason" ]; then
-			reason=$(cat "$dir/reason")
-		elif [ $rc -eq 124 ]; then
-			reason="timed out after ${SCENARIO_TIMEOUT} s"
-		else
-			reason="scenario script exit $rc: $(tail -n 2 "$dir/scenario.out" | tr '\n' ' ')"
-		fi
-		echo "FAIL $n: $reason"
-		if [ -s "$dir/daemon.log" ]; then
-			echo "    --- daemon log (tail) ---"
-			tail -n 8 "$dir/daemon.log" | sed 's/^/    /'
-		fi
-		if [ -s "$dir/notify.out" ]; then
-			echo "    --- notifications (tail) ---"
-			tail -n 4 "$dir/notify.out" | sed 's/^/    /'
-		fi
-	fi
+	secs=$(awk "BEGIN { printf \"%.1f\", $(date +%s.%N) - $t0 }")
+	suite_report "$n" $rc "$dir" "$secs" "$SCENARIO_TIMEOUT" "daemon log" daemon.log 8 notifications notify.out 4
 	rm -rf "$dir"
 done
 total=$(awk "BEGIN { printf \"%.1f\", $(date +%s.%N) - $t_start }")
 echo "total ${total} s" >&2
-echo "$passed passed, $failed failed"
-[ $failed -eq 0 ]
+echo "$SUITE_PASSED passed, $SUITE_FAILED failed"
+[ $SUITE_FAILED -eq 0 ]

@@ -68,7 +68,7 @@ static struct proc *mkproc(struct fx *x, int32_t pid, uint64_t npages)
 	assert_non_null(r);
 	if (npages)
 		assert_int_equal(ranges_add(r, 0x10000000ull, 0x10000000ull + npages * pg, 0), 0);
-	return proc_new(&x->f, fill_new_proc(&x->f, 1, (uint64_t)pid, 0), pid, (uint32_t)pid, NULL, fd, r);
+	return proc_new(&x->f, fill_new_proc(&x->f, 1, (uint64_t)pid, 0, 0), pid, (uint32_t)pid, NULL, fd, r);
 }
 
 static bool yes(void *arg)
@@ -90,10 +90,10 @@ static void test_add_take(void **state)
 	struct lp_err e;
 	uint64_t v;
 
-	proc_set_done(c);	/* recovered, finished before the restart */
-	assert_int_equal(workq_add(x->q, a, &e), 0);
-	assert_int_equal(workq_add(x->q, b, &e), 0);
-	assert_int_equal(workq_add(x->q, c, &e), 0);
+	proc_set_ended(c, PROC_DONE);	/* recovered, finished before the restart */
+	assert_int_equal(workq_add(x->q, a, false, &e), 0);
+	assert_int_equal(workq_add(x->q, b, false, &e), 0);
+	assert_int_equal(workq_add(x->q, c, false, &e), 0);
 	assert_int_equal(workq_count(x->q), 3);
 	assert_int_equal(workq_live(x->q), 2);
 	/* the fault threads learn of the live ones, in order, through the eventfd */
@@ -111,9 +111,9 @@ static void test_limit(void **state)
 	int i;
 
 	for (i = 0; i < 4; i++)
-		assert_int_equal(workq_add(x->q, mkproc(x, 20 + i, 1), &e), 0);
+		assert_int_equal(workq_add(x->q, mkproc(x, 20 + i, 1), false, &e), 0);
 	/* the fifth is refused, the session fails, and the process is kept (to be killed with the others) */
-	assert_int_equal(workq_add(x->q, mkproc(x, 30, 1), &e), -EMFILE);
+	assert_int_equal(workq_add(x->q, mkproc(x, 30, 1), false, &e), -EMFILE);
 	assert_non_null(strstr(e.msg, "more than 4 processes"));
 	assert_int_equal(workq_count(x->q), 5);
 	assert_non_null(workq_failure(x->q));
@@ -137,8 +137,8 @@ static void test_finish_wait(void **state)
 	struct proc *a = mkproc(x, 10, 0), *b = mkproc(x, 11, 3);
 	struct lp_err e;
 
-	assert_int_equal(workq_add(x->q, a, &e), 0);
-	assert_int_equal(workq_add(x->q, b, &e), 0);
+	assert_int_equal(workq_add(x->q, a, false, &e), 0);
+	assert_int_equal(workq_add(x->q, b, false, &e), 0);
 	assert_false(workq_wait(x->q, 1000000));	/* 1 ms: two live */
 	workq_finish(x->q, a, PROC_DONE);		/* nothing lazy: done */
 	assert_int_equal(workq_live(x->q), 1);
@@ -159,9 +159,9 @@ static void test_next_order(void **state)
 	unsigned cursor = 0;
 	struct lp_err e;
 
-	assert_int_equal(workq_add(x->q, a, &e), 0);
-	assert_int_equal(workq_add(x->q, b, &e), 0);
-	assert_int_equal(workq_add(x->q, c, &e), 0);
+	assert_int_equal(workq_add(x->q, a, false, &e), 0);
+	assert_int_equal(workq_add(x->q, b, false, &e), 0);
+	assert_int_equal(workq_add(x->q, c, false, &e), 0);
 	workq_start(x->q);
 	/* round robin over live processes with lazy pages (c has none) */
 	assert_true(workq_next(x->q, &cursor, yes, NULL, 0, &p, &it));
@@ -210,7 +210,7 @@ static void test_next_waits_for_marker(void **state)
 	struct lp_err e;
 	pthread_t t;
 
-	assert_int_equal(workq_add(x->q, a, &e), 0);
+	assert_int_equal(workq_add(x->q, a, false, &e), 0);
 	assert_int_equal(pthread_create(&t, NULL, next_thread, &w), 0);
 	usleep(20000);
 	/* before the marker, no background work */

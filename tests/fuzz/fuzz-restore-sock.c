@@ -58,6 +58,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (i = 0; i < nr_tasks && !ret; i++) {
 		int32_t pid;
 		int ufd = -1;
+		pid_t sender;
 		bool dup = false;
 
 		at = pos;
@@ -78,7 +79,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		seen[nseen++] = pid < 0 ? -pid : pid;
 		if (pid < 0)
 			continue;
-		ret = restore_sock_recv_uffd(sv[1], &peer, &at, pid, &ufd, &e);
+		ret = restore_sock_recv_uffd(sv[1], &peer, &at, pid, &ufd, &sender, &e);
 		if (ret) {
 			FUZZ_CHECK(ret < 0 && e.msg[0]);
 			break;
