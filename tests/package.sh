@@ -83,7 +83,7 @@ sc_man-options() {
 
 	# the options tables; the TLS ones come from cli.h
 	for src in "lazy-pagesd.8 daemon/main.c daemon/cli.h" "lazy-pages-server.8 daemon/server_main.c daemon/cli.h" \
-		"lazy-pagesctl.8 client/lazypagesctl.c"; do
+		"lazy-pagesctl.8 client/lazypagesctl.c client/wsctl.c"; do
 		set -- $src
 		page=$1
 		shift
@@ -95,7 +95,7 @@ sc_man-options() {
 	for c in $(grep -ohE '\{ "[a-z]+", [a-z_]+_main' "$ROOT/client/lazypagesctl.c" | sed 's/{ "\([a-z]*\)".*/\1/'); do
 		grep -qE "^\*(session )?$c[* ]" "$ROOT/man/lazy-pagesctl.8.scd" || missing="$missing lazy-pagesctl.8:command:$c"
 	done
-	for k in $(grep -ohE 'json_key\([a-z&]+, "[a-z0-9_]+"\)' "$ROOT/client/lazypagesctl.c" | sed 's/.*"\(.*\)".*/\1/' | sort -u); do
+	for k in $(grep -ohE 'json_key\([a-z&]+, "[a-z0-9_]+"\)' "$ROOT/client/lazypagesctl.c" "$ROOT/client/wsctl.c" | sed 's/.*"\(.*\)".*/\1/' | sort -u); do
 		grep -qF "\"$k\":" "$ROOT/man/lazy-pagesctl.8.scd" || missing="$missing lazy-pagesctl.8:json:\"$k\""
 		grep -qF "*$k*" "$ROOT/man/lazy-pagesctl.8.scd" || missing="$missing lazy-pagesctl.8:key-list:$k"
 	done
@@ -104,7 +104,7 @@ sc_man-options() {
 		grep -qF "*$c*()" "$ROOT/man/liblazypages.3.scd" || missing="$missing liblazypages.3:$c"
 	done
 	[ -z "$missing" ] || fail "not documented:$missing"
-	info "$(long_options "$ROOT"/daemon/main.c "$ROOT"/daemon/server_main.c "$ROOT"/daemon/cli.h "$ROOT"/client/lazypagesctl.c | wc -l) option names, $(grep -ohE 'json_key\([a-z&]+, "[a-z0-9_]+"\)' "$ROOT/client/lazypagesctl.c" | sort -u | wc -l) JSON keys checked"
+	info "$(long_options "$ROOT"/daemon/main.c "$ROOT"/daemon/server_main.c "$ROOT"/daemon/cli.h "$ROOT"/client/lazypagesctl.c "$ROOT"/client/wsctl.c | wc -l) option names, $(grep -ohE 'json_key\([a-z&]+, "[a-z0-9_]+"\)' "$ROOT/client/lazypagesctl.c" "$ROOT/client/wsctl.c" | sort -u | wc -l) JSON keys checked"
 }
 
 # ---------------------------------------------------------------------------
