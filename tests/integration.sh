@@ -60,6 +60,7 @@ PS_BAD_MODES=(short-header wrong-address more-pages close-mid-reply zero-pages w
 REMOTE_ONLY=(server-probe ps-socket netns-veth delay-rtt delay-cut)
 for m in "${PS_BAD_MODES[@]}"; do REMOTE_ONLY+=("ps-$m"); done
 REMOTE_ONLY+=(ps-recover-short-header ps-recover-close-mid-reply link-down server-restart timeout-kill)
+REMOTE_ONLY+=(ws-remote-order)
 
 # Local scenarios that make no sense remotely:
 # - bad-pages-short cuts the pages file the daemon would read its bytes
@@ -663,6 +664,58 @@ sc_ws-stale-pages() {
 		fail "ws_planned=$(sget ws_planned): recorded $REC, $lazy lazy pages now"
 	# the holes fault (zero pages); the lazy pages came first
 	info "$(grep -m1 'no longer in the images' "$T/daemon.log" | cut -c1-160); $SUMMARY"
+}
+
+# ws-remote-order: a hot set (an eighth of the 64-page blocks) recorded through
+# lazy-pages-server, then replayed from a server like CRIU's (lp-fakeps good:
+# one connection, no hello, plain GETs only, strictly FIFO) with the
+# background fill on and the process idle until the daemon is done: the
+# recorded pages must be what is asked for first, many GETs in flight at once,
+# and every byte checked afterwards
+sc_ws-remote-order() {
+	local lazy frc res
+	dump "$T/d" --size 64
+	lazy=$(dump_stat lazy)
+	start_daemon "$T/d" "$T/work" --no-prefetch -v3 --ws-record || { finish_daemon; fail "daemon exited before listening"; }
+	restore "$T/d" "$T/work" --scenario random --seed 3 --hot-pct 12
+	finish_daemon
+	[ $DRC -eq 0 ] && [ $RRC -eq 0 ] || fail "recording run: daemon exit $DRC, lp-restore exit $RRC: $(restore_reason)"
+	REC=$(sget ws_recorded)
+	[ -n "$REC" ] && [ "$REC" -ge $((lazy / 20)) ] && [ "$REC" -le $((lazy / 4)) ] ||
+		fail "recorded ${REC:-nothing} pages of $lazy for a hot set of about 12%: $SUMMARY"
+	"$CTL" ws show "$(ws_dir "$T/d")/lazy-pages.ws" --all --json | grep -o '"addr":[0-9]*' | cut -d: -f2 >"$T/hot" ||
+		fail "ws show failed"
+	[ "$(wc -l <"$T/hot")" = "$REC" ] || fail "ws show lists $(wc -l <"$T/hot") pages, recorded $REC"
+	start_fakeps good --log "$T/gets"
+	start_daemon "$T/d" "$T/work" -v3 || { finish_daemon; fail "daemon exited before listening"; }
+	restore "$T/d" "$T/work" --scenario idle --wait-pid "$DPID"
+	finish_daemon
+	wait "$FPID"
+	frc=$?
+	[ $DRC -eq 0 ] || fail "daemon exit $DRC: $(tail -n 2 "$T/daemon.log" | tr '\n' ' ')"
+	[ $RRC -eq 0 ] || fail "lp-restore exit $RRC: $(restore_reason)"
+	[ $frc -eq 0 ] || fail "lp-fakeps exit $frc (5: something other than a plain GET): $(tail -n 2 "$T/fakeps.log" | tr '\n' ' ')"
+	grep -q 'one connection' "$T/daemon.log" || fail "the daemon did not fall back to one connection"
+	[ "$(sget ws_planned)" = "$REC" ] || fail "ws_planned=$(sget ws_planned), recorded $REC"
+	[ "$(sget faults)" = 0 ] || fail "faults=$(sget faults) from an idle process"
+	# walk the GETs in order until every recorded page was asked for: how many other pages came first
+	res=$(awk -v want="$REC" 'NR == FNR { hot[$1] = 1; next }
+		{
+			gets++
+			if ($4 > maxq) maxq = $4
+			for (i = 0; i < $3; i++) {
+				a = sprintf("%.0f", $2 + i * 4096)
+				if (a in hot) { if (!(a in seen)) { seen[a] = 1; got++ } } else other++
+			}
+			if (got == want) { print gets, other + 0, maxq + 0; exit }
+		}
+		END { if (got < want) print gets + 0, other + 0, maxq + 0, "incomplete", got + 0 }' "$T/hot" "$T/gets")
+	set -- $res
+	[ $# -eq 3 ] || fail "the GETs never asked for every recorded page: $res (gets, others, deepest queue, incomplete, got)"
+	# gaps of up to 8 pages are read along; address order would bring about 7 others per recorded page
+	[ "$2" -le $((REC / 4)) ] || fail "$2 other pages asked for before the last of the $REC recorded ones ($1 GETs)"
+	[ "$3" -ge 2 ] || fail "never more than $3 GETs queued at the server: not pipelined"
+	info "recorded $REC of $lazy pages; replay: all of them in the first $1 of $(wc -l <"$T/gets") GETs, $2 other pages among them, up to $3 GETs queued; $SUMMARY"
 }
 
 sc_bad-missing-image() {
