@@ -52,6 +52,8 @@ DAEMONS="lpd criu"
 REPEAT=1
 MIB=1536
 VALUE=1000
+WARM=
+HOT_ARGS=()
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--quick) MIB=256 ;;
@@ -77,8 +79,6 @@ MIN_SECONDS=12		# the client runs at least this long (p50/p99/max over the first
 STEADY_AFTER=3		# and this long after the daemon is done (the late p99)
 MAX_SECONDS=120
 DELAY_MS=1
-WARM=
-HOT_ARGS=()
 WS_REC_S=${BENCH_WS_RECORD_S:-3}	# the hot set is in by then; later the cold keys' scattered pages would be too
 
 if [ ! -x "$CRIU" ]; then
