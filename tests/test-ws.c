@@ -248,19 +248,28 @@ static void test_record(void **state)
 	rmdir(dir);
 }
 
+/* The replay of pid 300, whose lazy pages are A(0) up to A(64) (*R). */
+static struct ws *plan_fixture(struct ranges **r)
+{
+	uint32_t pid = 300;
+
+	*r = ranges_new();
+	assert_non_null(*r);
+	assert_int_equal(ranges_add(*r, A(0), A(64), A(0)), 0);
+	return ws_new(&pid, 1, PG);
+}
+
 /* The plan: pages checked against the lazy ranges, groups sorted and merged, handed out in order. */
 static void test_plan(void **state)
 {
 	/* group 1 (pages 20, 5, 6, 21 -> runs 5-6, 20-21: 14 pages apart, more than WS_GAP_PAGES), page 99 is not lazy */
 	static const unsigned num[] = { 20, 5, 99, 6, 21 };
-	uint32_t pids[] = { 300 };
-	struct ws *w = ws_new(pids, 1, PG);
-	struct ranges *r = ranges_new();
+	struct ranges *r;
+	struct ws *w = plan_fixture(&r);
 	struct lp_err e;
 	uint64_t a, n;
 
 	(void)state;
-	assert_int_equal(ranges_add(r, A(0), A(64), A(0)), 0);
 	assert_int_equal(ws_replay(w, mkset(300, 1, num, NULL, 5), "p.ws", &e), 0);
 	ws_track_layout(ws_track(w, 0), 1);
 	assert_int_equal(ws_plan(ws_track(w, 0), r, &e), 1);
@@ -291,14 +300,12 @@ static void test_plan(void **state)
 static void test_plan_other_images(void **state)
 {
 	static const unsigned num[] = { 100, 101, 102, 1 };
-	uint32_t pids[] = { 300 };
-	struct ws *w = ws_new(pids, 1, PG);
-	struct ranges *r = ranges_new();
+	struct ranges *r;
+	struct ws *w = plan_fixture(&r);
 	struct lp_err e;
 	uint64_t a, n;
 
 	(void)state;
-	assert_int_equal(ranges_add(r, A(0), A(64), A(0)), 0);
 	assert_int_equal(ws_replay(w, mkset(301, 1, num, NULL, 4), "pid.ws", &e), -ESTALE);
 	assert_non_null(strstr(e.msg, "pid.ws: recorded for other images: pid 301 is not in pstree.img"));
 	assert_int_equal(ws_replay(w, mkset(300, 1, num, NULL, 4), "o.ws", &e), 0);
@@ -312,11 +319,12 @@ static void test_plan_other_images(void **state)
 	ws_free(w);
 	/* far more pages than the process has lazy ones: refused before anything is allocated for them */
 	{
+		uint32_t pid = 300;
 		unsigned many[200];
 
 		for (unsigned i = 0; i < 200; i++)
 			many[i] = i;
-		w = ws_new(pids, 1, PG);
+		w = ws_new(&pid, 1, PG);
 		assert_int_equal(ws_replay(w, mkset(300, 1, many, NULL, 200), "big.ws", &e), 0);
 		assert_int_equal(ws_plan(ws_track(w, 0), r, &e), -ESTALE);
 		assert_non_null(strstr(e.msg, "big.ws: recorded for other images: it lists 200 pages for pid 300, which has 64"));
