@@ -341,6 +341,13 @@ int lp_session_add(struct lp_conn *c, const struct lp_session_opts *o, uint32_t 
 	add.ps_wire = o->ps_wire;
 	add.has_prefetch_threads = o->prefetch_threads != 0;
 	add.prefetch_threads = o->prefetch_threads;
+	add.has_ws_record = o->ws_record != 0;
+	add.ws_record = o->ws_record != 0;
+	add.has_ws_record_seconds = o->ws_record_seconds != 0;
+	add.ws_record_seconds = o->ws_record_seconds;
+	add.ws_replay = (char *)o->ws_replay;
+	add.has_no_ws_replay = o->no_ws_replay != 0;
+	add.no_ws_replay = o->no_ws_replay != 0;
 	req.op = LP_OP__LP_OP_SESSION_ADD;
 	req.add = &add;
 

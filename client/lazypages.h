@@ -65,6 +65,11 @@ struct lp_session_opts {
 	const char *ps_address;		/* NULL: local images */
 	unsigned ps_port, ps_wire;	/* 0: default */
 	unsigned prefetch_threads;	/* 0: default */
+	/* warm restores: record into images_dir/lazy-pages.ws (for at most ws_record_seconds, 0: to the end) */
+	int ws_record;
+	unsigned ws_record_seconds;
+	const char *ws_replay;		/* absolute path; NULL: images_dir/lazy-pages.ws if present */
+	int no_ws_replay;
 };
 
 int lp_status(struct lp_conn *c, struct lp_status *out);

@@ -24,8 +24,14 @@
  * N is an integer, X a number (null if not finite); a figure the daemon
  * does not report is 0 and a string it does not report is "".
  *
- * Exit status: 0 done, 1 the daemon said no or could not be reached,
- * 2 bad arguments.
+ * ws show FILE --json (no daemon: a working-set file):
+ *   {"file":"...", "version":N, "page_size":N, "recordings":N, "pages":N,
+ *    "procs":[{"pid":N, "pages":N, "layout":"hex", "first_us":N, "last_us":N,
+ *              "touches":[{"addr":N, "t_us":N, "seen":N}]}]}
+ *   (touches: the first --pages N, default 10, in first-touch order)
+ *
+ * Exit status: 0 done, 1 the daemon said no or could not be reached (ws:
+ * a file is bad), 2 bad arguments.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -41,6 +47,7 @@
 
 #include "json.h"
 #include "lazypages.h"
+#include "wsctl.h"
 
 #define PROG "lazy-pagesctl"
 #define BAR_WIDTH 30
@@ -58,7 +65,8 @@ struct cmd {
 
 static const char *session_usage =
 	"session add -D DIR [-W DIR] [--page-server --address A --port P [--ps-wire 3|4]]\n"
-	"                    [--prefetch-threads N] [--json]\n"
+	"                    [--prefetch-threads N] [--ws-record [--ws-record-time S]]\n"
+	"                    [--ws-replay FILE | --no-ws-replay] [--json]\n"
 	"       session rm ID\n"
 	"       session list [--json]";
 
@@ -350,18 +358,20 @@ static void json_sessions(const struct lp_session *s, size_t n)
 
 static int session_add_main(struct ctl *ctl, int argc, char **argv)
 {
-	enum { O_PS = 256, O_ADDR, O_PORT, O_WIRE, O_PREFETCH, O_JSON };
+	enum { O_PS = 256, O_ADDR, O_PORT, O_WIRE, O_PREFETCH, O_JSON, O_WSREC, O_WSTIME, O_WSREPLAY, O_NOWS };
 	static const struct option opts[] = {
 		{ "images-dir", required_argument, NULL, 'D' }, { "work-dir", required_argument, NULL, 'W' },
 		{ "page-server", no_argument, NULL, O_PS },	{ "address", required_argument, NULL, O_ADDR },
 		{ "port", required_argument, NULL, O_PORT },	{ "ps-wire", required_argument, NULL, O_WIRE },
 		{ "prefetch-threads", required_argument, NULL, O_PREFETCH },
+		{ "ws-record", no_argument, NULL, O_WSREC },	{ "ws-record-time", required_argument, NULL, O_WSTIME },
+		{ "ws-replay", required_argument, NULL, O_WSREPLAY }, { "no-ws-replay", no_argument, NULL, O_NOWS },
 		{ "json", no_argument, NULL, O_JSON },		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
 	static const char *cmd = "session add";
 	struct lp_session_opts o = { 0 };
-	char *images = NULL, *work = NULL;
+	char *images = NULL, *work = NULL, *wsfile = NULL;
 	struct lp_session *s = NULL;
 	bool ps = false, json = false;
 	const char *sock;
@@ -398,6 +408,20 @@ static int session_add_main(struct ctl *ctl, int argc, char **argv)
 			if (parse_u32(cmd, session_usage, "--prefetch-threads", optarg, 1, 1024, &v))
 				return 2;
 			o.prefetch_threads = v;
+			break;
+		case O_WSREC:
+			o.ws_record = 1;
+			break;
+		case O_WSTIME:
+			if (parse_u32(cmd, session_usage, "--ws-record-time", optarg, 1, 86400, &v))
+				return 2;
+			o.ws_record_seconds = v;
+			break;
+		case O_WSREPLAY:
+			o.ws_replay = optarg;
+			break;
+		case O_NOWS:
+			o.no_ws_replay = 1;
 			break;
 		case O_JSON:
 			json = true;
@@ -440,6 +464,19 @@ static int session_add_main(struct ctl *ctl, int argc, char **argv)
 			goto out;
 		}
 	}
+	if (o.ws_replay) {
+		wsfile = realpath(o.ws_replay, NULL);
+		if (!wsfile) {
+			fprintf(stderr, PROG ": %s: --ws-replay %s: %s\n", cmd, o.ws_replay, strerror(errno));
+			ret = 1;
+			goto out;
+		}
+		o.ws_replay = wsfile;
+	}
+	if ((o.ws_replay && o.no_ws_replay) || (o.ws_record_seconds && !o.ws_record)) {
+		ret = usage_error(cmd, session_usage, "--ws-replay with --no-ws-replay, or --ws-record-time without --ws-record");
+		goto out;
+	}
 
 	ret = ctl_connect(ctl);
 	if (ret)
@@ -472,6 +509,7 @@ static int session_add_main(struct ctl *ctl, int argc, char **argv)
 out:
 	lp_sessions_free(s, n);
 	free(work);
+	free(wsfile);
 	free(images);
 	return ret;
 }
@@ -836,11 +874,18 @@ static int watch_main(struct ctl *ctl, int argc, char **argv)
 
 static int help_main(struct ctl *ctl, int argc, char **argv);
 
+static int ws_main(struct ctl *ctl, int argc, char **argv)
+{
+	(void)ctl;
+	return wsctl_main(argc, argv);
+}
+
 static const struct cmd cmds[] = {
 	{ "status", status_main, "status [--json]" },
 	{ "session", session_main, NULL },
 	{ "stats", stats_main, "stats [ID] [--json]" },
 	{ "watch", watch_main, "watch [ID] [--interval MS] [--count N]" },
+	{ "ws", ws_main, WSCTL_USAGE },
 	{ "help", help_main, "help" },
 };
 

@@ -15,7 +15,19 @@
 #
 #   bash tests/bench-app.sh [--quick] [--apps "redis memcached"]
 #                           [--paths "local criu-ps lps delay"] [--daemons "lpd criu"]
-#                           [--repeat N]
+#                           [--repeat N] [--warm]
+#
+# --warm: warm restores (README "Warm restores"). The client sends 90% of
+# its GETs to a hot set, 15% of the keys in blocks spread over all of them
+# (--hot 15 --hot-share 90 --hot-spread); a first restore with lazy-pagesd
+# --no-prefetch --ws-record records its working set (3 s), then each path
+# (local, lazy-pages-server, through lp-delay) restores with plain
+# lazy-pagesd, with lazy-pagesd replaying the recording (lpd-ws), and with
+# criu lazy-pages, side by side; the targets are replay's (window <= 0.3x
+# plain lazy-pagesd's, first reply not later). Applications: redis, and
+# pyrt (tests/bench-pyrt.py: Debian's Python with a hundred modules
+# imported, dumped before its first request; each request touches most of
+# its heap): --apps "redis pyrt" by default with --warm.
 #
 # Run from the repository root after `ninja`, as root, with stock CRIU at
 # $CRIU or ../shared/criu/criu. Default: 1.5 GiB per application (about 12
@@ -43,24 +55,34 @@ DAEMONS="lpd criu"
 REPEAT=1
 MIB=1536
 VALUE=1000
+WARM=
+HOT_ARGS=()
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--quick) MIB=256 ;;
-	--apps) APPS=$2; shift ;;
-	--paths) PATHS=$2; shift ;;
-	--daemons) DAEMONS=$2; shift ;;
+	--apps) APPS=$2; APPS_SET=1; shift ;;
+	--paths) PATHS=$2; PATHS_SET=1; shift ;;
+	--daemons) DAEMONS=$2; DAEMONS_SET=1; shift ;;
 	--repeat) REPEAT=$2; shift ;;
-	-h | --help) sed -n '3,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
-	*) echo "usage: bash tests/bench-app.sh [--quick] [--apps A] [--paths P] [--daemons D] [--repeat N]" >&2; exit 2 ;;
+	--warm) WARM=1 ;;
+	-h | --help) sed -n '3,37p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	*) echo "usage: bash tests/bench-app.sh [--quick] [--apps A] [--paths P] [--daemons D] [--repeat N] [--warm]" >&2; exit 2 ;;
 	esac
 	shift
 done
+if [ -n "$WARM" ]; then
+	HOT_ARGS=(--hot "${BENCH_HOT:-15}" --hot-share "${BENCH_HOT_SHARE:-90}" --hot-spread)
+	[ -n "${DAEMONS_SET:-}" ] || DAEMONS="lpd lpd-ws criu"
+	[ -n "${PATHS_SET:-}" ] || PATHS="local lps delay"
+	[ -n "${APPS_SET:-}" ] || APPS="redis pyrt"
+fi
 # keys of VALUE bytes: redis keeps ~70 bytes more per key, memcached ~60
 KEYS=$((MIB * 1024 * 1024 / (VALUE + 70)))
 MIN_SECONDS=12		# the client runs at least this long (p50/p99/max over the first 10 s)
 STEADY_AFTER=3		# and this long after the daemon is done (the late p99)
 MAX_SECONDS=120
 DELAY_MS=1
+WS_REC_S=${BENCH_WS_RECORD_S:-3}	# the hot set is in by then; later the cold keys' scattered pages would be too
 
 if [ ! -x "$CRIU" ]; then
 	echo "bench-app: skipped: no CRIU (set CRIU=/path/to/criu)"
@@ -73,6 +95,7 @@ for a in $APPS; do
 	case $a in
 	redis) command -v redis-server >/dev/null || { echo "bench-app: no redis-server (apt-get install redis-server)" >&2; exit 1; } ;;
 	memcached) command -v memcached >/dev/null || { echo "bench-app: no memcached (apt-get install memcached)" >&2; exit 1; } ;;
+	pyrt) [ -x /usr/bin/python3 ] || { echo "bench-app: no /usr/bin/python3 (apt-get install python3)" >&2; exit 1; } ;;
 	*) echo "bench-app: unknown application $a" >&2; exit 2 ;;
 	esac
 done
@@ -131,6 +154,11 @@ app_start() {
 		setsid redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --protected-mode no \
 			--daemonize no --logfile "$log" </dev/null >/dev/null 2>&1 &
 		;;
+	pyrt)
+		# a Python runtime with large modules imported (tests/bench-pyrt.py), /usr/bin's: Debian's
+		setsid /usr/bin/python3 "$ROOT/tests/bench-pyrt.py" --port "$port" --ready "$log.ready" \
+			</dev/null >"$log" 2>&1 &
+		;;
 	memcached)
 		# -M: an error rather than an eviction when full (a lost key would look like a wrong reply)
 		setsid memcached -u root -l 127.0.0.1 -p "$port" -U 0 -m $((MIB * 2 + 256)) -M -t 2 -c 64 \
@@ -138,10 +166,6 @@ app_start() {
 		;;
 	esac
 	echo $!
-}
-
-app_proto() {
-	echo "$1"	# lp-appload speaks both by their names
 }
 
 # ---------------------------------------------------------------------------
@@ -187,10 +211,16 @@ run_once() {
 	NETNS+=("$ns")
 	ip -n "$ns" link set lo up
 	case $daemon in
-	lpd)
+	lpd | lpd-ws | lpd-rec)
 		# shellcheck disable=SC2206 # BENCH_DAEMON_ARGS: words, for trying daemon options
 		dcmd=("$DAEMON" -D "$dimg" -W "$S/work" --status-fd 3 --progress-file "$S/progress" -v ${BENCH_DAEMON_ARGS:-})
 		[ -n "$port" ] && dcmd+=(--page-server --address 127.0.0.1 --port "$port")
+		# plain: no working set even if one lies next to the images; -ws: the recording; -rec: make it
+		case $daemon in
+		lpd) dcmd+=(--no-ws-replay) ;;
+		lpd-ws) dcmd+=(--ws-replay "$WSF") ;;
+		lpd-rec) dcmd+=(--no-prefetch --ws-record --ws-record-time "$WS_REC_S" --ws-out "$WSF") ;;
+		esac
 		;;
 	criu)
 		dcmd=("$CRIU" lazy-pages -D "$dimg" -W "$S/work" --status-fd 3 -o "$S/criu-lazy.log" -v2)
@@ -206,9 +236,8 @@ run_once() {
 		return 1
 	fi
 	if [ -z "${IDLE:-}" ]; then
-		ip netns exec "$ns" "$LOAD" run --proto "$(app_proto "$app")" --port "$APP_PORT" --keys "$KEYS" \
-			--value "$VALUE" --seconds $MAX_SECONDS --epoch "$S/epoch" --steady-p99 "$steady" \
-			--windows "$S/windows" >"$S/client.out" 2>"$S/client.err" &
+		ip netns exec "$ns" "$LOAD" run "${APP_ARGS[@]}" --port "$APP_PORT" --seconds $MAX_SECONDS \
+			--epoch "$S/epoch" --steady-p99 "$steady" --windows "$S/windows" >"$S/client.out" 2>"$S/client.err" &
 		cpid=$!
 		BG+=($cpid)
 	fi
@@ -223,6 +252,14 @@ run_once() {
 	rpid=$!
 	BG+=($rpid)
 	t0=$(cat "$S/epoch")
+	if [ "$daemon" = lpd-rec ]; then
+		# faults only: the daemon serves until the restored server goes; it goes once the recording is written
+		timeout $((WS_REC_S + 60)) bash -c 'until [ -s "$1" ]; do sleep 0.2; done' wait "$WSF" ||
+			note "$tag: no working set written in $((WS_REC_S + 60)) s"
+		for p in $(ip netns pids "$ns"); do [ "$p" = "$cpid" ] || kill -KILL "$p" 2>/dev/null; done
+		# with --no-prefetch nothing tells the daemon that an idle process has gone: its job is done
+		kill -TERM $dpid 2>/dev/null
+	fi
 	# all pages in: the daemon exits
 	if ! timeout $MAX_SECONDS tail -s 0.01 --pid=$dpid -f /dev/null; then	# tail looks every 1 s by default
 		note "$tag: the daemon did not finish in $MAX_SECONDS s"
@@ -295,10 +332,25 @@ bench_app() {
 	note "$app: starting on 127.0.0.1:$APP_PORT, storing $KEYS keys of $VALUE bytes ($MIB MiB)"
 	pid=$(app_start "$app" "$APP_PORT" "$d/app.log")
 	BG+=($pid)
-	"$LOAD" load --proto "$(app_proto "$app")" --port "$APP_PORT" --keys "$KEYS" --value "$VALUE" >&2 || {
-		note "$app: loading failed"; return 1; }
-	steady=$("$LOAD" run --proto "$(app_proto "$app")" --port "$APP_PORT" --keys "$KEYS" --value "$VALUE" \
-		--seconds 3 | sed -n 's/.*late_p99_us=\([0-9.]*\).*/\1/p')
+	if [ "$app" = pyrt ]; then
+		# its modules imported, it listens and says what every answer must be; no request before the dump
+		timeout 120 bash -c 'until [ -s "$1" ]; do sleep 0.1; done' wait "$d/app.log.ready" ||
+			{ note "$app: not ready"; return 1; }
+		APP_ARGS=(--proto line --expect "$(cat "$d/app.log.ready")" --keys 1 --value 1)
+		# the steady p99 of a runtime that handled requests for 3 s: measured on a copy, not on the one dumped
+		local cport cpid2
+		cport=$(free_port)
+		cpid2=$(app_start "$app" "$cport" "$d/copy.log")
+		BG+=($cpid2)
+		timeout 120 bash -c 'until [ -s "$1" ]; do sleep 0.1; done' wait "$d/copy.log.ready"
+		steady=$("$LOAD" run "${APP_ARGS[@]}" --port "$cport" --seconds 3 | sed -n 's/.*late_p99_us=\([0-9.]*\).*/\1/p')
+		kill -KILL "$cpid2" 2>/dev/null
+	else
+		APP_ARGS=(--proto "$app" --keys "$KEYS" --value "$VALUE" "${HOT_ARGS[@]}")
+		"$LOAD" load --proto "$app" --port "$APP_PORT" --keys "$KEYS" --value "$VALUE" >&2 || {
+			note "$app: loading failed"; return 1; }
+		steady=$("$LOAD" run "${APP_ARGS[@]}" --port "$APP_PORT" --seconds 3 | sed -n 's/.*late_p99_us=\([0-9.]*\).*/\1/p')
+	fi
 	note "$app: steady p99 ${steady} us (3 s before the dump); RSS $(awk '/^VmRSS/ { print $2 / 1024 " MiB" }' /proc/"$pid"/status)"
 	R[$app.steady_p99_us]=$steady
 	if ! "$CRIU" dump -t "$pid" -D "$d/img" -o "$d/dump.log" -v2; then
@@ -308,6 +360,16 @@ bench_app() {
 	# killed by the dump; a pid of ours is reaped late (../shared/criu/README.md): wait until it is free
 	k=0
 	while [ -d /proc/"$pid" ] && [ $((k += 1)) -lt 100 ]; do sleep 0.1; done
+	WSF=$d/ws.rec
+	if [[ " $DAEMONS " == *" lpd-ws "* ]]; then
+		# the working set of one restore under the same load, faults only (every touch faults)
+		run_once "$app-record.0" "$app" lpd-rec local "$d/img" "$steady"
+		"$ROOT/build/lazy-pagesctl" ws show "$WSF" --pages 0 >"$d/ws.show" || note "$app: no working set recorded"
+		cat "$d/ws.show" >&2
+		R[$app.ws_pages]=$(sed -n 's/.*, \([0-9]*\) pages$/\1/p' "$d/ws.show" | head -n1)
+		cp "$WSF" "$OUT/$app.ws" 2>/dev/null
+		[ -f "$T/res/$app-record.0.kv" ] && load_kv "$app-record.0"
+	fi
 	for path in $PATHS; do
 		for ((i = 1; i <= REPEAT; i++)); do
 			for daemon in $DAEMONS; do
@@ -403,6 +465,14 @@ gbps() {	# TAG: lazy-pagesd's fill rate
 		'BEGIN { if (s > 0 && p != "") printf "%.2f", (p + z) * 4096 / s / 1e9 }'
 }
 
+ratio_row() {	# SCENARIO LABEL TAG_A TAG_B: A's figures over B's
+	local k out=()
+	for k in first_reply_ms window_s p50_us p99_us max_us all_in_s daemon_cpu_s; do
+		out+=("$(ratio "$(get "$3" $k)" "$(get "$4" $k)")")
+	done
+	printf '%-26s %-6s %9s %9s %8s %8s %9s %8s %8s\n' "$1" "$2" "${out[@]}"
+}
+
 target() {	# SCENARIO TEXT VALUE LIMIT le|ge
 	local met=-
 	[ -n "$3" ] && [ "$3" != - ] && met=$(awk -v v="$3" -v l="$4" -v o="$5" \
@@ -427,20 +497,49 @@ ratio() {	# A B
 				"$(get "$tag" window_s)" "$(get "$tag" p50_us)" "$(get "$tag" p99_us)" "$(get "$tag" max_us)" \
 				"$(get "$tag" all_in_s)" "$(get "$tag" daemon_cpu_s)" "$(get "$tag" wrong)"
 		done
+		if [[ " $DAEMONS " == *" lpd "* && " $DAEMONS " == *" lpd-ws "* ]]; then
+			ratio_row "$base" ws/lpd "$base-lpd-ws.$i" "$base-lpd.$i"
+		fi
 		if [[ " $DAEMONS " == *" lpd "* && " $DAEMONS " == *" criu "* ]]; then
-			printf '%-26s %-6s %9s %9s %8s %8s %9s %8s %8s\n' "$base" "ratio" \
-				"$(ratio "$(get "$base-lpd.$i" first_reply_ms)" "$(get "$base-criu.$i" first_reply_ms)")" \
-				"$(ratio "$(get "$base-lpd.$i" window_s)" "$(get "$base-criu.$i" window_s)")" \
-				"$(ratio "$(get "$base-lpd.$i" p50_us)" "$(get "$base-criu.$i" p50_us)")" \
-				"$(ratio "$(get "$base-lpd.$i" p99_us)" "$(get "$base-criu.$i" p99_us)")" \
-				"$(ratio "$(get "$base-lpd.$i" max_us)" "$(get "$base-criu.$i" max_us)")" \
-				"$(ratio "$(get "$base-lpd.$i" all_in_s)" "$(get "$base-criu.$i" all_in_s)")" \
-				"$(ratio "$(get "$base-lpd.$i" daemon_cpu_s)" "$(get "$base-criu.$i" daemon_cpu_s)")"
+			ratio_row "$base" ratio "$base-lpd.$i" "$base-criu.$i"
 		fi
 	done
 	for app in $APPS; do
 		printf '%s: steady p99 %s us before the dump\n' "$app" "${R[$app.steady_p99_us]:-?}"
 	done
+	if [[ " $DAEMONS " == *" lpd-ws "* ]]; then
+		echo
+		echo "Warm restores (issue 17): settle_s (first reply to the first second in a row under 2x the steady p99),"
+		echo "faults served (d_faults: nearly all in the window), pages replayed (ws_read), all pages in (all_in_s):"
+		printf '  %-22s %-7s %8s %8s %8s %8s\n' scenario daemon settle_s faults ws_read all_in_s
+		for row in "${ROWS[@]}"; do
+			base=${row%.*}
+			i=${row##*.}
+			for daemon in lpd lpd-ws; do
+				printf '  %-22s %-7s %8s %8s %8s %8s\n' "$base" "$daemon" "$(get "$base-$daemon.$i" settle_s)" \
+					"$(get "$base-$daemon.$i" d_faults)" "$(get "$base-$daemon.$i" d_ws_read)" \
+					"$(get "$base-$daemon.$i" all_in_s)"
+			done
+		done
+		for app in $APPS; do
+			printf '  %s recording (%s s, faults only): %s pages, kept in %s\n' "$app" "$WS_REC_S" \
+				"${R[$app.ws_pages]:-?}" "$OUT/$app.ws"
+		done
+		echo
+		echo "Targets (issue 17), lazy-pagesd replaying the working set against plain lazy-pagesd in this run:"
+		printf '%-26s %-44s %10s %10s %6s\n' scenario target value limit met
+		for row in "${ROWS[@]}"; do
+			base=${row%.*}
+			i=${row##*.}
+			w=$base-lpd-ws.$i
+			l=$base-lpd.$i
+			target "$base" "window with replay <= 0.3x without" "$(ratio "$(get "$w" window_s)" "$(get "$l" window_s)")" 0.3 le
+			target "$base" "settle_s with replay <= 0.3x without" "$(ratio "$(get "$w" settle_s)" "$(get "$l" settle_s)")" 0.3 le
+			target "$base" "first reply with replay <= 1.0x without" \
+				"$(ratio "$(get "$w" first_reply_ms)" "$(get "$l" first_reply_ms)")" 1.0 le
+			target "$base" "wrong replies (lpd-ws)" "$(get "$w" wrong)" 0 le
+		done
+	fi
 	echo
 	echo "Targets (issue 13), lazy-pagesd against criu lazy-pages in this run:"
 	printf '%-26s %-44s %10s %10s %6s\n' scenario target value limit met

@@ -34,7 +34,7 @@ SCENARIOS=(
 	local-one local-tree local-threads local-random local-idle local-layout local-layout-unfilled
 	criu-page-server lps-to-lazy-pagesd lps-to-criu-lazy-pages service-two-sessions
 	tls-criu-to-lazy-pagesd tls-lps-to-criu-lazy-pages restart-sigkill source-killed
-	app-memcached self-check
+	app-memcached ws-record-replay self-check
 )
 
 # ---------------------------------------------------------------------------
@@ -548,6 +548,47 @@ sc_app-memcached() {
 	lpd_wait lpd
 	"$KVCHECK" check -p "$port" -n $keys -s $size >"$T/check2.out" 2>&1 || fail "check after the fill: $(cat "$T/check2.out")"
 	info "memcached $(awk '/VmRSS/ { print int($2 / 1024) " MiB" }' "/proc/$mc/status"): during the fill $(cut -d' ' -f2- "$T/check1.out"); after: $(cut -d' ' -f2- "$T/check2.out"); daemon seconds=$(sget lpd seconds) faults=$(sget lpd faults)"
+}
+
+# warm restores: stock CRIU restores the same images twice; the first
+# restore records its working set (--ws-record, faults only), the second
+# finds lazy-pages.ws next to the images and replays it before the tree is
+# told to go. Every byte is checked both times, and the replayed restore
+# faults on far fewer pages.
+sc_ws-record-replay() {
+	local rec f1 f2
+	work -m 64 -c 1 -a random
+	dump
+	lpd rec -D "$T/img" --no-prefetch --ws-record
+	restore
+	phase1
+	phase2
+	lpd_wait rec
+	rec=$(sget rec ws_recorded)
+	f1=$(sget rec faults)
+	[ -n "$rec" ] && [ "$rec" -gt $((2 * 64 * 256 * 9 / 10)) ] ||
+		fail "recorded ${rec:-no} pages for two processes reading 64 MiB each: $(grep summary "$T/rec.out")"
+	timeout -k 5 $STEP "$CTL" ws show "$T/img/lazy-pages.ws" >"$T/ws.show" || fail "ws show: $(tailof "$T/ws.show")"
+	grep -q "2 processes, $rec pages" "$T/ws.show" || fail "ws show: $(head -n 1 "$T/ws.show")"
+	# the same pids again, in a pid namespace of its own: the first restored
+	# tree may still be reaped, or another process may have taken one of them
+	rm -f "$T"/result.* "$T"/go "$T"/final "$T"/actions
+	lpd rep -D "$T/img" --no-prefetch
+	stamp restore_ns
+	CRL_AUTO_GO=0 criu_restore_ns "$T"
+	criu_wait_action "$T" post-resume || fail "$CRL_WHY $(tailof "$T/restore.out")"
+	# a runtime's start-up: the replay goes on meanwhile
+	sleep 0.5
+	criu_go "$T"
+	phase1
+	phase2
+	lpd_wait rep
+	restore_ns_wait
+	f2=$(sget rep faults)
+	grep -q 'replaying its working set first' "$T/rep.log" || fail "lazy-pages.ws was not replayed: $(tailof "$T/rep.log")"
+	[ "$(sget rep ws_planned)" = "$rec" ] || fail "ws_planned=$(sget rep ws_planned), recorded $rec"
+	[ "$f2" -le $((f1 / 4)) ] || fail "faults: $f1 recording, $f2 replayed"
+	info "$(checked); recorded $rec pages with $f1 faults; replayed: faults=$f2 ws_read=$(sget rep ws_read) seconds=$(sget rep seconds)"
 }
 
 # the checks themselves fail when they should: an original process told to

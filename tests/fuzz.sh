@@ -11,7 +11,7 @@
 #
 # Targets: fuzz-images (an image dir), fuzz-restore-sock (criu restore's
 # records), fuzz-ps-reply (page-server replies), fuzz-control (control
-# frames, daemon and client library); each one's input format is described
+# frames, daemon and client library), fuzz-wsfile (working-set files); each one's input format is described
 # at the top of its .c file. Seeds live in tests/fuzz/corpus/TARGET/ (made by
 # tests/fuzz/mkcorpus.py), inputs that once failed in tests/fuzz/regress/TARGET/,
 # and both are replayed forever. New inputs a run finds go to
@@ -37,7 +37,7 @@ while [ $# -gt 0 ]; do
 	*) echo "tests/fuzz.sh: unknown argument '$1'" >&2; exit 2 ;;
 	esac
 done
-[ ${#targets[@]} -gt 0 ] || targets=(fuzz-images fuzz-restore-sock fuzz-ps-reply fuzz-control)
+[ ${#targets[@]} -gt 0 ] || targets=(fuzz-images fuzz-restore-sock fuzz-ps-reply fuzz-control fuzz-wsfile)
 
 out=build-fuzz
 cflags="-O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer-no-link \$san"

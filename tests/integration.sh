@@ -39,6 +39,7 @@ DUMP=${LP_DUMP:-$BUILD/tests/lp-dump}
 RESTORE=${LP_RESTORE:-$BUILD/tests/lp-restore}
 DELAY=${LP_DELAY:-$BUILD/tests/lp-delay}
 FAKEPS=${LP_FAKEPS:-$BUILD/tests/lp-fakeps}
+CTL=${LAZY_PAGESCTL:-$BUILD/lazy-pagesctl}
 SCENARIO_TIMEOUT=${LP_SCENARIO_TIMEOUT:-120}	# whole scenario, seconds
 STEP_TIMEOUT=60					# one daemon or restore run
 
@@ -49,6 +50,7 @@ SCENARIOS=(
 	bad-missing-image bad-missing-mm bad-magic bad-magic-pagemap bad-truncated
 	bad-pages-short bad-bogus-pid bad-garbage bad-close-early bad-nofd
 	bad-marker
+	ws-replay ws-merge ws-bad-magic ws-truncated ws-other-pid ws-other-layout ws-stale-pages
 )
 
 # Scenarios that exist only in remote mode: a real link between network
@@ -58,6 +60,7 @@ PS_BAD_MODES=(short-header wrong-address more-pages close-mid-reply zero-pages w
 REMOTE_ONLY=(server-probe ps-socket netns-veth delay-rtt delay-cut)
 for m in "${PS_BAD_MODES[@]}"; do REMOTE_ONLY+=("ps-$m"); done
 REMOTE_ONLY+=(ps-recover-short-header ps-recover-close-mid-reply link-down server-restart timeout-kill)
+REMOTE_ONLY+=(ws-remote-order)
 
 # Local scenarios that make no sense remotely:
 # - bad-pages-short cuts the pages file the daemon would read its bytes
@@ -510,6 +513,209 @@ sc_nonlazy-vma() {
 sc_threads-in-pstree() {
 	dump "$T/d" --threads-in-pstree 4 --procs 2 --size 32
 	good "$T/d" 2
+}
+
+# ---------------------------------------------------------------------------
+# warm restores: a working set recorded, then replayed first (README "Warm restores")
+
+# ws_dir DIR: where the daemon reads DIR's images (the sparse view in remote mode): lazy-pages.ws goes there
+ws_dir() {
+	if remote; then daemon_view "$1"; else echo "$1"; fi
+}
+
+# ws_run DIR WAIT_MS [daemon args...]: one restore of DIR with faults only (plus replay) in which the
+# process waits WAIT_MS before reading every page in the random order of seed 3; every byte checked
+ws_run() {
+	local dir=$1 wait=$2
+	shift 2
+	start_daemon "$dir" "$T/work" --no-prefetch -v3 "$@" || { finish_daemon; fail "daemon exited before listening"; }
+	restore "$dir" "$T/work" --scenario random --seed 3 --start-delay-ms "$wait"
+	finish_daemon
+	[ $DRC -eq 0 ] || fail "daemon exit $DRC: $(tail -n 2 "$T/daemon.log" | tr '\n' ' ')"
+	[ $RRC -eq 0 ] || fail "lp-restore exit $RRC: $(restore_reason)"
+	remote_ok
+}
+
+# ws_record DIR [daemon args...]: a recording run; sets REC (pages recorded)
+ws_record() {
+	local dir=$1
+	shift
+	ws_run "$dir" 0 --ws-record "$@"
+	REC=$(sget ws_recorded)
+	[ -n "$REC" ] && [ "$REC" -gt 0 ] || fail "recording run: no ws_recorded= in the summary: $SUMMARY"
+	grep -q 'working set written' "$T/daemon.log" || fail "no 'working set written' in the log"
+}
+
+# ws_no_replay PATTERN: the last run replayed nothing, said PATTERN, and every page came by a fault
+ws_no_replay() {
+	local lazy
+	grep -q -E -- "$1" "$T/daemon.log" ||
+		fail "the log does not say '$1': $(grep -E 'err|warn' "$T/daemon.log" | head -n 2 | tr '\n' ' ')"
+	grep -q 'the restore goes on without replay' "$T/daemon.log" || fail "no 'goes on without replay' in the log"
+	[ "$(sget ws_read)" = "" ] || [ "$(sget ws_read)" = 0 ] || fail "pages were replayed from a bad file: $SUMMARY"
+	lazy=$(dump_stat lazy)
+	[ "$(sget faults)" -ge $((lazy / 2)) ] || fail "faults=$(sget faults) for $lazy lazy pages: something filled them"
+	info "$(grep -m1 -E -- "$1" "$T/daemon.log" | sed 's/.*: \(err\|error\|warn\)[a-z]*: //' | cut -c1-200)"
+}
+
+sc_ws-replay() {
+	local f lazy
+	dump "$T/d" --size 64
+	lazy=$(dump_stat lazy)
+	ws_record "$T/d"
+	f=$(ws_dir "$T/d")/lazy-pages.ws
+	[ -s "$f" ] || fail "no $f after the recording"
+	# every lazy page was read once by the random reader: each faulted (or came with a fault's window)
+	[ "$REC" -ge $((lazy * 9 / 10)) ] && [ "$REC" -le "$lazy" ] || fail "recorded $REC pages of $lazy lazy ones"
+	"$CTL" ws show "$f" --json >"$T/show.json" || fail "lazy-pagesctl ws show failed"
+	grep -q "\"pages\":$REC," "$T/show.json" || fail "ws show disagrees with ws_recorded=$REC: $(cut -c1-200 "$T/show.json")"
+	local cold=$(sget faults)
+	# found next to the images, replayed before the process reads: it faults on (almost) nothing
+	ws_run "$T/d" 400
+	grep -q 'replaying its working set first' "$T/daemon.log" || fail "the file next to the images was not used"
+	[ "$(sget ws_planned)" = "$REC" ] || fail "ws_planned=$(sget ws_planned), recorded $REC"
+	[ "$(sget faults)" -le $((cold / 20)) ] || fail "replay: faults=$(sget faults), without it $cold"
+	# lazy-pages-server takes the runs of a replay read as one list GET
+	! remote || [ $(($(sget remote_requests) * 8)) -lt "$(sget ws_read)" ] ||
+		fail "$(sget remote_requests) requests for $(sget ws_read) pages replayed: no list GETs"
+	info "recorded $REC pages; faults $cold cold, $(sget faults) with replay; $SUMMARY"
+}
+
+sc_ws-merge() {
+	dump "$T/d" --size 32
+	ws_record "$T/d" --ws-out "$T/a.ws"
+	ws_run "$T/d" 0 --ws-record --ws-out "$T/b.ws" --no-ws-replay
+	"$CTL" ws merge -o "$T/m.ws" "$T/a.ws" "$T/b.ws" >"$T/merge.out" || fail "ws merge failed"
+	"$CTL" ws show "$T/m.ws" >"$T/show.out" || fail "ws show of the merge failed"
+	grep -q '2 recordings' "$T/show.out" || fail "merged file: $(head -n1 "$T/show.out")"
+	ws_run "$T/d" 300 --ws-replay "$T/m.ws"
+	[ "$(sget ws_planned)" -ge "$REC" ] || fail "merged: ws_planned=$(sget ws_planned) < $REC"
+	[ "$(sget faults)" -le $((REC / 20)) ] || fail "merged replay: faults=$(sget faults)"
+	# recordings of other images do not merge
+	dump "$T/e" --size 32
+	ws_run "$T/e" 0 --ws-record --ws-out "$T/e.ws"
+	"$CTL" ws merge -o "$T/x.ws" "$T/a.ws" "$T/e.ws" 2>"$T/merge.err" && {
+		# other pids: a merge of two processes is allowed; the daemon then refuses it for either image set
+		ws_run "$T/d" 0 --ws-replay "$T/x.ws"
+		ws_no_replay "x\.ws: recorded for other images: pid [0-9]+ is not in pstree\.img"
+		return 0
+	}
+	fail "merge of two image sets: $(cat "$T/merge.err")"
+}
+
+sc_ws-bad-magic() {
+	dump "$T/d" --size 32
+	head -c 4096 /dev/urandom >"$(ws_dir "$T/d")/lazy-pages.ws"
+	ws_run "$T/d" 200
+	ws_no_replay "lazy-pages\.ws: offset 0: magic 0x[0-9a-f]+ is not a working-set file"
+}
+
+sc_ws-truncated() {
+	local f
+	dump "$T/d" --size 32
+	ws_record "$T/d"
+	f=$(ws_dir "$T/d")/lazy-pages.ws
+	truncate -s $(($(stat -c %s "$f") - 100)) "$f"
+	ws_run "$T/d" 200
+	ws_no_replay "lazy-pages\.ws: checksum .* \(truncated or damaged\)"
+}
+
+sc_ws-other-pid() {
+	dump "$T/a" --size 32
+	ws_record "$T/a" --ws-out "$T/a.ws"
+	dump "$T/d" --size 32
+	ws_run "$T/d" 200 --ws-replay "$T/a.ws"
+	ws_no_replay "a\.ws: recorded for other images: pid [0-9]+ is not in pstree\.img"
+}
+
+# pdump DIR ARGS...: lp-dump in a new pid namespace (under a shell as its pid 1: lp-dump's workloads
+# take a parent of pid 1 for a dead one): its workload has the same pid every time
+pdump() {
+	local dir=$1
+	shift
+	timeout -k 5 $STEP_TIMEOUT unshare -p -f --mount-proc bash -c '"$@"; exit $?' pdump "$DUMP" -D "$dir" "$@" \
+		>"$T/dump.out" 2>"$T/dump.err" ||
+		fail "lp-dump (pid namespace) $* failed: $(tail -n 3 "$T/dump.err" | tr '\n' ' ')"
+}
+
+sc_ws-other-layout() {
+	# the same pid, other images: most recorded addresses are not lazy pages there
+	pdump "$T/a" --size 64
+	ws_record "$T/a" --ws-out "$T/a.ws"
+	local pid=$(dump_pids)
+	pdump "$T/d" --size 16
+	[ "$(dump_pids)" = "$pid" ] || fail "the pid namespace gave pid $(dump_pids), then $pid"
+	ws_run "$T/d" 200 --ws-replay "$T/a.ws"
+	# 4 times the pages the process has: refused before a page is checked (fewer: page by page, as test-ws checks)
+	ws_no_replay "a\.ws: recorded for other images: (it lists [0-9]+ pages for pid [0-9]+, which has [0-9]+ lazy pages|[0-9]+ of the [0-9]+ pages it lists for pid [0-9]+ are not lazy pages of its pagemap)"
+}
+
+sc_ws-stale-pages() {
+	local lazy
+	# the same pid and VMAs, dumped again with a quarter of the pages holes now: those are left out
+	pdump "$T/a" --size 32
+	ws_record "$T/a" --ws-out "$T/a.ws"
+	pdump "$T/d" --size 32 --holes 25
+	lazy=$(dump_stat lazy)
+	ws_run "$T/d" 300 --ws-replay "$T/a.ws"
+	grep -q -E "a\.ws: pid [0-9]+: [0-9]+ of $REC recorded pages are no longer in the images" "$T/daemon.log" ||
+		fail "no warning about the pages no longer in the images: $(grep -m2 -E 'warn|err' "$T/daemon.log" | tr '\n' ' ')"
+	[ "$(sget ws_planned)" -lt "$REC" ] && [ "$(sget ws_planned)" -ge $((lazy * 9 / 10)) ] ||
+		fail "ws_planned=$(sget ws_planned): recorded $REC, $lazy lazy pages now"
+	# the holes fault (zero pages); the lazy pages came first
+	info "$(grep -m1 'no longer in the images' "$T/daemon.log" | cut -c1-160); $SUMMARY"
+}
+
+# ws-remote-order: a hot set (an eighth of the 64-page blocks) recorded through
+# lazy-pages-server, then replayed from a server like CRIU's (lp-fakeps good:
+# one connection, no hello, plain GETs only, strictly FIFO) with the
+# background fill on and the process idle until the daemon is done: the
+# recorded pages must be what is asked for first, many GETs in flight at once,
+# and every byte checked afterwards
+sc_ws-remote-order() {
+	local lazy frc res
+	dump "$T/d" --size 64
+	lazy=$(dump_stat lazy)
+	start_daemon "$T/d" "$T/work" --no-prefetch -v3 --ws-record || { finish_daemon; fail "daemon exited before listening"; }
+	restore "$T/d" "$T/work" --scenario random --seed 3 --hot-pct 12
+	finish_daemon
+	[ $DRC -eq 0 ] && [ $RRC -eq 0 ] || fail "recording run: daemon exit $DRC, lp-restore exit $RRC: $(restore_reason)"
+	REC=$(sget ws_recorded)
+	[ -n "$REC" ] && [ "$REC" -ge $((lazy / 20)) ] && [ "$REC" -le $((lazy / 4)) ] ||
+		fail "recorded ${REC:-nothing} pages of $lazy for a hot set of about 12%: $SUMMARY"
+	"$CTL" ws show "$(ws_dir "$T/d")/lazy-pages.ws" --all --json | grep -o '"addr":[0-9]*' | cut -d: -f2 >"$T/hot" ||
+		fail "ws show failed"
+	[ "$(wc -l <"$T/hot")" = "$REC" ] || fail "ws show lists $(wc -l <"$T/hot") pages, recorded $REC"
+	start_fakeps good --log "$T/gets"
+	start_daemon "$T/d" "$T/work" -v3 || { finish_daemon; fail "daemon exited before listening"; }
+	restore "$T/d" "$T/work" --scenario idle --wait-pid "$DPID"
+	finish_daemon
+	wait "$FPID"
+	frc=$?
+	[ $DRC -eq 0 ] || fail "daemon exit $DRC: $(tail -n 2 "$T/daemon.log" | tr '\n' ' ')"
+	[ $RRC -eq 0 ] || fail "lp-restore exit $RRC: $(restore_reason)"
+	[ $frc -eq 0 ] || fail "lp-fakeps exit $frc (5: something other than a plain GET): $(tail -n 2 "$T/fakeps.log" | tr '\n' ' ')"
+	grep -q 'one connection' "$T/daemon.log" || fail "the daemon did not fall back to one connection"
+	[ "$(sget ws_planned)" = "$REC" ] || fail "ws_planned=$(sget ws_planned), recorded $REC"
+	[ "$(sget faults)" = 0 ] || fail "faults=$(sget faults) from an idle process"
+	# walk the GETs in order until every recorded page was asked for: how many other pages came first
+	res=$(awk -v want="$REC" 'NR == FNR { hot[$1] = 1; next }
+		{
+			gets++
+			if ($4 > maxq) maxq = $4
+			for (i = 0; i < $3; i++) {
+				a = sprintf("%.0f", $2 + i * 4096)
+				if (a in hot) { if (!(a in seen)) { seen[a] = 1; got++ } } else other++
+			}
+			if (got == want) { print gets, other + 0, maxq + 0; exit }
+		}
+		END { if (got < want) print gets + 0, other + 0, maxq + 0, "incomplete", got + 0 }' "$T/hot" "$T/gets")
+	set -- $res
+	[ $# -eq 3 ] || fail "the GETs never asked for every recorded page: $res (gets, others, deepest queue, incomplete, got)"
+	# gaps of up to 8 pages are read along; address order would bring about 7 others per recorded page
+	[ "$2" -le $((REC / 4)) ] || fail "$2 other pages asked for before the last of the $REC recorded ones ($1 GETs)"
+	[ "$3" -ge 2 ] || fail "never more than $3 GETs queued at the server: not pipelined"
+	info "recorded $REC of $lazy pages; replay: all of them in the first $1 of $(wc -l <"$T/gets") GETs, $2 other pages among them, up to $3 GETs queued; $SUMMARY"
 }
 
 sc_bad-missing-image() {

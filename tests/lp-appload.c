@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,23 +27,30 @@
  *   from (seed, key): pipelined SETs, every answer checked.
  *
  * lp-appload run --proto ... --port P --keys N --value BYTES --seconds D
- *     [--conns C] [--hot PERCENT --hot-share PERCENT] [--epoch FILE]
+ *     [--conns C] [--hot PERCENT --hot-share PERCENT [--hot-spread]] [--epoch FILE]
  *     [--steady-p99 US] [--windows FILE] [--ready FILE]
  *   C closed-loop connections (a thread each) send GETs of random keys for
  *   D seconds and check every reply byte for byte against the value the key
  *   was stored with. Before the server listens (it is being restored),
  *   connects are retried every 200 us. --hot: PERCENT of the keys get
- *   --hot-share of the requests (a skewed workload). Time is counted from
+ *   --hot-share of the requests (a skewed workload): the first keys stored,
+ *   or with --hot-spread blocks of 64 keys spread evenly over all of them
+ *   (so over the server's memory: a hot set of about PERCENT of it).
+ *   --proto line --expect LINE: a server of one answer (tests/bench-pyrt.py):
+ *   each request is the line "GET k:N", each reply must be LINE. Time is counted from
  *   the nanoseconds (CLOCK_REALTIME) in --epoch FILE, read at the first reply
  *   (the benchmark writes it just before `criu restore`); without it, from
  *   the client's start. Per 100 ms window it records replies, p50, p99 and
  *   max latency; prints one summary line:
  *     appload: first_reply_ms=.. window_s=.. p50_us=.. p99_us=.. max_us=..
- *              replies=.. wrong=.. steady_p99_us=.. late_p99_us=..
+ *              replies=.. wrong=.. steady_p99_us=.. late_p99_us=.. settle_s=..
  *   p50/p99/max are over the first 10 s after the first reply;
  *   window_s, the degradation window, runs from the first reply to the end
  *   of the last window whose p99 was over 2x --steady-p99 (or that had no
- *   reply) before the p99 stayed under it; late_p99_us is the p99 over the
+ *   reply) before the p99 stayed under it; settle_s, the same window for a
+ *   machine with neighbours (whose spikes keep window_s open to the end),
+ *   runs to the start of the first full second in which every window's p99
+ *   was under 2x --steady-p99 (-1 if none); late_p99_us is the p99 over the
  *   last 2 s. --ready FILE is created once the threads are running.
  *   SIGTERM or SIGINT ends the run early (as if --seconds had passed).
  *   Exit 0 if every reply was right, 1 if any was wrong, 2 on usage errors
@@ -50,11 +58,13 @@
  */
 
 #define WIN_NS 100000000ull
+#define SETTLE_WINDOWS 10		/* settle_s: a second in a row under 2x the steady p99 */
+#define HOT_BLOCK 64			/* --hot-spread: hot keys come in blocks of this many */
 #define MAX_WINDOWS 6000		/* 10 minutes */
 #define HSUB 8
 #define HBUCKETS (40 * HSUB)
 
-enum proto { P_REDIS, P_MEMCACHED };
+enum proto { P_REDIS, P_MEMCACHED, P_LINE };
 
 struct cfg {
 	enum proto proto;
@@ -63,7 +73,9 @@ struct cfg {
 	double seconds;
 	int conns;
 	double hot, hot_share;
+	bool hot_spread;
 	const char *epoch_file, *windows_file, *ready_file;
+	const char *expect;		/* --proto line: the one right answer */
 	double steady_p99_us;
 };
 
@@ -336,10 +348,18 @@ static uint64_t pick_key(uint64_t *rs)
 	uint64_t x = ph_rand(rs);
 
 	if (cfg.hot > 0) {
-		uint64_t hot = (uint64_t)((double)cfg.keys * cfg.hot / 100.0);
+		uint64_t hot = (uint64_t)((double)cfg.keys * cfg.hot / 100.0), h, blocks;
 
 		if (hot < 1)
 			hot = 1;
+		if (cfg.hot_spread) {
+			/* blocks of HOT_BLOCK keys spread evenly over the keys (and so over the server's memory) */
+			if ((double)(x % 10000) >= cfg.hot_share * 100.0)
+				return ph_rand(rs) % cfg.keys;
+			blocks = (hot + HOT_BLOCK - 1) / HOT_BLOCK;
+			h = ph_rand(rs) % hot;
+			return ((h / HOT_BLOCK) * (cfg.keys / blocks) + h % HOT_BLOCK) % cfg.keys;
+		}
 		if ((double)(x % 10000) < cfg.hot_share * 100.0)
 			return ph_rand(rs) % hot;
 		return hot + ph_rand(rs) % (cfg.keys - hot);
@@ -354,6 +374,15 @@ static int get_one(struct rd *r, uint64_t key, char *got, const char *want)
 	unsigned long long len;
 
 	kl = snprintf(kn, sizeof(kn), "k:%llu", (unsigned long long)key);
+	if (cfg.proto == P_LINE) {
+		n = sprintf(q, "GET %s\n", kn);
+		if (send_all(r->fd, q, (size_t)n))
+			return -1;
+		l = rd_line(r);
+		if (!l)
+			return -1;
+		return strcmp(l, cfg.expect) ? 1 : 0;
+	}
 	if (cfg.proto == P_REDIS)
 		n = sprintf(q, "*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n", kl, kn);
 	else
@@ -483,7 +512,7 @@ static int run(void)
 {
 	struct worker *w = calloc((size_t)cfg.conns, sizeof(*w));
 	struct win *all = calloc(MAX_WINDOWS, sizeof(*all)), sum10 = { 0 }, late = { 0 };
-	uint64_t replies = 0, wrong = 0, errors = 0, first = 0, epoch, nwin, i, b, last_bad, max10 = 0;
+	uint64_t replies = 0, wrong = 0, errors = 0, first = 0, epoch, nwin, i, b, last_bad, max10 = 0, settle, good = 0;
 	int64_t shift;
 	FILE *wf = NULL;
 	int k;
@@ -551,6 +580,16 @@ static int run(void)
 		for (i = last_bad; i + 1 < nwin; i++)	/* the last window is cut short by the end */
 			if (!all[i].n || quantile(all[i].h, all[i].n, 0.99) > 2 * cfg.steady_p99_us)
 				last_bad = i + 1;
+	/* settled: the first second (10 windows) in a row under 2x steady, after the first reply */
+	settle = (first - t_start_mono) / WIN_NS;
+	for (i = settle, good = 0; cfg.steady_p99_us > 0 && i + 1 < nwin && good < SETTLE_WINDOWS; i++) {
+		if (!all[i].n || quantile(all[i].h, all[i].n, 0.99) > 2 * cfg.steady_p99_us) {
+			good = 0;
+			settle = i + 1;
+		} else {
+			good++;
+		}
+	}
 	if (cfg.windows_file && (wf = fopen(cfg.windows_file, "w"))) {
 		fprintf(wf, "# t_s replies p50_us p99_us max_us (t from the epoch)\n");
 		for (i = 0; i < nwin; i++)
@@ -560,19 +599,22 @@ static int run(void)
 		fclose(wf);
 	}
 	printf("appload: first_reply_ms=%.1f window_s=%.2f p50_us=%.0f p99_us=%.0f max_us=%.0f replies=%llu "
-	       "wrong=%llu reconnects=%llu steady_p99_us=%.0f late_p99_us=%.0f\n",
+	       "wrong=%llu reconnects=%llu steady_p99_us=%.0f late_p99_us=%.0f settle_s=%.2f\n",
 	       ((double)(first - t_start_mono) - (double)shift) / 1e6,
 	       cfg.steady_p99_us > 0 ? ((double)(last_bad * WIN_NS) - (double)(first - t_start_mono)) / 1e9 : -1.0,
 	       quantile(sum10.h, sum10.n, 0.5), quantile(sum10.h, sum10.n, 0.99), (double)max10 / 1e3,
 	       (unsigned long long)replies, (unsigned long long)wrong, (unsigned long long)errors,
-	       cfg.steady_p99_us, quantile(late.h, late.n, 0.99));
+	       cfg.steady_p99_us, quantile(late.h, late.n, 0.99),
+	       cfg.steady_p99_us > 0 && good >= SETTLE_WINDOWS ?
+		       ((double)(settle * WIN_NS) - (double)(first - t_start_mono)) / 1e9 : -1.0);
 	return wrong ? 1 : 0;
 }
 
 static void usage(void)
 {
 	fprintf(stderr, "usage: lp-appload load|run --proto redis|memcached --port P [--host H] --keys N --value BYTES\n"
-			"       [--seed S] [--seconds D] [--conns C] [--hot PCT --hot-share PCT] [--epoch FILE]\n"
+			"       lp-appload run --proto line --expect LINE --port P ... (a request is \"GET k:N\\n\", its answer LINE)\n"
+			"       [--seed S] [--seconds D] [--conns C] [--hot PCT --hot-share PCT [--hot-spread]] [--epoch FILE]\n"
 			"       [--steady-p99 US] [--windows FILE] [--ready FILE]\n");
 	exit(2);
 }
@@ -587,6 +629,7 @@ int main(int argc, char **argv)
 		{ "hot", required_argument, NULL, 'h' },     { "hot-share", required_argument, NULL, 'S' },
 		{ "epoch", required_argument, NULL, 'e' },   { "steady-p99", required_argument, NULL, 'q' },
 		{ "windows", required_argument, NULL, 'w' }, { "ready", required_argument, NULL, 'r' },
+		{ "hot-spread", no_argument, NULL, 'X' },    { "expect", required_argument, NULL, 'E' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *mode;
@@ -603,6 +646,8 @@ int main(int argc, char **argv)
 				cfg.proto = P_REDIS;
 			else if (!strcmp(optarg, "memcached"))
 				cfg.proto = P_MEMCACHED;
+			else if (!strcmp(optarg, "line"))
+				cfg.proto = P_LINE;
 			else
 				usage();
 			break;
@@ -619,11 +664,15 @@ int main(int argc, char **argv)
 		case 'q': cfg.steady_p99_us = atof(optarg); break;
 		case 'w': cfg.windows_file = optarg; break;
 		case 'r': cfg.ready_file = optarg; break;
+		case 'X': cfg.hot_spread = true; break;
+		case 'E': cfg.expect = optarg; break;
 		default: usage();
 		}
 	}
 	if (!cfg.port || !cfg.keys || !cfg.value || cfg.value > (64u << 20) || cfg.conns < 1 || cfg.conns > 256 ||
 	    cfg.seconds <= 0 || cfg.hot < 0 || cfg.hot >= 100 || cfg.hot_share < 0 || cfg.hot_share > 100)
+		usage();
+	if (cfg.proto == P_LINE && (!cfg.expect || strcmp(mode, "run")))
 		usage();
 	if (!strcmp(mode, "load"))
 		return load();

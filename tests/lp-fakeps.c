@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -70,6 +71,7 @@ struct fps {
 	int wire;
 	size_t hsz;
 	uint64_t rng;
+	FILE *log;			/* --log: one line per GET */
 };
 
 static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -484,6 +486,14 @@ static int fps_serve(struct fps *f, int cfd, enum mode mode, uint64_t good, stru
 		}
 		k++;
 		st->gets = k;
+		if (f->log) {
+			int queued = 0;
+
+			/* requests the client sent before this one was answered: its pipeline */
+			ioctl(cfd, FIONREAD, &queued);
+			fprintf(f->log, "%" PRIu64 " %" PRIu64 " %" PRIu64 " %zu\n", rq.dst_id, rq.vaddr, rq.nr_pages,
+				(size_t)queued / f->hsz);
+		}
 		if (!rq.nr_pages || rq.nr_pages > MAX_GET_PAGES || rq.vaddr % PAGE) {
 			say("GET #%" PRIu64 ": pid %" PRIu64 " vaddr 0x%" PRIx64 " nr_pages %" PRIu64
 			    ": not a request a client should send",
@@ -702,7 +712,7 @@ static void usage(void)
 {
 	fprintf(stderr,
 		"usage: lp-fakeps --images DIR --mode MODE [--port-file F] [--address A] [--ps-wire 3|4]\n"
-		"                 [--good N] [--reconnect] [--seed S] [--timeout SEC]\n"
+		"                 [--good N] [--reconnect] [--seed S] [--timeout SEC] [--log F]\n"
 		"       lp-fakeps --images DIR --probe A:P [--ps-wire 3|4] [--count N] [--pages K] [--seed S]\n"
 		"modes: short-header wrong-address more-pages close-mid-reply zero-pages wrong-pid garbage good\n"
 		"The server listens on A (default 127.0.0.1) port 0, writes the port to F (a FIFO\n"
@@ -711,7 +721,8 @@ static void usage(void)
 		"the connection after the bad one correctly (connections that start with the\n"
 		"lazy-pages hello are closed unanswered, as CRIU's servers do); the exit code is\n"
 		"then that connection's. Exit 0: misbehaved as asked (or served the client to\n"
-		"its end); 3: the client left first; 4: timeout; 5: the client broke the protocol.\n");
+		"its end); 3: the client left first; 4: timeout; 5: the client broke the protocol.\n"
+		"--log F: a line per GET: pid, address, pages, and the requests queued behind it.\n");
 }
 
 int main(int argc, char **argv)
@@ -730,6 +741,7 @@ int main(int argc, char **argv)
 		{ "probe", required_argument, NULL, 'P' },
 		{ "count", required_argument, NULL, 'n' },
 		{ "pages", required_argument, NULL, 'k' },
+		{ "log", required_argument, NULL, 'L' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
@@ -764,6 +776,14 @@ int main(int argc, char **argv)
 		case 'R': reconnect = 1; break;
 		case 'n': count = (unsigned int)strtoul(optarg, NULL, 0); break;
 		case 'k': pages = (unsigned int)strtoul(optarg, NULL, 0); break;
+		case 'L':
+			f.log = fopen(optarg, "we");
+			if (!f.log) {
+				say("%s: %s", optarg, strerror(errno));
+				return 1;
+			}
+			setvbuf(f.log, NULL, _IOLBF, 0);
+			break;
 		case 'h': usage(); return 0;
 		default: usage(); return 2;
 		}
@@ -833,5 +853,7 @@ out:
 	if (f.ps)
 		pstree_free(f.ps, f.nps);
 	imgdir_close(f.d);
+	if (f.log)
+		fclose(f.log);
 	return ret;
 }

@@ -53,6 +53,8 @@ struct opts {
 	uint64_t seed;
 	int timeout;
 	bool time_faults;
+	unsigned int start_delay_ms;	/* each process waits this long after "go" (a runtime starting up) */
+	unsigned int hot_pct;		/* random: only the pages of this share of 64-page blocks (0: all) */
 	bool first_exits;		/* the first pstree entry runs "exit": it is done while the others fill */
 	pid_t wait_pid;
 	/* the stress scenario */
@@ -493,6 +495,17 @@ static int sc_seq(struct task *t)
 	return 0;
 }
 
+/* --hot-pct: whether page I is in the hot set, the same blocks for the same seed in every run */
+static bool page_hot(const struct task *t, uint64_t i)
+{
+	uint64_t h = ((i / 64) + 1) * 0x9e3779b97f4a7c15ull ^ t->o->seed;
+
+	h ^= h >> 29;
+	h *= 0xbf58476d1ce4e5b9ull;
+	h ^= h >> 32;
+	return !t->o->hot_pct || h % 100 < t->o->hot_pct;
+}
+
 static int sc_random(struct task *t)
 {
 	uint64_t *p = permutation(t);
@@ -500,7 +513,8 @@ static int sc_random(struct task *t)
 	if (!p)
 		return say("out of memory");
 	for (uint64_t i = 0; i < t->npages; i++)
-		check_g(t, p[i]);
+		if (page_hot(t, p[i]))
+			check_g(t, p[i]);
 	free(p);
 	return 0;
 }
@@ -2037,8 +2051,10 @@ static int child_main(struct task *t, struct imgdir *d, struct child_io *io, uin
 	/* wait for "go": EOF on the go pipe */
 	while (read(io->go_rd, &c, 1) > 0)
 		;
-	t_run = now();
 	close(io->go_rd);
+	if (t->o->start_delay_ms)
+		usleep(t->o->start_delay_ms * 1000u);
+	t_run = now();
 	t->rng = t->o->seed * 0x9e3779b97f4a7c15ull + t->pid;
 	first_page(t, sc, t_run);
 	if (sc->run(t))
@@ -2089,6 +2105,7 @@ static void usage(void)
 	fprintf(stderr,
 		"usage: lp-restore -D DIR [-W WORKDIR] [--scenario NAME] [--order pstree|reverse|random|concurrent]\n"
 		"                  [--threads T] [--seed S] [--timeout SEC] [--race-ops N] [--wait-pid PID]\n"
+		"                  [--start-delay-ms MS] [--hot-pct PCT (random: the pages of PCT%% of 64-page blocks only)]\n"
 		"                  [--time-faults (seq, random, threads: time each fault as the process sees it)]\n"
 		"                  [--first-exits (the first pstree entry runs exit, the others SCENARIO)]\n"
 		"                  [--bad garbage|nofd|bogus-pid|close-early|bad-marker]\n"
@@ -2114,7 +2131,9 @@ int main(int argc, char **argv)
 		{ "race-ops", required_argument, NULL, 'r' },
 		{ "wait-pid", required_argument, NULL, 'p' },
 		{ "time-faults", no_argument, NULL, 0x106 },
-		{ "first-exits", no_argument, NULL, 0x107 },
+		{ "start-delay-ms", required_argument, NULL, 0x107 },
+		{ "first-exits", no_argument, NULL, 0x108 },
+		{ "hot-pct", required_argument, NULL, 0x109 },
 		{ "bad", required_argument, NULL, 'b' },
 		{ "stress-seconds", required_argument, NULL, 0x100 },
 		{ "stress-threads", required_argument, NULL, 0x101 },
@@ -2172,7 +2191,9 @@ int main(int argc, char **argv)
 		case 0x104: o.stress_forks = (unsigned int)atoi(optarg); break;
 		case 0x105: o.stress_rate = (unsigned int)atoi(optarg); break;
 		case 0x106: o.time_faults = true; break;
-		case 0x107: o.first_exits = true; break;
+		case 0x107: o.start_delay_ms = (unsigned int)atoi(optarg); break;
+		case 0x108: o.first_exits = true; break;
+		case 0x109: o.hot_pct = (unsigned int)atoi(optarg); break;
 		case 'h': usage(); return 0;
 		default: usage(); return 2;
 		}

@@ -81,7 +81,7 @@ sc_man-options() {
 
 	# the options tables; the TLS ones come from tls.h
 	for src in "lazy-pagesd.8 daemon/service/main.c daemon/net/tls.h" "lazy-pages-server.8 daemon/server/server_main.c daemon/net/tls.h" \
-		"lazy-pagesctl.8 client/lazypagesctl.c"; do
+		"lazy-pagesctl.8 client/lazypagesctl.c client/wsctl.c"; do
 		set -- $src
 		page=$1
 		shift
@@ -93,7 +93,7 @@ sc_man-options() {
 	for c in $(grep -ohE '\{ "[a-z]+", [a-z_]+_main' "$ROOT/client/lazypagesctl.c" | sed 's/{ "\([a-z]*\)".*/\1/'); do
 		grep -qE "^\*(session )?$c[* ]" "$ROOT/man/lazy-pagesctl.8.scd" || missing="$missing lazy-pagesctl.8:command:$c"
 	done
-	for k in $(grep -ohE 'json_key\([a-z&]+, "[a-z0-9_]+"\)' "$ROOT/client/lazypagesctl.c" | sed 's/.*"\(.*\)".*/\1/' | sort -u); do
+	for k in $(grep -ohE 'json_key\([a-z&]+, "[a-z0-9_]+"\)' "$ROOT/client/lazypagesctl.c" "$ROOT/client/wsctl.c" | sed 's/.*"\(.*\)".*/\1/' | sort -u); do
 		grep -qF "\"$k\":" "$ROOT/man/lazy-pagesctl.8.scd" || missing="$missing lazy-pagesctl.8:json:\"$k\""
 		grep -qF "*$k*" "$ROOT/man/lazy-pagesctl.8.scd" || missing="$missing lazy-pagesctl.8:key-list:$k"
 	done
@@ -102,7 +102,7 @@ sc_man-options() {
 		grep -qF "*$c*()" "$ROOT/man/liblazypages.3.scd" || missing="$missing liblazypages.3:$c"
 	done
 	[ -z "$missing" ] || fail "not documented:$missing"
-	info "$(long_options "$ROOT"/daemon/service/main.c "$ROOT"/daemon/server/server_main.c "$ROOT"/daemon/net/tls.h "$ROOT"/client/lazypagesctl.c | wc -l) option names, $(grep -ohE 'json_key\([a-z&]+, "[a-z0-9_]+"\)' "$ROOT/client/lazypagesctl.c" | sort -u | wc -l) JSON keys checked"
+	info "$(long_options "$ROOT"/daemon/service/main.c "$ROOT"/daemon/server/server_main.c "$ROOT"/daemon/net/tls.h "$ROOT"/client/lazypagesctl.c "$ROOT"/client/wsctl.c | wc -l) option names, $(grep -ohE 'json_key\([a-z&]+, "[a-z0-9_]+"\)' "$ROOT/client/lazypagesctl.c" "$ROOT/client/wsctl.c" | sort -u | wc -l) JSON keys checked"
 }
 
 # ---------------------------------------------------------------------------

@@ -35,7 +35,7 @@ NOBODY=(setpriv --reuid=65534 --regid=65534 --clear-groups)
 SCENARIOS=(
 	units socket-activation watchdog two-sessions handoff ctl-json unprivileged
 	peercred sigterm-waits bad-control restart-sigkill restart-remote restart-one-done
-	restart-lost-one restart-unkept store-full store-fork restart-handoff bad-startup
+	restart-lost-one restart-unkept store-full store-fork restart-handoff bad-startup warm-restore
 )
 
 # ---------------------------------------------------------------------------
@@ -330,6 +330,43 @@ sc_watchdog() {
 	await_or_fail STATUS= 2
 	[ "$(count_lines WATCHDOG=1)" -eq 0 ] || fail "WATCHDOG=1 sent with WATCHDOG_PID=1"
 	stop_service
+}
+
+# warm restores as session options: one session records, the next replays
+# what it recorded (found next to the images), one gets a file by path, one
+# none; a relative path is refused by lazy-pagesctl, a bad file by no one
+sc_warm-restore() {
+	local sum f
+	dump "$T/A" --size 32
+	start_service
+	add -D "$T/A" --ws-record
+	restore rec "$T/A" --scenario random || fail "recording restore: $(restore_reason rec)"
+	session_wait "$SID"
+	f=$T/A/lazy-pages.ws
+	[ -s "$f" ] || fail "the recording session wrote no $f"
+	ctl session list --json >"$T/list.json" || fail "session list failed"
+	jqe recorded "$T/list.json" '.sessions[] | select(.id == $id) | .summary | test("ws_recorded=[1-9]")' --argjson id "$SID"
+	cp "$f" "$T/copy.ws"
+	add -D "$T/A"
+	restore replay "$T/A" --scenario random --start-delay-ms 300 || fail "replaying restore: $(restore_reason replay)"
+	session_wait "$SID"
+	ctl session list --json >"$T/list.json" || fail "session list failed"
+	sum=$(jq -r --argjson id "$SID" '.sessions[] | select(.id == $id) | .summary' "$T/list.json")
+	[[ "$sum" =~ ws_planned=[1-9] ]] || fail "the next session did not replay the recording: $sum"
+	rm "$f"
+	add -D "$T/A" --ws-replay "$T/copy.ws"
+	restore path "$T/A" --scenario random || fail "restore with --ws-replay: $(restore_reason path)"
+	session_wait "$SID"
+	ctl session list --json >"$T/list.json" || fail "session list failed"
+	jqe "--ws-replay" "$T/list.json" '.sessions[] | select(.id == $id) | .summary | test("ws_planned=[1-9]")' --argjson id "$SID"
+	ctl session add -D "$T/A" --ws-replay "$T/none.ws" >/dev/null 2>"$T/add.err" && fail "session add took a file that is not there"
+	head -c 100 /dev/urandom >"$T/bad.ws"
+	add -D "$T/A" --ws-replay "$T/bad.ws"
+	restore bad "$T/A" --scenario random || fail "restore with a bad file: $(restore_reason bad)"
+	session_wait "$SID"
+	grep -q 'bad\.ws: .*the restore goes on without replay' "$T/daemon.log" || fail "no error naming bad.ws in the log"
+	stop_service
+	info "${sum:0:200}"
 }
 
 sc_two-sessions() {

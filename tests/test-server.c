@@ -755,18 +755,70 @@ static void test_close(void **state)
 
 static void hello(int wire)
 {
+	static const uint64_t ask[][2] = { { 1, 1 }, { 2, 2 }, { 9, PS_LP_HELLO_VERSION } };
 	struct ps_iov r;
 	struct srv s;
 	int fd;
 
 	srv_start(&s, wire, NULL);
+	/* the answer is the lower version: a version 1 client gets 1 */
+	for (size_t i = 0; i < sizeof(ask) / sizeof(ask[0]); i++) {
+		fd = cl_connect(&s);
+		cl_send(fd, wire, PS_LP_HELLO, 0x77, ask[i][0], 0, PS_LP_ROLE_URGENT);
+		cl_recv_iov(fd, wire, &r);
+		assert_int_equal(r.cmd, PS_LP_HELLO_REPLY);
+		assert_int_equal(r.nr_pages, ask[i][1]);
+		assert_int_equal(r.dst_id, PS_LP_ROLE_URGENT);
+		get_ok(&s, fd, PID, A_RUN, 2, 2, 0);
+		close(fd);
+	}
+	srv_stop(&s);
+}
+
+/* A list GET: its runs' pages in order under one header (a run spanning two stored runs included), or none. */
+static void test_list(void **state)
+{
+	const struct ps_run runs[] = { { A_BIG + 10 * ps, 3 }, { A_RUN, 6 }, { A_SHORT, 2 } };
+	const struct ps_run bad[] = { { A_RUN, 2 }, { A_HOLE, 1 } };
+	uint8_t b[PS_IOV_MAX + PS_LP_LIST_MAX * PS_LP_RUN_SIZE], *got, *want;
+	struct ps_iov r;
+	struct srv s;
+	size_t len, off = 0;
+	int fd;
+
+	(void)state;
+	srv_start(&s, PS_WIRE_4, NULL);
 	fd = cl_connect(&s);
-	cl_send(fd, wire, PS_LP_HELLO, 0x77, 1, 0, PS_LP_ROLE_URGENT);
-	cl_recv_iov(fd, wire, &r);
-	assert_int_equal(r.cmd, PS_LP_HELLO_REPLY);
-	assert_int_equal(r.nr_pages, PS_LP_HELLO_VERSION);
-	assert_int_equal(r.dst_id, PS_LP_ROLE_URGENT);
-	get_ok(&s, fd, PID, A_RUN, 2, 2, 0);
+	len = ps_list_encode(s.wire, PID, runs, 3, b);
+	assert_int_equal(len, 32 + 3 * 16);
+	cl_write(fd, b, len);
+	cl_recv_iov(fd, s.wire, &r);
+	assert_int_equal(r.cmd, PS_GET_REPLY_CMD);
+	assert_int_equal(r.nr_pages, 11);
+	assert_int_equal(r.vaddr, A_BIG + 10 * ps);
+	assert_int_equal(r.dst_id, PID);
+	got = malloc(11 * ps);
+	assert_non_null(got);
+	cl_read(fd, got, 11 * ps);
+	for (size_t i = 0; i < 3; i++) {
+		want = expected(dir, PID, runs[i].img, runs[i].nr_pages);
+		assert_memory_equal(got + off, want, runs[i].nr_pages * ps);
+		off += runs[i].nr_pages * ps;
+		free(want);
+	}
+	free(got);
+	/* a run with a hole in it: nothing, and the connection goes on */
+	cl_write(fd, b, ps_list_encode(s.wire, PID, bad, 2, b));
+	cl_recv_iov(fd, s.wire, &r);
+	assert_int_equal(r.nr_pages, 0);
+	get_ok(&s, fd, PID, A_RUN, 1, 1, 0);
+	close(fd);
+	/* runs that do not add up to the header's total: the connection is closed */
+	fd = cl_connect(&s);
+	len = ps_list_encode(s.wire, PID, runs, 3, b);
+	b[16] ^= 1;	/* the header's total (vaddr field) */
+	cl_write(fd, b, len);
+	assert_int_equal(read(fd, b, 1), 0);
 	close(fd);
 	srv_stop(&s);
 }
@@ -1041,6 +1093,7 @@ int main(int argc, char **argv)
 		T(test_close),
 		T(test_hello_v4),
 		T(test_hello_v3),
+		T(test_list),
 		T(test_max_clients),
 		T(test_eof_in_header),
 		T(test_bad_images),

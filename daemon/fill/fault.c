@@ -19,6 +19,7 @@
 #include "source.h"
 #include "stats.h"
 #include "workq.h"
+#include "ws.h"
 
 #define FAULT_BATCH 128
 
@@ -207,6 +208,9 @@ static int serve(struct fault_thread *t, struct proc *p, uint64_t addr, uint64_t
 				proc_fault_served(p, t0);
 			return ret;
 		}
+		/* a first touch: the page was lazy (--ws-record; nothing but a load otherwise) */
+		if (!tries)
+			ws_touch(proc_ws(p), img, n, t0);
 		ret = submit(t, p, addr, img, 1, 1, t0);
 		if (ret == 2)
 			continue;	/* moved between the look-up and the COPY: look again */

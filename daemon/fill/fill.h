@@ -4,6 +4,7 @@
 #define LP_FILL_H
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 struct persist;
@@ -26,6 +27,7 @@ struct fill {
 	unsigned fault_around;		/* pages a fault near the previous one fills, its own included */
 	uint64_t chunk;			/* pages a background read asks for */
 	uint64_t section_ns;		/* a background COPY section holds a process this long at most */
+	bool replay_only;		/* --no-prefetch with a working set: background threads replay it, nothing else */
 
 	pthread_mutex_t id_lock;
 	uint32_t next_id;

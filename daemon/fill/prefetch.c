@@ -18,6 +18,7 @@
 #include "source.h"
 #include "stats.h"
 #include "workq.h"
+#include "ws.h"
 
 /* Sections never smaller than this (64 KiB): below it a COPY's fixed cost dominates. */
 #define SECTION_MIN_PAGES 16
@@ -27,6 +28,23 @@
 #define BUF_BYTES_MAX (16u << 20)
 
 enum { REQ_SUBMITTING, REQ_SUBMITTED, REQ_DONE_EARLY };
+
+/*
+ * Runs of a working set (ws.h) one replay read gathers into its buffer:
+ * recorded pages come in short runs, and one read each (a buffer of its
+ * own) would leave a page server's pipe nearly empty.
+ */
+#define BG_SEGS 64
+
+struct bg_req;
+
+/* One run of a replay read: its own read into the request's buffer. */
+struct bg_seg {
+	struct source_req r;
+	struct bg_req *q;
+	uint64_t addr;			/* run-time address */
+	uint64_t got;
+};
 
 struct bg_req {
 	struct workq_item item;		/* waiting to be placed */
@@ -40,6 +58,10 @@ struct bg_req {
 	int failed;
 	struct lp_err e;
 	atomic_int state;
+	struct bg_seg *seg;		/* a replay read: NSEG runs (allocated at its first) */
+	struct source_run *runs;	/* the same as one list read, where the source takes lists */
+	unsigned nseg;
+	atomic_uint left;		/* runs not yet read, plus one while submitting */
 };
 
 struct prefetch_thread {
@@ -95,7 +117,8 @@ static struct bg_req *buf_get(struct prefetch_pool *pp)
 	return q;
 }
 
-static void buf_put(struct bg_req *q)
+/* Back to the free list; KICK: a buffer is free again, a waiting thread may read. */
+static void buf_back(struct bg_req *q, bool kick)
 {
 	struct prefetch_pool *pp = q->pool;
 
@@ -103,8 +126,13 @@ static void buf_put(struct bg_req *q)
 	q->next = pp->free;
 	pp->free = q;
 	pthread_mutex_unlock(&pp->lock);
-	/* a buffer is free again: a thread may read */
-	workq_kick(pp->f->q);
+	if (kick)
+		workq_kick(pp->f->q);
+}
+
+static void buf_put(struct bg_req *q)
+{
+	buf_back(q, true);
 }
 
 static bool buf_available(struct prefetch_pool *pp)
@@ -150,25 +178,18 @@ static void bg_yield(void)
 	}
 }
 
-/* Places a completed background read into its process, section by section. */
-static void place(struct prefetch_thread *t, struct bg_req *q)
+/* Places one run read for image address IMG (GOT pages at B) at ADDR, section by section; *STOP: up to where. */
+static int place_run(struct prefetch_thread *t, struct proc *p, uint64_t addr, uint64_t img, uint64_t got,
+		     const uint8_t *b, uint64_t *stop_at)
 {
 	const struct fill *f = t->pool->f;
-	struct proc *p = q->p;
-	uint64_t psz = f->psz, a = q->addr, end = q->addr + q->got * psz, stop, t0, n;
-	const uint8_t *b = q->r.buf;
+	uint64_t psz = f->psz, a = addr, end = addr + got * psz, stop, t0, n;
 	int ret = 0;
 
-	if (q->failed) {
-		proc_unpick(p, q->addr, 0);
-		workq_fail(f->q, "pid %d: background read of 0x%llx (+%llu pages): %s", proc_pid(p),
-			   (unsigned long long)q->addr, (unsigned long long)q->r.nr_pages, q->e.msg);
-		return;
-	}
 	while (a < end) {
 		n = section_pages(t, (end - a) / psz);
 		t0 = stats_now_ns();
-		ret = proc_place_section(p, a, q->r.img + (a - q->addr), (end - a) / psz, n, b + (a - q->addr), &stop);
+		ret = proc_place_section(p, a, img + (a - addr), (end - a) / psz, n, b + (a - addr), &stop);
 		if (stop > a && !ret) {
 			double ns = (double)(stats_now_ns() - t0) / (double)((stop - a) / psz);
 
@@ -179,8 +200,35 @@ static void place(struct prefetch_thread *t, struct bg_req *q)
 			break;
 		bg_yield();
 	}
-	/* stopped early (an event to read, a short reply): come back to where it stopped */
-	proc_unpick(p, q->addr, a < q->addr + q->r.nr_pages * psz ? a : 0);
+	*stop_at = a;
+	return ret;
+}
+
+/* Places a completed background read into its process, section by section. */
+static void place(struct prefetch_thread *t, struct bg_req *q)
+{
+	const struct fill *f = t->pool->f;
+	struct proc *p = q->p;
+	uint64_t psz = f->psz, a = q->addr, off = 0;
+	const uint8_t *b = q->r.buf;
+	unsigned i;
+	int ret = 0;
+
+	if (q->failed) {
+		proc_unpick(p, q->addr, 0);
+		workq_fail(f->q, "pid %d: background read of 0x%llx (+%llu pages): %s", proc_pid(p),
+			   (unsigned long long)q->addr, (unsigned long long)q->r.nr_pages, q->e.msg);
+		return;
+	}
+	if (q->nseg) {
+		/* a replay read: what an event stops is left to faults and the ordinary fill */
+		for (i = 0; i < q->nseg && !ret; off += q->seg[i].r.nr_pages * psz, i++)
+			ret = place_run(t, p, q->seg[i].addr, q->seg[i].r.img, q->seg[i].got, b + off, &a);
+	} else {
+		ret = place_run(t, p, q->addr, q->r.img, q->got, b, &a);
+		/* stopped early (an event to read, a short reply): come back to where it stopped */
+		proc_unpick(p, q->addr, a < q->addr + q->r.nr_pages * psz ? a : 0);
+	}
 	if (ret == -EAGAIN) {
 		sched_yield();	/* the uffd reader is about to read the event */
 		return;
@@ -196,6 +244,110 @@ static void place(struct prefetch_thread *t, struct bg_req *q)
 	}
 	if (proc_live(p) && proc_remaining(p) == 0)
 		workq_finish(f->q, p, PROC_DONE);
+}
+
+/* A run of a replay read is in (or failed): the last one hands the request on to be placed. */
+static void seg_done(struct source_req *r, uint64_t nr_pages, const struct lp_err *e)
+{
+	struct bg_seg *sg = (struct bg_seg *)r;
+	struct bg_req *q = sg->q;
+
+	sg->got = nr_pages;
+	if (e && !q->failed) {
+		q->e = *e;
+		q->failed = 1;
+	}
+	if (atomic_fetch_sub(&q->left, 1) == 1)
+		workq_push(q->pool->f->q, &q->item);	/* on a receiver thread: a background thread places it */
+}
+
+/* A replay read sent as one list: all its runs are in, or none. */
+static void list_done(struct source_req *r, uint64_t nr_pages, const struct lp_err *e)
+{
+	struct bg_req *q = (struct bg_req *)((char *)r - offsetof(struct bg_req, r));
+	struct lp_err e2;
+	unsigned i;
+
+	if (!e && nr_pages != r->nr_pages)
+		e = &e2, lp_err_set(&e2, EPROTO, "a list read answered with %llu of its %llu pages",
+				     (unsigned long long)nr_pages, (unsigned long long)r->nr_pages);
+	for (i = 0; i < q->nseg; i++)
+		q->seg[i].got = e ? 0 : q->seg[i].r.nr_pages;
+	if (e) {
+		q->e = *e;
+		q->failed = 1;
+	}
+	if (atomic_fetch_sub(&q->left, 1) == 1)
+		workq_push(q->pool->f->q, &q->item);
+}
+
+/*
+ * Gathers up to BG_SEGS runs of P's working set, in replay order, into Q's
+ * buffer (MAX pages in all) and reads them. True if there was any.
+ */
+static bool replay_read(struct prefetch_thread *t, struct proc *p, struct bg_req *q, uint64_t max)
+{
+	const struct fill *f = t->pool->f;
+	uint64_t addr, img, n, a, k, end, used = 0;
+	struct proc_info pi;
+	unsigned i;
+
+	if (!q->seg && !(q->seg = calloc(BG_SEGS, sizeof(*q->seg))))
+		return false;
+	if (!q->runs && !(q->runs = calloc(BG_SEGS, sizeof(*q->runs))))
+		return false;
+	proc_info(p, &pi);
+	q->nseg = 0;
+	/* the lazy runs inside the working set's next runs (what does not fit is given back) */
+	while (q->nseg < BG_SEGS && used < max && ws_next(proc_ws(p), max - used, &a, &k)) {
+		end = a + k * f->psz;
+		while (a < end && proc_pick_run(p, a, (end - a) / f->psz, &addr, &img, &n)) {
+			struct bg_seg *sg;
+
+			if (q->nseg == BG_SEGS) {
+				ws_unnext(proc_ws(p), a, (end - a) / f->psz);
+				break;
+			}
+			sg = &q->seg[q->nseg++];
+			sg->q = q;
+			sg->addr = addr;
+			sg->got = 0;
+			sg->r = (struct source_req){ .pm = pi.pm, .img_pid = pi.img_pid, .img = img, .nr_pages = n,
+						     .buf = (uint8_t *)q->r.buf + used * f->psz, .done = seg_done };
+			used += n;
+			a = addr + n * f->psz;
+		}
+	}
+	if (!q->nseg)
+		return false;
+	ws_count(proc_ws(p), used);
+	q->p = p;
+	q->addr = q->seg[0].addr;
+	q->r.nr_pages = used;
+	q->failed = 0;
+	bg_yield();
+	if (q->nseg > 1 && source_lists(f->src) >= q->nseg) {
+		/* one request for all the runs (lazy-pages-server's list GET) */
+		for (i = 0; i < q->nseg; i++) {
+			q->runs[i].img = q->seg[i].r.img;
+			q->runs[i].nr_pages = q->seg[i].r.nr_pages;
+		}
+		q->r = (struct source_req){ .pm = pi.pm, .img_pid = pi.img_pid, .img = q->runs[0].img,
+					    .nr_pages = used, .buf = q->r.buf, .done = list_done, .runs = q->runs,
+					    .nruns = q->nseg };
+		atomic_store(&q->left, 2);
+		source_submit(f->src, &q->r);
+	} else {
+		atomic_store(&q->left, q->nseg + 1);
+		for (i = 0; i < q->nseg; i++)
+			source_submit(f->src, &q->seg[i].r);
+	}
+	if (atomic_fetch_sub(&q->left, 1) == 1) {
+		/* every run is in already (local images): place it on this thread */
+		place(t, q);
+		buf_put(q);
+	}
+	return true;
 }
 
 static void req_done(struct source_req *r, uint64_t nr_pages, const struct lp_err *e)
@@ -225,16 +377,25 @@ static void read_one(struct prefetch_thread *t, struct proc *p)
 
 	if (!max || max > f->chunk)
 		max = f->chunk;
-	if (!proc_pick(p, max, &addr, &img, &n, &none)) {
+	q = buf_get(t->pool);
+	if (!q)
+		return;
+	q->nseg = 0;
+	/*
+	 * The working set first, but a fault's neighbourhood before it: the
+	 * process reads there now (a hot block the recording has later), and
+	 * one read there saves the faults on the rest of the block.
+	 */
+	if (ws_pending(proc_ws(p)) && (f->replay_only || !proc_hinted(p)) && replay_read(t, p, q, max))
+		return;
+	if (f->replay_only || !proc_pick(p, max, &addr, &img, &n, &none)) {
+		buf_back(q, false);
+		if (f->replay_only)
+			return;
 		if (none && proc_remaining(p) == 0)
 			workq_finish(f->q, p, PROC_DONE);
 		else if (!none)
 			sched_yield();	/* all it has left is being read by others */
-		return;
-	}
-	q = buf_get(t->pool);
-	if (!q) {
-		proc_unpick(p, addr, addr);
 		return;
 	}
 	proc_info(p, &pi);
@@ -246,6 +407,8 @@ static void read_one(struct prefetch_thread *t, struct proc *p)
 	q->r.nr_pages = n;
 	q->r.urgent = 0;
 	q->r.done = req_done;
+	q->r.runs = NULL;
+	q->r.nruns = 0;
 	atomic_store(&q->state, REQ_SUBMITTING);
 	bg_yield();
 	source_submit(f->src, &q->r);
@@ -364,6 +527,8 @@ void prefetch_pool_free(struct prefetch_pool *pp)
 	/* the session has closed the source: no read is in flight */
 	for (q = pp->all; q; q = next) {
 		next = q->all;
+		free(q->seg);
+		free(q->runs);
 		free(q->r.buf);
 		free(q);
 	}

@@ -66,6 +66,7 @@ struct proc {
 	uint64_t total;			/* lazy pages at start */
 	uint64_t probe;
 	struct hist fault;		/* service times */
+	struct ws_track *ws;		/* borrowed from the session; set before the process is added */
 };
 
 struct proc *proc_new(struct fill *f, uint32_t id, int32_t pid, uint32_t img_pid, struct pagemap *pm,
@@ -582,6 +583,39 @@ bool proc_pick(struct proc *p, uint64_t max, uint64_t *addr, uint64_t *img, uint
 	}
 	pthread_mutex_unlock(&p->lock);
 	return ok;
+}
+
+bool proc_pick_run(struct proc *p, uint64_t addr, uint64_t max, uint64_t *start, uint64_t *img, uint64_t *nr_pages)
+{
+	uint64_t psz = p->f->psz, a, end = addr + max * psz;
+	struct rrun run;
+	bool in = false;
+
+	pthread_mutex_lock(&p->lock);
+	for (a = addr; a < end && !(in = ranges_run(p->ranges, a, (end - a) / psz, &run)); a += psz)
+		;
+	pthread_mutex_unlock(&p->lock);
+	if (!in)
+		return false;
+	*start = run.addr;
+	*img = run.img;
+	*nr_pages = run.nr_pages;
+	return true;
+}
+
+bool proc_hinted(struct proc *p)
+{
+	return atomic_load_explicit(&p->hint, memory_order_relaxed) != 0;
+}
+
+void proc_set_ws(struct proc *p, struct ws_track *w)
+{
+	p->ws = w;
+}
+
+struct ws_track *proc_ws(const struct proc *p)
+{
+	return p->ws;
 }
 
 void proc_unpick(struct proc *p, uint64_t addr, uint64_t cursor)

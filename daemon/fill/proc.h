@@ -121,6 +121,21 @@ int proc_place_section(struct proc *p, uint64_t addr, uint64_t img, uint64_t nr_
 		       const void *buf, uint64_t *stop);
 
 /*
+ * Replay (ws.h): the first lazy run inside [ADDR, ADDR + MAX pages), not
+ * marked in flight and not moving the background cursor. False if none
+ * of those pages is lazy any more.
+ */
+bool proc_pick_run(struct proc *p, uint64_t addr, uint64_t max, uint64_t *start, uint64_t *img, uint64_t *nr_pages);
+
+/* A fault happened since the last background pick: proc_pick goes on from there. */
+bool proc_hinted(struct proc *p);
+
+/* The process's working-set track (ws.h), NULL if none (a forked child, a hand-off). */
+struct ws_track;
+void proc_set_ws(struct proc *p, struct ws_track *w);
+struct ws_track *proc_ws(const struct proc *p);
+
+/*
  * Whether the process still exists: the kernel tells a uffd nothing when its
  * process exits, only an ioctl answers ESRCH. PROBE is an address outside
  * every mapping in practice (the lowest mappable page): a ZEROPAGE there

@@ -15,6 +15,7 @@
 #include "persist.h"
 #include "stats.h"
 #include "workq.h"
+#include "ws.h"
 
 struct workq {
 	const struct fill *f;
@@ -248,13 +249,26 @@ const char *workq_failure(struct workq *q)
 	return m;
 }
 
-/* A live process with lazy pages: those that faulted lately first, then round robin. Under lock. */
+/*
+ * A live process with lazy pages: those with a working set left to replay
+ * first (ws.h), then those that faulted lately, then round robin. Under lock.
+ */
 static struct proc *pick(struct workq *q, unsigned *cursor)
 {
 	size_t n = q->nprocs, k, i;
 	uint64_t recent = 0, t;
 	struct proc *p, *best = NULL;
 
+	for (k = 0; k < n; k++) {
+		i = (*cursor + k) % n;
+		p = q->procs[i];
+		if (ws_pending(proc_ws(p)) && proc_live(p) && proc_remaining(p)) {
+			*cursor = (unsigned)(i + 1);
+			return p;
+		}
+	}
+	if (q->f->replay_only)
+		return NULL;
 	for (k = 0; k < n; k++) {
 		p = q->procs[(*cursor + k) % n];
 		if (proc_live(p) && proc_remaining(p) && (t = proc_last_fault_ns(p)) > recent) {

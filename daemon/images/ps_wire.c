@@ -53,3 +53,28 @@ void ps_iov_decode(int wire, const void *buf, struct ps_iov *iov)
 	memcpy(&iov->vaddr, b + 16, 8);
 	memcpy(&iov->dst_id, b + 24, 8);
 }
+
+size_t ps_list_encode(int wire, uint32_t pid, const struct ps_run *runs, uint32_t n, void *buf)
+{
+	struct ps_iov iov = { .cmd = PS_LP_LIST, .nr_pages = n, .dst_id = pid };
+	size_t hsz = ps_iov_size(wire), i;
+	uint8_t *b = buf;
+
+	if (!hsz || n == 0 || n > PS_LP_LIST_MAX)
+		return 0;
+	for (i = 0; i < n; i++)
+		iov.vaddr += runs[i].nr_pages;
+	if (ps_iov_encode(wire, &iov, b))
+		return 0;
+	for (i = 0; i < n; i++) {
+		memcpy(b + hsz + i * PS_LP_RUN_SIZE, &runs[i].img, 8);
+		memcpy(b + hsz + i * PS_LP_RUN_SIZE + 8, &runs[i].nr_pages, 8);
+	}
+	return hsz + n * PS_LP_RUN_SIZE;
+}
+
+void ps_run_decode(const void *buf, struct ps_run *r)
+{
+	memcpy(&r->img, buf, 8);
+	memcpy(&r->nr_pages, (const uint8_t *)buf + 8, 8);
+}

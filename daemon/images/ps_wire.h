@@ -29,8 +29,30 @@
  */
 #define PS_LP_HELLO 0x4c50u			/* "PL" */
 #define PS_LP_HELLO_REPLY ((1u << PS_FLAGS_SHIFT) | PS_LP_HELLO)
-#define PS_LP_HELLO_VERSION 1
+#define PS_LP_HELLO_VERSION 2		/* the highest this build speaks; the answer is the lower of both */
 #define PS_LP_ROLE_URGENT 1
+
+/*
+ * lazy-pages' list GET, for a server that answered hello with version 2 or
+ * more (CRIU's servers never see it): several runs of one pid asked for
+ * with one header. nr_pages carries the number of runs N (1 up to
+ * PS_LP_LIST_MAX), vaddr the pages of all of them, dst_id the pid; N
+ * entries of 16 bytes follow (u64 image address, u64 pages). The answer
+ * is one GET reply header (vaddr the first run's address, nr_pages all the
+ * pages, or 0 if any is not there) and the pages of the runs in order.
+ */
+#define PS_LP_LIST 0x4c51u			/* "QL" */
+#define PS_LP_LIST_VERSION 2			/* the hello version that has it */
+#define PS_LP_LIST_MAX 64
+#define PS_LP_RUN_SIZE 16
+
+struct ps_run {
+	uint64_t img, nr_pages;
+};
+
+/* A list GET's header and entries into BUF (room for PS_IOV_MAX + N * PS_LP_RUN_SIZE): its length, or 0. */
+size_t ps_list_encode(int wire, uint32_t pid, const struct ps_run *runs, uint32_t n, void *buf);
+void ps_run_decode(const void *buf, struct ps_run *r);
 
 #define PS_WIRE_3 3	/* CRIU <= 4.1: u32 nr_pages at 4, 24 bytes */
 #define PS_WIRE_4 4	/* CRIU >= 4.2: padding at 4, u64 nr_pages at 8, 32 bytes */

@@ -43,6 +43,7 @@ struct ps_client {
 	int down;			/* being reconnected: submit only queues */
 	char address[256], port[16];
 	int hello;
+	int version;			/* the hello's answer */
 	unsigned timeout_ms;
 	unsigned reconnects;
 	uint64_t lost_since;		/* ns; 0 once a reply came after the connection was made again */
@@ -177,8 +178,11 @@ static int do_hello(struct ps_client *c, struct lp_err *e)
 	if (r)
 		return lp_err_set(e, -r, "%s: hello: %s", c->peer, why.msg);
 	ps_iov_decode(c->wire, b, &iov);
-	if (iov.cmd != PS_LP_HELLO_REPLY || iov.nr_pages != PS_LP_HELLO_VERSION || iov.dst_id != PS_LP_ROLE_URGENT)
+	/* version 1 servers answer 1 whatever was asked; later ones the lower of both */
+	if (iov.cmd != PS_LP_HELLO_REPLY || iov.nr_pages < 1 || iov.nr_pages > PS_LP_HELLO_VERSION ||
+	    iov.dst_id != PS_LP_ROLE_URGENT)
 		return lp_err_set(e, EPROTO, "%s: not a lazy-pages-server hello answer", c->peer);
+	c->version = (int)iov.nr_pages;
 	return 0;
 }
 
@@ -213,6 +217,8 @@ static int check_reply(struct ps_client *c, const struct ps_iov *r, const struct
 		what = "address";
 	else if (r->nr_pages > q->nr_pages)
 		what = "page count (more than asked)";
+	else if (q->nruns && r->nr_pages && r->nr_pages != q->nr_pages)
+		what = "page count (a list is answered whole)";
 	if (what)
 		return lp_err_set(e, EPROTO,
 				  "%s: reply %llu: wrong %s: asked pid %u 0x%llx +%llu pages, got cmd 0x%x pid %llu 0x%llx +%llu pages",
@@ -237,6 +243,16 @@ static void set_timeouts(struct ps_client *c)
 		setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 }
 
+/* The bytes of REQ's request (a GET, or a list GET) into B (room for PS_IOV_MAX + PS_LP_LIST_MAX runs). */
+static size_t req_encode(const struct ps_client *c, const struct ps_req *q, uint8_t *b)
+{
+	struct ps_iov iov = { .cmd = PS_IOV_GET, .nr_pages = q->nr_pages, .vaddr = q->img, .dst_id = q->dst_id };
+
+	if (q->nruns)
+		return ps_list_encode(c->wire, q->dst_id, q->runs, q->nruns, b);
+	return ps_iov_encode(c->wire, &iov, b) ? 0 : c->hsz;
+}
+
 /*
  * Makes the connection again and sends the requests not yet answered, in
  * order. Returns 0 once back, or -ETIMEDOUT (E set) past the timeout.
@@ -244,7 +260,7 @@ static void set_timeouts(struct ps_client *c)
 static int reconnect(struct ps_client *c, struct lp_err *e)
 {
 	uint64_t t0, backoff_ms = 10, left;
-	uint8_t b[PS_IOV_MAX];
+	uint8_t b[PS_IOV_MAX + PS_LP_LIST_MAX * PS_LP_RUN_SIZE];
 	struct lp_err e2 = *e, why;
 	struct timespec ts;
 	struct ps_req *q;
@@ -297,13 +313,8 @@ static int reconnect(struct ps_client *c, struct lp_err *e)
 			continue;
 		set_timeouts(c);
 		pthread_mutex_lock(&c->lock);
-		for (q = c->head, ret = 0; q && !ret; q = q->next) {
-			struct ps_iov iov = { .cmd = PS_IOV_GET, .nr_pages = q->nr_pages, .vaddr = q->img,
-					      .dst_id = q->dst_id };
-
-			ps_iov_encode(c->wire, &iov, b);
-			ret = link_write(c, b, c->hsz, &why);
-		}
+		for (q = c->head, ret = 0; q && !ret; q = q->next)
+			ret = link_write(c, b, req_encode(c, q, b), &why);
 		if (ret) {
 			link_close(c);
 			pthread_mutex_unlock(&c->lock);
@@ -460,13 +471,15 @@ fail:
 
 int ps_client_submit(struct ps_client *c, struct ps_req *q)
 {
-	struct ps_iov iov = { .cmd = PS_IOV_GET, .nr_pages = q->nr_pages, .vaddr = q->img, .dst_id = q->dst_id };
-	uint8_t b[PS_IOV_MAX];
+	uint8_t b[PS_IOV_MAX + PS_LP_LIST_MAX * PS_LP_RUN_SIZE];
+	size_t len;
 	int ret;
 
 	if (q->nr_pages == 0 || q->nr_pages > c->max_pages)
 		return -EINVAL;
-	ps_iov_encode(c->wire, &iov, b);
+	len = req_encode(c, q, b);
+	if (!len)
+		return -EINVAL;
 	q->next = NULL;
 	pthread_mutex_lock(&c->lock);
 	if (c->broken || c->closing) {
@@ -482,13 +495,18 @@ int ps_client_submit(struct ps_client *c, struct ps_req *q)
 	c->inflight++;
 	q->t_sent = stats_now_ns();
 	/* while the connection is being made again, it is sent with the others once back */
-	ret = c->down ? 0 : link_write(c, b, c->hsz, NULL);
+	ret = c->down ? 0 : link_write(c, b, len, NULL);
 	/* on a failed send the receiver sees the broken connection (and makes it again) */
 	if (ret)
 		shutdown(c->fd, SHUT_RDWR);
 	pthread_cond_broadcast(&c->cv);
 	pthread_mutex_unlock(&c->lock);
 	return 0;
+}
+
+int ps_client_version(const struct ps_client *c)
+{
+	return c->version;
 }
 
 int ps_client_inflight(struct ps_client *c)

@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 
 #include "err.h"
+#include "ps_wire.h"
 
 struct ps_client;
 struct tls_cfg;
@@ -20,6 +21,8 @@ struct ps_req {
 	uint64_t t_sent;		/* ns */
 	void *buf;			/* the reply's pages go here (nr_pages of them); NULL: a buffer of the connection's */
 	void *owner;			/* for the completion */
+	const struct ps_run *runs;	/* a list GET (ps_wire.h): NRUNS runs of nr_pages in all, img the first's */
+	uint32_t nruns;			/* 0: a GET of nr_pages at img */
 };
 
 struct ps_client_ops {
@@ -67,6 +70,9 @@ int ps_client_local(struct ps_client *c, struct sockaddr_storage *ss);
 
 /* Queues REQ and sends its GET. Returns 0 or -errno (the connection has failed). */
 int ps_client_submit(struct ps_client *c, struct ps_req *req);
+
+/* The hello version the server answered (PS_LP_LIST_VERSION and up: list GETs), 0 without hello. */
+int ps_client_version(const struct ps_client *c);
 
 /* Requests sent and not yet answered. */
 int ps_client_inflight(struct ps_client *c);

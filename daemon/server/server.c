@@ -441,16 +441,14 @@ static int conn_sendfile(int sk, int fd, uint64_t off, uint64_t len)
  * pages decrypted along with the header would sit in its TLS buffer with
  * nothing left on the socket to wake it.
  */
-static int conn_send_run_tls(struct server_conn *c, const struct ps_iov *rep, const struct pm_run *run)
+/* A run's pages through TLS: read, then sent (no sendfile into a TLS session). */
+static int conn_tls_pages(struct server_conn *c, const struct pm_run *run)
 {
 	uint64_t off = run->off, len = run->nr_pages * c->s->ps;
 	int ret;
 
 	if (!c->buf && !(c->buf = io_page_alloc(SERVER_TLS_CHUNK)))
 		return -ENOMEM;
-	ret = conn_send_iov(c, rep, 0);
-	if (ret < 0)
-		return ret;
 	while (len) {
 		size_t want = SERVER_TLS_CHUNK < len ? SERVER_TLS_CHUNK : (size_t)len;
 		ssize_t r = pread(run->fd, c->buf, want, (off_t)off);
@@ -468,6 +466,13 @@ static int conn_send_run_tls(struct server_conn *c, const struct ps_iov *rep, co
 			return ret;
 	}
 	return 0;
+}
+
+static int conn_send_run_tls(struct server_conn *c, const struct ps_iov *rep, const struct pm_run *run)
+{
+	int ret = conn_send_iov(c, rep, 0);
+
+	return ret < 0 ? ret : conn_tls_pages(c, run);
 }
 
 /* Finds the stored run a GET asks for; -errno with E saying why it is "not found". */
@@ -546,6 +551,100 @@ static int conn_get(struct server_conn *c, const struct ps_iov *req)
 	return 0;
 }
 
+/* Reads exactly N bytes that follow a header (a list's runs): 0, or -errno (E says why). */
+static int conn_read_more(struct server_conn *c, void *buf, size_t n, struct lp_err *e)
+{
+	int ret = conn_read_header(c, buf, n, e);
+
+	if (ret == 1)
+		return lp_err_set(e, EPIPE, "connection closed before the list's runs");
+	if (ret == -EPIPE)
+		lp_err_set(e, EPIPE, "connection closed inside the list's runs");
+	return ret;
+}
+
+/*
+ * lazy-pages' list GET (ps_wire.h): every run resolved first, then one
+ * header and the pages of all of them, or a header with no page (not
+ * found) if any is not there. A list that does not add up closes the
+ * connection (its runs cannot be told from what follows).
+ */
+static int conn_list(struct server_conn *c, const struct ps_iov *req)
+{
+	uint8_t raw[PS_LP_LIST_MAX * PS_LP_RUN_SIZE];
+	struct ps_run runs[PS_LP_LIST_MAX];
+	struct pm_run *pr = NULL;
+	struct ps_iov rep = *req, one = *req;
+	struct lp_err e = { "" };
+	uint64_t i, total = 0, n = 0, cap = 0, left, va;
+	int ret;
+
+	c->gets++;
+	if (req->nr_pages == 0 || req->nr_pages > PS_LP_LIST_MAX) {
+		log_err("%s: a list GET of %" PRIu64 " runs (1 to %d), closing the connection", c->peer,
+			req->nr_pages, PS_LP_LIST_MAX);
+		return -EPROTO;
+	}
+	ret = conn_read_more(c, raw, req->nr_pages * PS_LP_RUN_SIZE, &e);
+	if (ret < 0) {
+		log_err("%s: %s", c->peer, e.msg);
+		return -EPROTO;
+	}
+	for (i = 0; i < req->nr_pages; i++) {
+		ps_run_decode(raw + i * PS_LP_RUN_SIZE, &runs[i]);
+		if (!runs[i].nr_pages || runs[i].nr_pages > SERVER_MAX_GET_PAGES)
+			break;
+		total += runs[i].nr_pages;
+	}
+	if (i < req->nr_pages || total != req->vaddr || total > SERVER_MAX_GET_PAGES) {
+		log_err("%s: a list GET whose runs do not add up to its %" PRIu64 " pages (at most %u), closing the connection",
+			c->peer, req->vaddr, SERVER_MAX_GET_PAGES);
+		return -EPROTO;
+	}
+	rep.cmd = PS_GET_REPLY_CMD;
+	rep.vaddr = runs[0].img;
+	rep.nr_pages = total;
+	/* a run of the client's may span stored runs (pagemap entries): each its own sendfile */
+	for (i = 0; i < req->nr_pages && rep.nr_pages; i++) {
+		for (left = runs[i].nr_pages, va = runs[i].img; left; left -= pr[n - 1].nr_pages, va += pr[n - 1].nr_pages * c->s->ps) {
+			if (n == cap) {
+				struct pm_run *np = realloc(pr, (cap = cap ? cap * 2 : 64) * sizeof(*pr));
+
+				if (!np) {
+					free(pr);
+					return -ENOMEM;
+				}
+				pr = np;
+			}
+			one.vaddr = va;
+			one.nr_pages = left;
+			if (conn_find_run(c, &one, &pr[n], &e) < 0) {
+				c->misses++;
+				log_info("%s: list GET pid %" PRIu64 " run %" PRIu64 " at 0x%" PRIx64 " (+%" PRIu64
+					 " pages): not found: %s", c->peer, req->dst_id, i, va, left, e.msg);
+				rep.nr_pages = 0;
+				break;
+			}
+			n++;
+		}
+	}
+	if (!rep.nr_pages) {
+		free(pr);
+		return conn_send_iov(c, &rep, 0);
+	}
+	ret = conn_send_iov(c, &rep, c->tls ? 0 : MSG_MORE);
+	for (i = 0; i < n && ret >= 0; i++)
+		ret = c->tls ? conn_tls_pages(c, &pr[i]) :
+			       conn_sendfile(c->fd, pr[i].fd, pr[i].off, pr[i].nr_pages * c->s->ps);
+	if (ret == -EIO)
+		log_err("%s: list GET pid %" PRIu64 ": a pages file ends before the pages of its pagemap", c->peer,
+			req->dst_id);
+	if (ret >= 0)
+		c->pages += total;
+	free(pr);
+	return ret;
+}
+
 /* CRIU's close: int32 0, then the client hangs up; anything it sends first is an error. */
 static int conn_close_cmd(struct server_conn *c)
 {
@@ -578,7 +677,8 @@ static int conn_hello(struct server_conn *c, const struct ps_iov *req)
 		 req->nr_pages, req->dst_id);
 	c->hello = true;
 	rep.cmd = PS_LP_HELLO_REPLY;
-	rep.nr_pages = PS_LP_HELLO_VERSION;
+	/* the lower of both: a version 1 client requires 1 */
+	rep.nr_pages = req->nr_pages && req->nr_pages < PS_LP_HELLO_VERSION ? req->nr_pages : PS_LP_HELLO_VERSION;
 	return conn_send_iov(c, &rep, 0);
 }
 
@@ -609,6 +709,8 @@ static void conn_serve(struct server_conn *c)
 			ret = conn_get(c, &req);
 		else if (req.cmd == PS_LP_HELLO)
 			ret = conn_hello(c, &req);
+		else if (req.cmd == PS_LP_LIST)
+			ret = conn_list(c, &req);
 		else {
 			log_err("%s: unknown page-server command 0x%" PRIx32
 				" (nr_pages %" PRIu64 ", vaddr 0x%" PRIx64 ", dst_id 0x%" PRIx64

@@ -327,6 +327,10 @@ static void dispatch(struct conn *c, const LpRequest *req, int *fds, int *nfds, 
 		a.ps_port = req->add->has_ps_port ? req->add->ps_port : 0;
 		a.ps_wire = req->add->has_ps_wire ? req->add->ps_wire : 0;
 		a.prefetch_threads = req->add->has_prefetch_threads ? req->add->prefetch_threads : 0;
+		a.ws_record = req->add->has_ws_record && req->add->ws_record;
+		a.ws_record_seconds = req->add->has_ws_record_seconds ? req->add->ws_record_seconds : 0;
+		a.ws_replay = req->add->ws_replay;
+		a.no_ws_replay = req->add->has_no_ws_replay && req->add->no_ws_replay;
 		ret = registry_add(c->reg, &a, c->uid, &id, e);
 		break;
 	case LP_OP__LP_OP_SESSION_RM:

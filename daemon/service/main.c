@@ -24,6 +24,7 @@ static void usage(FILE *f)
 		"usage: lazy-pagesd -D DIR [-W DIR] [-d|--daemon] [--pidfile F] [--status-fd N]\n"
 		"                   [--prefetch-threads N] [--fault-threads N] [--fault-around PAGES]\n"
 		"                   [--chunk PAGES] [--section-us US] [--no-prefetch] [--progress-file F]\n"
+		"                   [--ws-record [--ws-out F] [--ws-record-time S]] [--ws-replay F | --no-ws-replay]\n"
 		"                   [-o LOG] [-v[N]]\n"
 		"                   [--page-server --address A --port P | --ps-socket FD] [--ps-wire 3|4]\n"
 		"                   [--ps-timeout SECONDS] [--tls [--tls-cacert F] [--tls-cacrl F]\n"
@@ -60,6 +61,11 @@ enum {
 	OPT_STATE_DIR,
 	OPT_SECTION,
 	OPT_NO_PREFETCH,
+	OPT_WS_RECORD,
+	OPT_WS_OUT,
+	OPT_WS_RECORD_TIME,
+	OPT_WS_REPLAY,
+	OPT_NO_WS_REPLAY,
 	OPT_REAP,
 };
 
@@ -77,6 +83,11 @@ int main(int argc, char **argv)
 		{ "chunk", required_argument, NULL, OPT_CHUNK },
 		{ "section-us", required_argument, NULL, OPT_SECTION },
 		{ "no-prefetch", no_argument, NULL, OPT_NO_PREFETCH },
+		{ "ws-record", no_argument, NULL, OPT_WS_RECORD },
+		{ "ws-out", required_argument, NULL, OPT_WS_OUT },
+		{ "ws-record-time", required_argument, NULL, OPT_WS_RECORD_TIME },
+		{ "ws-replay", required_argument, NULL, OPT_WS_REPLAY },
+		{ "no-ws-replay", no_argument, NULL, OPT_NO_WS_REPLAY },
 		{ "page-server", no_argument, NULL, OPT_PAGE_SERVER },
 		{ "address", required_argument, NULL, OPT_ADDRESS },
 		{ "port", required_argument, NULL, OPT_PORT },
@@ -162,6 +173,23 @@ int main(int argc, char **argv)
 			break;
 		case OPT_NO_PREFETCH:
 			cfg.no_prefetch = 1;
+			break;
+		case OPT_WS_RECORD:
+			cfg.ws_record = 1;
+			break;
+		case OPT_WS_OUT:
+			cfg.ws_out = optarg;
+			break;
+		case OPT_WS_RECORD_TIME:
+			if (cli_num("lazy-pagesd", "--ws-record-time", optarg, 1, 86400, &v))
+				return 1;
+			cfg.ws_record_ms = (unsigned)v * 1000;
+			break;
+		case OPT_WS_REPLAY:
+			cfg.ws_replay = optarg;
+			break;
+		case OPT_NO_WS_REPLAY:
+			cfg.ws_no_replay = 1;
 			break;
 		case OPT_PAGE_SERVER:
 			cfg.remote = 1;
@@ -258,6 +286,14 @@ int main(int argc, char **argv)
 	}
 	if (!cfg.images_dir)
 		cfg.images_dir = ".";
+	if ((cfg.ws_out || cfg.ws_record_ms) && !cfg.ws_record) {
+		fprintf(stderr, "lazy-pagesd: --ws-out and --ws-record-time go with --ws-record\n");
+		return 1;
+	}
+	if (cfg.ws_replay && cfg.ws_no_replay) {
+		fprintf(stderr, "lazy-pagesd: --ws-replay and --no-ws-replay contradict each other\n");
+		return 1;
+	}
 	if (cfg.remote && cfg.ps_socket < 0 && (!cfg.ps_address || !cfg.ps_port)) {
 		fprintf(stderr, "lazy-pagesd: --page-server needs --address and --port (or --ps-socket FD)\n");
 		return 1;

@@ -27,6 +27,7 @@ struct reg_sess {
 	int reaped, rm_when_reaped, handoff;
 	uint64_t t_end;
 	char images_dir[4096], work_dir[4096], socket_path[4200], page_server[128], port[8], address[64];
+	char ws_replay[4096];
 	char summary[512], error[512];
 	struct session_snap final;	/* once reaped */
 	struct persist *persist;	/* journal + fd store, NULL when not kept */
@@ -250,6 +251,10 @@ int registry_add(struct registry *reg, const struct registry_add *a, uid_t uid, 
 		return lp_err_set(e, EINVAL, "a page server needs a port from 1 to 65535");
 	if (a->ps_wire && a->ps_wire != 3 && a->ps_wire != 4)
 		return lp_err_set(e, EINVAL, "page-server wire version %u (3 or 4)", a->ps_wire);
+	if ((a->ws_replay && (a->ws_replay[0] != '/' || strlen(a->ws_replay) >= 4096 || a->no_ws_replay)) ||
+	    a->ws_record_seconds > 86400 || (a->ws_record_seconds && !a->ws_record))
+		return lp_err_set(e, EINVAL, "working set: a file to replay must be an absolute path (and not with no_ws_replay); "
+					     "a recording lasts up to 86400 s");
 	x = calloc(1, sizeof(*x));
 	if (!x)
 		return lp_err_set(e, ENOMEM, "out of memory");
@@ -275,6 +280,14 @@ int registry_add(struct registry *reg, const struct registry_add *a, uid_t uid, 
 	}
 	if (a->prefetch_threads)
 		cfg.prefetch_threads = a->prefetch_threads > 64 ? 64 : (int)a->prefetch_threads;
+	/* recorded next to the images only: a control client does not choose where the daemon writes */
+	cfg.ws_record = a->ws_record;
+	cfg.ws_record_ms = a->ws_record_seconds * 1000;
+	cfg.ws_no_replay = a->no_ws_replay;
+	if (a->ws_replay) {
+		snprintf(x->ws_replay, sizeof(x->ws_replay), "%s", a->ws_replay);
+		cfg.ws_replay = x->ws_replay;
+	}
 	x->s = session_new(&cfg, e);
 	if (!x->s) {
 		ret = lp_err_errno(e);

@@ -48,6 +48,9 @@ unsigned registry_total(struct registry *reg);
 struct registry_add {
 	const char *images_dir, *work_dir, *ps_address;
 	unsigned ps_port, ps_wire, prefetch_threads;
+	int ws_record, no_ws_replay;
+	unsigned ws_record_seconds;
+	const char *ws_replay;		/* absolute path, or NULL */
 };
 
 struct registry_info {

@@ -30,6 +30,8 @@
 #include "stats.h"
 #include "uffd.h"
 #include "workq.h"
+#include "ws.h"
+#include "wsfile.h"
 
 struct prep {
 	struct ranges *r;		/* until take_live takes it */
@@ -65,6 +67,7 @@ struct session {
 	pid_t peer_pid;			/* the restore (or hand-off) peer, for pidfind */
 	int handoff;			/* a non-CRIU hand-off: one process, no images */
 	int recovered;			/* rebuilt from the journal: no restore socket */
+	struct ws *ws;			/* the working set recorded or replayed (pstree order) */
 	unsigned lost;			/* recovered: processes whose uffds were not kept (killed) */
 	char lost_msg[256];
 	struct persist *persist;	/* not owned */
@@ -124,6 +127,62 @@ static struct session *session_alloc(const struct session_cfg *cfg, struct lp_er
 	return s;
 }
 
+/*
+ * The working set: recording (--ws-record) and the file to replay
+ * (--ws-replay, or lazy-pages.ws next to the images when not recording).
+ * A file that cannot be used is an error in the log, naming it, and the
+ * restore goes on without replay; only running out of memory fails.
+ */
+static int ws_setup(struct session *s, struct lp_err *e)
+{
+	char def[4200], out[4200];
+	const char *file = s->cfg.ws_replay;
+	struct ws_set *set = NULL;
+	struct lp_err e2;
+	uint32_t *pids;
+	size_t i;
+	int ret;
+
+	if (!s->cfg.ws_record && !s->cfg.ws_replay && s->cfg.ws_no_replay)
+		return 0;
+	pids = calloc(s->nr_tasks, sizeof(*pids));
+	for (i = 0; pids && i < s->nr_tasks; i++)
+		pids[i] = s->pstree[i].pid;
+	s->ws = pids ? ws_new(pids, s->nr_tasks, s->psz) : NULL;
+	free(pids);
+	if (!s->ws)
+		return lp_err_set(e, ENOMEM, "out of memory");
+	snprintf(def, sizeof(def), "%s/%s", s->cfg.images_dir, WS_FILE_NAME);
+	if (s->cfg.ws_record) {
+		snprintf(out, sizeof(out), "%s", s->cfg.ws_out ? s->cfg.ws_out : def);
+		ws_record(s->ws, out, (uint64_t)s->cfg.ws_record_ms * 1000000);
+		/*
+		 * A fault fills its own page only: pages a fault-around window
+		 * brought in would be recorded untouched (measured on redis: twice
+		 * the pages its requests referenced), or, if not recorded, missed.
+		 */
+		s->fill.fault_around = 1;
+		log_info("recording the working set into %s", out);
+	}
+	/* recording takes the faults of a cold restore: the default file is not replayed then */
+	if (!file && !s->cfg.ws_record && !s->cfg.ws_no_replay && access(def, F_OK) == 0)
+		file = def;
+	if (!file)
+		return 0;
+	ret = ws_load(file, &set, &e2);
+	if (!ret)
+		ret = ws_replay(s->ws, set, file, &e2);
+	if (ret == -ENOMEM)
+		return lp_err_set(e, ENOMEM, "%s", e2.msg);
+	if (ret)
+		log_err("%s; the restore goes on without replay", e2.msg);
+	else {
+		log_info("%s: replaying its working set first", file);
+		s->fill.replay_only = s->cfg.no_prefetch;
+	}
+	return 0;
+}
+
 struct session *session_new(const struct session_cfg *cfg, struct lp_err *e)
 {
 	struct session *s = session_alloc(cfg, e);
@@ -150,6 +209,8 @@ struct session *session_new(const struct session_cfg *cfg, struct lp_err *e)
 		lp_err_set(e, ENOMEM, "out of memory");
 		goto fail;
 	}
+	if (ws_setup(s, e))
+		goto fail;
 	s->prefetch = prefetch_pool_new(&s->fill, cfg->prefetch_threads, e);
 	if (!s->prefetch)
 		goto fail;
@@ -382,6 +443,7 @@ void session_free(struct session *s)
 	prefetch_pool_free(s->prefetch);
 	fault_pool_free(s->faults);
 	workq_free(s->q);
+	ws_free(s->ws);
 	proc_free(s->handoff_proc);
 	for (i = 0; s->pms && i < s->nr_tasks; i++)
 		pagemap_close(s->pms[i]);
@@ -487,6 +549,24 @@ static int build_ranges(struct session *s, uint32_t pid, struct pagemap *pm, con
 	return 0;
 }
 
+/* The working set of pstree entry IDX: its layout, and its replay checked against its lazy ranges R. */
+static void prep_ws(struct session *s, size_t idx, struct pagemap *pm, const struct ranges *r)
+{
+	struct ws_track *t = ws_track(s->ws, idx);
+	const struct pm_entry *pe;
+	struct lp_err e;
+	size_t n;
+	int ret;
+
+	pe = pagemap_entries(pm, &n);
+	ws_track_layout(t, ws_layout(pe, n));
+	ret = ws_plan(t, r, &e);
+	if (ret < 0)
+		log_err("%s; the restore goes on without replay", e.msg);
+	else if (ret > 0)
+		log_warn("%s", e.msg);
+}
+
 /* Reads pstree entry IDX's pagemap (into s->pms[IDX]) and VMAs, and builds its lazy ranges. */
 static int prep_one(struct session *s, size_t idx, struct pagemap **pm, struct ranges **r, struct lp_err *e)
 {
@@ -501,6 +581,8 @@ static int prep_one(struct session *s, size_t idx, struct pagemap **pm, struct r
 	if (!ret)
 		ret = build_ranges(s, pid, *pm, v, nv, r, e);
 	free(v);
+	if (!ret && s->ws && !s->recovered)
+		prep_ws(s, idx, *pm, *r);
 	return ret;
 }
 
@@ -605,6 +687,8 @@ static int take_live(struct session *s, size_t idx, int32_t vpid, int uffd, pid_
 	if (!p)
 		return lp_err_set(e, ENOMEM, "out of memory");
 	log_info("pid %d: %llu lazy pages", vpid, (unsigned long long)proc_remaining(p));
+	proc_set_ws(p, ws_track(s->ws, idx));
+	ws_track_live(ws_track(s->ws, idx));
 	if (!s->persist || sender == s->peer_pid || pid_start(sender, &start))
 		sender = 0;
 	return session_add(s, p, sender, start, false, e);
@@ -1110,6 +1194,39 @@ static int remote_open(struct session *s, int ps_socket, struct lp_err *e)
 
 #define SESSION_PROBE_NS 100000000ull	/* --no-prefetch: how often exits are looked for */
 
+/*
+ * How long session_run waits at a time (0: for good): the smallest of the
+ * progress line's 10 ms, the exit probe's interval (PROBE) and the end of
+ * recording.
+ */
+static uint64_t run_wait_ns(struct session *s, uint64_t probe)
+{
+	uint64_t d = s->ws ? ws_record_deadline(s->ws) : 0, now = stats_now_ns();
+	uint64_t w = s->cfg.progress ? 10000000 : probe ? SESSION_PROBE_NS : 0;
+
+	if (!d)
+		return w;
+	d = d > now ? d - now : 1;
+	return !w || d < w ? d : w;
+}
+
+/* Writes the working set once recording is over: at its time limit, or at the end (NOW). */
+static void ws_deadline(struct session *s, bool now)
+{
+	uint64_t d, pages;
+	struct lp_err e;
+
+	if (!s->ws || !ws_recording(s->ws))
+		return;
+	d = ws_record_deadline(s->ws);
+	if (!now && (!d || stats_now_ns() < d))
+		return;
+	if (ws_write(s->ws, &pages, &e))
+		log_err("working set not written: %s", e.msg);
+	else
+		log_info("working set written: %llu pages", (unsigned long long)pages);
+}
+
 /* The lowest page a process may map (vm.mmap_min_addr), where nothing is mapped in practice. */
 static uint64_t session_probe_addr(const struct session *s)
 {
@@ -1170,11 +1287,14 @@ static int session_run(struct session *s, struct lp_err *e)
 	pthread_mutex_lock(&s->lock);
 	s->t_rstf = stats_now_ns();
 	pthread_mutex_unlock(&s->lock);
+	if (s->ws)
+		ws_start(s->ws, s->t_rstf);
 	workq_start(s->q);
 	probe = s->cfg.no_prefetch ? session_probe_addr(s) : 0;
-	while (!workq_wait(s->q, s->cfg.progress ? 10000000 : probe ? SESSION_PROBE_NS : 0)) {
+	while (!workq_wait(s->q, run_wait_ns(s, probe))) {
 		if (s->cfg.progress)
 			progress_line(s);
+		ws_deadline(s, false);
 		if (probe && stats_now_ns() - probed >= SESSION_PROBE_NS) {
 			session_find_exited(s, probe);
 			probed = stats_now_ns();
@@ -1187,6 +1307,8 @@ static int session_run(struct session *s, struct lp_err *e)
 		progress_line(s);
 	failed = workq_failure(s->q);
 	ret = failed ? lp_err_set(e, EIO, "%s", failed) : 0;
+	if (!ret)
+		ws_deadline(s, true);
 	if (ret)
 		session_kill_live(s, e->msg);
 	if (!ret && s->cfg.remote) {
@@ -1296,7 +1418,7 @@ int session_serve(struct session *s, struct lp_err *e)
 	 * until it, and creating threads then (mmap of their stacks, the
 	 * daemon's mmap lock) delayed the first faults.
 	 */
-	if (!s->cfg.no_prefetch)
+	if (!s->cfg.no_prefetch || s->fill.replay_only)
 		prefetch_pool_start(s->prefetch);
 	if (s->recovered) {
 		atomic_store(&s->phase, SESSION_SERVING);
@@ -1333,6 +1455,7 @@ int session_serve(struct session *s, struct lp_err *e)
 void session_summary_line(struct session *s, char *buf, size_t len)
 {
 	struct stats *st = &s->stats;
+	struct ws_figures wf;
 	int n;
 
 	n = snprintf(buf, len,
@@ -1345,11 +1468,17 @@ void session_summary_line(struct session *s, char *buf, size_t len)
 		     (unsigned long long)atomic_load(&st->forks), (unsigned long long)atomic_load(&st->exists),
 		     (unsigned long long)atomic_load(&st->retries), (double)hist_quantile(&st->fault, 0.999) / 1e3);
 	if (s->cfg.remote && n > 0 && (size_t)n < len)
-		snprintf(buf + n, len - (size_t)n,
-			 " remote_bytes=%llu remote_requests=%llu fault_rtt_p50_us=%.1f fault_rtt_p99_us=%.1f",
-			 (unsigned long long)atomic_load(&st->remote_bytes),
-			 (unsigned long long)atomic_load(&st->remote_requests),
-			 (double)hist_quantile(&st->rtt, 0.5) / 1e3, (double)hist_quantile(&st->rtt, 0.99) / 1e3);
+		n += snprintf(buf + n, len - (size_t)n,
+			      " remote_bytes=%llu remote_requests=%llu fault_rtt_p50_us=%.1f fault_rtt_p99_us=%.1f",
+			      (unsigned long long)atomic_load(&st->remote_bytes),
+			      (unsigned long long)atomic_load(&st->remote_requests),
+			      (double)hist_quantile(&st->rtt, 0.5) / 1e3, (double)hist_quantile(&st->rtt, 0.99) / 1e3);
+	ws_figures(s->ws, &wf);
+	if (wf.replay && n > 0 && (size_t)n < len)
+		n += snprintf(buf + n, len - (size_t)n, " ws_planned=%llu ws_read=%llu",
+			      (unsigned long long)wf.planned, (unsigned long long)wf.read);
+	if (wf.record && n > 0 && (size_t)n < len)
+		snprintf(buf + n, len - (size_t)n, " ws_recorded=%llu", (unsigned long long)wf.recorded);
 }
 
 void session_summary(struct session *s, FILE *f)

@@ -30,6 +30,12 @@ struct session_cfg {
 	unsigned ps_timeout_ms;		/* --ps-timeout */
 	const struct tls_cfg *ps_tls;	/* --tls (loaded), or NULL */
 	FILE *progress;			/* every 10 ms: "seconds pages_copied zero_pages faults remote_bytes" */
+	/* warm restores (README "Warm restores") */
+	int ws_record;			/* --ws-record: write the working set of this restore */
+	const char *ws_out;		/* where (default IMAGES/lazy-pages.ws) */
+	unsigned ws_record_ms;		/* stop recording this long after the marker (0: at the end) */
+	const char *ws_replay;		/* --ws-replay FILE; NULL: IMAGES/lazy-pages.ws if present and not recording */
+	int ws_no_replay;		/* --no-ws-replay */
 };
 
 /* The latency budget of a background section (--section-us): see README "Design in brief". */

@@ -22,6 +22,11 @@ struct tls_cfg;
  */
 typedef void (*source_done_fn)(struct source_req *r, uint64_t nr_pages, const struct lp_err *e);
 
+/* One run of a list read (source_lists). */
+struct source_run {
+	uint64_t img, nr_pages;
+};
+
 struct source_req {
 	struct pagemap *pm;		/* whose pages (local images) */
 	uint32_t img_pid;		/* whose pages (page server: the image's pid) */
@@ -30,6 +35,13 @@ struct source_req {
 	void *buf;			/* room for nr_pages pages, page aligned */
 	int urgent;			/* a thread waits for it: ahead of background reads */
 	source_done_fn done;
+	/*
+	 * A list read (only where source_lists says so): NRUNS runs, nr_pages
+	 * in all, read one after another into buf; img is the first's. Its
+	 * completion has all the pages or none.
+	 */
+	const struct source_run *runs;
+	unsigned nruns;
 };
 
 struct source_ops {
@@ -38,6 +50,8 @@ struct source_ops {
 	int (*may_send)(struct source *s);
 	/* Pages a background read should ask for (0: the caller's own chunk). */
 	uint64_t (*chunk)(struct source *s);
+	/* May a read be a list of runs (source_req.runs), up to this many? 0 or NULL: no. */
+	unsigned (*lists)(struct source *s);
 	/* Ends it (with GRACEFUL, as CRIU's client closes a page-server session) and frees. */
 	int (*close)(struct source *s, int graceful, struct lp_err *e);
 	/* A few words for the log: "local images", "faults on their own connection, window 4096 KiB". */
@@ -62,6 +76,11 @@ static inline int source_may_send(struct source *s)
 static inline uint64_t source_chunk(struct source *s)
 {
 	return s->ops->chunk ? s->ops->chunk(s) : 0;
+}
+
+static inline unsigned source_lists(struct source *s)
+{
+	return s->ops->lists ? s->ops->lists(s) : 0;
 }
 
 /* Accepts NULL. */

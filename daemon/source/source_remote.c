@@ -2,6 +2,7 @@
 /* source_remote: reads of lazy pages as pipelined GETs to a page server, urgent ones first. */
 #include <errno.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,7 @@
 struct rreq {
 	struct ps_req ps;		/* first: ps_req* and rreq* convert */
 	struct source_req *r;
+	struct ps_run runs[];		/* a list read's */
 };
 
 struct remote {
@@ -31,6 +33,7 @@ struct remote {
 	uint64_t psz;
 	struct ps_client *bulk;		/* background reads (and urgent ones, without urgent) */
 	struct ps_client *urgent;	/* NULL against a CRIU page server */
+	bool lists;			/* lazy-pages-server said it takes list GETs */
 	struct netmon *netmon;		/* the link under the connection */
 
 	pthread_mutex_t lock;
@@ -133,12 +136,14 @@ static const struct ps_client_ops rx_ops = {
 static void remote_submit(struct source *s, struct source_req *sr)
 {
 	struct remote *r = (struct remote *)s;
-	struct rreq *q = calloc(1, sizeof(*q));
+	struct rreq *q = calloc(1, sizeof(*q) + sr->nruns * sizeof(q->runs[0]));
 	struct ps_client *c = sr->urgent && r->urgent ? r->urgent : r->bulk;
 	struct lp_err e;
+	unsigned i;
 	int ret;
 
-	if (!q) {
+	if (!q || (sr->nruns && (!r->lists || sr->nruns > PS_LP_LIST_MAX))) {
+		free(q);
 		lp_err_set(&e, ENOMEM, "out of memory");
 		sr->done(sr, 0, &e);
 		return;
@@ -149,6 +154,12 @@ static void remote_submit(struct source *s, struct source_req *sr)
 	q->ps.buf = sr->buf;
 	q->ps.owner = c;
 	q->r = sr;
+	for (i = 0; i < sr->nruns; i++) {
+		q->runs[i].img = sr->runs[i].img;
+		q->runs[i].nr_pages = sr->runs[i].nr_pages;
+	}
+	q->ps.runs = sr->nruns ? q->runs : NULL;
+	q->ps.nruns = sr->nruns;
 	if (!sr->urgent) {
 		pthread_mutex_lock(&r->lock);
 		r->bulk_bytes += sr->nr_pages * r->psz;
@@ -183,6 +194,11 @@ static uint64_t remote_chunk(struct source *s)
 	n = r->window / 4 / r->psz;
 	pthread_mutex_unlock(&r->lock);
 	return n < 16 ? 16 : n > r->cfg.max_pages ? r->cfg.max_pages : n;
+}
+
+static unsigned remote_lists(struct source *s)
+{
+	return ((struct remote *)s)->lists ? PS_LP_LIST_MAX : 0;
 }
 
 static void remote_describe(struct source *s, char *buf, unsigned len)
@@ -220,6 +236,7 @@ static const struct source_ops remote_ops = {
 	.submit = remote_submit,
 	.may_send = remote_may_send,
 	.chunk = remote_chunk,
+	.lists = remote_lists,
 	.close = remote_close,
 	.describe = remote_describe,
 	.name = "page server",
@@ -277,6 +294,8 @@ int source_remote_new(const struct source_remote_cfg *cfg, struct source **out, 
 	}
 	if (r->urgent)
 		r->window = WINDOW_OWN_MIN;
+	/* the bulk connection goes to the same server: it takes list GETs if the hello said so */
+	r->lists = r->urgent && ps_client_version(r->urgent) >= PS_LP_LIST_VERSION;
 	lp_err_set(&e2, 0, "%s: connected%s", ps_client_peer(r->bulk),
 		   r->urgent ? ", with a second connection for faults" : " (one connection: background reads held to a window)");
 	cfg->notice(cfg->arg, 0, &e2);
