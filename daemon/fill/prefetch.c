@@ -158,25 +158,13 @@ static uint64_t section_pages(struct prefetch_thread *t, uint64_t left)
 }
 
 /*
- * The scheduler lets a running thread use up its slice before a thread it
- * has just woken on the same CPU runs, and does not always move that one to
- * an idle CPU at once (measured: a restored thread whose page was in waited
- * 1-3 ms behind a prefetch thread while the other CPU idled). Background
- * work gives way every YIELD_NS instead.
+ * Background threads do not sched_yield(): yielding every 100 us (the first
+ * engine's rule, tuned on a synthetic reader's fault latency) slowed the fill
+ * under a live server by ~1.6x and its requests were no faster for it
+ * (redis, 1.5 GiB, local: pages all in 0.55-0.73 s without vs 0.87-1.36 s
+ * with; see README "Real applications"). The scheduler's wake-up preemption
+ * gives a woken fault thread or restored thread its CPU.
  */
-#define YIELD_NS 100000ull
-
-static void bg_yield(void)
-{
-	static __thread uint64_t last;
-	uint64_t now = stats_now_ns();
-
-	if (now - last >= YIELD_NS) {
-		if (last)
-			sched_yield();
-		last = now;
-	}
-}
 
 /* Places one run read for image address IMG (GOT pages at B) at ADDR, section by section; *STOP: up to where. */
 static int place_run(struct prefetch_thread *t, struct proc *p, uint64_t addr, uint64_t img, uint64_t got,
@@ -198,7 +186,6 @@ static int place_run(struct prefetch_thread *t, struct proc *p, uint64_t addr, u
 		a = stop;
 		if (ret)
 			break;
-		bg_yield();
 	}
 	*stop_at = a;
 	return ret;
@@ -325,7 +312,6 @@ static bool replay_read(struct prefetch_thread *t, struct proc *p, struct bg_req
 	q->addr = q->seg[0].addr;
 	q->r.nr_pages = used;
 	q->failed = 0;
-	bg_yield();
 	if (q->nseg > 1 && source_lists(f->src) >= q->nseg) {
 		/* one request for all the runs (lazy-pages-server's list GET) */
 		for (i = 0; i < q->nseg; i++) {
@@ -410,7 +396,6 @@ static void read_one(struct prefetch_thread *t, struct proc *p)
 	q->r.runs = NULL;
 	q->r.nruns = 0;
 	atomic_store(&q->state, REQ_SUBMITTING);
-	bg_yield();
 	source_submit(f->src, &q->r);
 	if (atomic_compare_exchange_strong(&q->state, &expect, REQ_SUBMITTED))
 		return;

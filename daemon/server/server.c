@@ -575,7 +575,7 @@ static int conn_list(struct server_conn *c, const struct ps_iov *req)
 	struct ps_run runs[PS_LP_LIST_MAX];
 	struct pm_run *pr = NULL;
 	struct ps_iov rep = *req, one = *req;
-	struct lp_err e = { "" };
+	struct lp_err e = { .msg = "" };
 	uint64_t i, total = 0, n = 0, cap = 0, left, va;
 	int ret;
 

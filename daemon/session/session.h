@@ -39,7 +39,7 @@ struct session_cfg {
 };
 
 /* The latency budget of a background section (--section-us): see README "Design in brief". */
-#define SESSION_SECTION_US 100
+#define SESSION_SECTION_US 1000
 
 void session_cfg_defaults(struct session_cfg *cfg);
 
