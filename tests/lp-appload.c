@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -123,6 +124,10 @@ static int connect_to(int retry_ms_total)
 			fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, 0);
 			if (fd < 0)
 				continue;
+			/* connect (and send) give up after 500 ms: a listener nobody accepts on (a restore that
+			 * failed half way) must not hold the client past a stop */
+			setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &(struct timeval){ .tv_usec = 500000 },
+				   sizeof(struct timeval));
 			if (connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
 				setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 				freeaddrinfo(ai);
