@@ -722,9 +722,11 @@ sc_restart-one-done() {
 # fork: the first fork fails the session, which kills its processes (the
 # child too, its uffd kept open until then), and none reads a wrong page.
 sc_store-fork() {
-	dump "$T/img" --procs 2 --size 64
+	# 256 MiB each and one prefetch thread: the fork (after ~1,200 faults) must come while pages
+	# are still lazy, which a 64 MiB process filled by two threads in 1 ms sections no longer is
+	dump "$T/img" --procs 2 --size 256
 	sup_start --fdstore-max 2
-	add -D "$T/img"
+	add -D "$T/img" --prefetch-threads 1
 	restore a "$T/img" --scenario fork && fail "lp-restore passed, yet the session should have failed at the fork"
 	grep -q 'mismatch at' "$T/restore.a.err" && fail "a process read a wrong page: $(restore_reason a)"
 	grep -q 'killed by signal 9' "$T/restore.a.err" || fail "no process was killed: $(restore_reason a)"
