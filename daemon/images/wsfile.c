@@ -498,12 +498,16 @@ int ws_merge(struct ws_set *const *in, const char *const *names, size_t n, struc
 	if (n == 0)
 		return lp_err_set(e, EINVAL, "nothing to merge");
 	for (i = 0; i < n; i++) {
-		if (in[i]->page_size != in[0]->page_size)
-			return lp_err_set(e, EINVAL, "%s: page size %u, %s has %u", names[i], in[i]->page_size,
-					  names[0], in[0]->page_size);
+		if (in[i]->page_size != in[0]->page_size) {
+			ret = lp_err_set(e, EINVAL, "%s: page size %u, %s has %u", names[i], in[i]->page_size,
+					 names[0], in[0]->page_size);
+			goto fail;
+		}
 		recs += in[i]->recordings;
-		if (recs > WS_MAX_RECORDINGS)
-			return lp_err_set(e, E2BIG, "more than %u recordings in all", WS_MAX_RECORDINGS);
+		if (recs > WS_MAX_RECORDINGS) {
+			ret = lp_err_set(e, E2BIG, "more than %u recordings in all", WS_MAX_RECORDINGS);
+			goto fail;
+		}
 		for (j = 0; j < in[i]->nprocs; j++) {
 			const struct ws_proc *p = &in[i]->procs[j];
 			size_t k;
@@ -511,11 +515,13 @@ int ws_merge(struct ws_set *const *in, const char *const *names, size_t n, struc
 			for (k = 0; k < i; k++) {
 				const struct ws_proc *q = ws_find(in[k], p->pid);
 
-				if (q && q->layout != p->layout)
-					return lp_err_set(e, EINVAL,
-							  "%s: pid %u was recorded on other images than in %s (pagemap layout 0x%016llx vs 0x%016llx)",
-							  names[i], p->pid, names[k], (unsigned long long)p->layout,
-							  (unsigned long long)q->layout);
+				if (q && q->layout != p->layout) {
+					ret = lp_err_set(e, EINVAL,
+							 "%s: pid %u was recorded on other images than in %s (pagemap layout 0x%016llx vs 0x%016llx)",
+							 names[i], p->pid, names[k], (unsigned long long)p->layout,
+							 (unsigned long long)q->layout);
+					goto fail;
+				}
 			}
 			for (k = 0; k < np && pids[k] != p->pid; k++)
 				;
@@ -525,8 +531,8 @@ int ws_merge(struct ws_set *const *in, const char *const *names, size_t n, struc
 				uint32_t *np2 = realloc(pids, (cap = cap ? cap * 2 : 16) * sizeof(*pids));
 
 				if (!np2) {
-					free(pids);
-					return lp_err_set(e, ENOMEM, "out of memory");
+					ret = lp_err_set(e, ENOMEM, "out of memory");
+					goto fail;
 				}
 				pids = np2;
 			}
@@ -534,13 +540,13 @@ int ws_merge(struct ws_set *const *in, const char *const *names, size_t n, struc
 		}
 	}
 	if (np > WS_MAX_PROCS) {
-		free(pids);
-		return lp_err_set(e, E2BIG, "more than %u processes", WS_MAX_PROCS);
+		ret = lp_err_set(e, E2BIG, "more than %u processes", WS_MAX_PROCS);
+		goto fail;
 	}
 	s = ws_set_new(in[0]->page_size, np);
 	if (!s) {
-		free(pids);
-		return lp_err_set(e, ENOMEM, "out of memory");
+		ret = lp_err_set(e, ENOMEM, "out of memory");
+		goto fail;
 	}
 	s->recordings = recs;
 	for (i = 0; i < np; i++) {
@@ -550,15 +556,20 @@ int ws_merge(struct ws_set *const *in, const char *const *names, size_t n, struc
 			;
 		ret = merge_proc(in, n, pids[i], &s->procs[i]);
 		if (ret) {
-			free(pids);
-			ws_set_free(s);
-			return lp_err_set(e, -ret, "out of memory");
+			ret = lp_err_set(e, -ret, "out of memory");
+			goto fail;
 		}
 		s->procs[i].layout = any->layout;
 	}
 	free(pids);
 	*out = s;
 	return 0;
+fail:
+	/* pids may be partly filled; s is NULL until every check has passed */
+	free(pids);
+	if (s)
+		ws_set_free(s);
+	return ret;
 }
 
 uint64_t ws_layout(const struct pm_entry *pe, size_t n)
