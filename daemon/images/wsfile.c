@@ -565,10 +565,8 @@ int ws_merge(struct ws_set *const *in, const char *const *names, size_t n, struc
 	*out = s;
 	return 0;
 fail:
-	/* pids may be partly filled; s is NULL until every check has passed */
 	free(pids);
-	if (s)
-		ws_set_free(s);
+	ws_set_free(s);		/* NULL until every check has passed */
 	return ret;
 }
 
