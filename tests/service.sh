@@ -15,7 +15,7 @@
 # answering, or on processes. Prints "PASS name" or "FAIL name: reason" per
 # scenario and ends with "N passed, N failed".
 # Binaries can be overridden with LAZY_PAGESD, LAZY_PAGESCTL, LP_DUMP,
-# LP_RESTORE, LP_NOTIFY, LP_HANDOFF, LP_CTLFUZZ.
+# LP_RESTORE, LP_NOTIFY, LP_HANDOFF, LP_CTLFUZZ, LP_SUPERVISE, LAZY_PAGES_SERVER, LP_DELAY.
 set -u
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -28,6 +28,7 @@ HANDOFF=${LP_HANDOFF:-$ROOT/build/tests/lp-handoff}
 CTLFUZZ=${LP_CTLFUZZ:-$ROOT/build/tests/lp-ctlfuzz}
 SUPERVISE=${LP_SUPERVISE:-$ROOT/build/tests/lp-supervise}
 SERVER=${LAZY_PAGES_SERVER:-$ROOT/build/lazy-pages-server}
+DELAY=${LP_DELAY:-$ROOT/build/tests/lp-delay}
 SCENARIO_TIMEOUT=${LP_SCENARIO_TIMEOUT:-60}	# whole scenario, seconds
 STEP_TIMEOUT=30					# one restore or client run
 NOBODY=(setpriv --reuid=65534 --regid=65534 --clear-groups)
@@ -35,7 +36,7 @@ NOBODY=(setpriv --reuid=65534 --regid=65534 --clear-groups)
 SCENARIOS=(
 	units socket-activation watchdog two-sessions handoff ctl-json unprivileged
 	peercred sigterm-waits bad-control restart-sigkill restart-remote restart-one-done
-	restart-lost-one restart-unkept store-full store-fork restart-handoff bad-startup warm-restore
+	restart-fault-waits restart-lost-one restart-unkept store-full store-fork restart-handoff bad-startup warm-restore
 )
 
 # ---------------------------------------------------------------------------
@@ -619,11 +620,13 @@ sc_bad-startup() {
 
 # sup_start [lp-supervise options]: lazy-pagesd --service under lp-supervise
 # (socket activation, NOTIFY_SOCKET and the fd store, as systemd), restarted
-# once if killed; returns once it said READY=1. Sets SUP.
+# once if killed; returns once it said READY=1. Sets SUP. $SUP_DAEMON_ARGS: more
+# options for the daemon (both runs of it).
 sup_start() {
 	local n
 	"$SUPERVISE" --notify "$T/notify.sock" --listen "$SOCK" --pidfile "$T/dpid" --restarts 1 "$@" -- \
-		"$DAEMON" --service --control "$SOCK" --state-dir "$T/state" -v >"$T/sup.out" 2>"$T/daemon.log" &
+		"$DAEMON" --service --control "$SOCK" --state-dir "$T/state" -v ${SUP_DAEMON_ARGS:-} \
+		>"$T/sup.out" 2>"$T/daemon.log" &
 	SUP=$!
 	KILL+=($SUP)
 	for n in $(seq 500); do grep -q '^ready' "$T/sup.out" 2>/dev/null && break; sleep 0.01; done
@@ -697,10 +700,13 @@ sc_restart-remote() {
 # a precedence slip made growing its process array an "out of memory").
 sc_restart-one-done() {
 	local rpid
-	dump "$T/img" --procs 2 --size 512
-	sup_start --fdstore-max 64
+	dump "$T/img" --procs 2 --size 256
+	# Faults only (a random reader's are a page each, ~3 s for 256 MiB): the
+	# second is still filling when the first is gone. With prefetch both were
+	# complete 0.2 s in, at times before the first one's exit was seen.
+	SUP_DAEMON_ARGS="--no-prefetch" sup_start --fdstore-max 64
 	add -D "$T/img"
-	# the first exits after 16 pages; the other reads 512 MiB at random
+	# the first exits after 16 pages; the other reads 256 MiB at random
 	restore a "$T/img" --scenario random --order pstree --first-exits &
 	rpid=$!
 	sup_await "removed lp-1-0"
@@ -783,6 +789,40 @@ unkept_common() {
 	grep -q 'killed: its userfaultfd was not kept' "$T/daemon.log" ||
 		fail "the daemon did not say why it killed: $(grep -m3 -E 'error|warn' "$T/daemon.log" | tr '\n' ' ')"
 	info "$(grep -m1 'killed: its userfaultfd' "$T/daemon.log" | cut -c1-160)"
+}
+
+# A fault the killed daemon had read from the uffd but not answered: the
+# kernel does not queue it again, so the restarted daemon must wake the
+# waiting thread to fault anew. No prefetch (nothing else would place that
+# page) and every fault crossing a 10 ms round trip through lp-delay, so the
+# single-threaded reader (8 MiB in order: ~125 faults of a 16-page window)
+# is inside a fault whenever the kill comes.
+sc_restart-fault-waits() {
+	local rpid n port dport
+	dump "$T/img" --procs 1 --size 8
+	"$SERVER" -D "$T/img" --port 0 --address 127.0.0.1 --port-file "$T/ps.port" 2>"$T/ps.log" &
+	KILL+=($!)
+	for n in $(seq 200); do [ -s "$T/ps.port" ] && break; sleep 0.01; done
+	port=$(cat "$T/ps.port" 2>/dev/null) || fail "lazy-pages-server did not start"
+	[ -x "$DELAY" ] || fail "not built: $DELAY"
+	"$DELAY" --listen 127.0.0.1:0 --connect "127.0.0.1:$port" --delay-ms 5 --port-file "$T/delay.port" \
+		2>"$T/delay.log" &
+	KILL+=($!)
+	for n in $(seq 200); do [ -s "$T/delay.port" ] && break; sleep 0.01; done
+	dport=$(cat "$T/delay.port" 2>/dev/null) || fail "lp-delay did not start"
+	SUP_DAEMON_ARGS="--no-prefetch" sup_start --fdstore-max 8
+	add -D "$T/img" --page-server --address 127.0.0.1 --port "$dport"
+	restore a "$T/img" --scenario seq &
+	rpid=$!
+	sup_await "stored lp-1-0"
+	sleep 0.3
+	grep -q '^removed lp-1-0' "$T/sup.out" && fail "the process was complete before the kill"
+	kill -KILL "$(cat "$T/dpid")"
+	wait $rpid || fail "lp-restore across the daemon's restart: $(restore_reason a)"
+	grep -q 'pid [0-9]*: resumed with' "$T/daemon.log" || fail "the process was not resumed"
+	session_wait
+	sup_stop
+	info "$(sed -n 's/.*all pages verified in \([0-9.]*\) s/restore \1 s/p' "$T/restore.a.out")"
 }
 
 # One uffd of two not given back by the store (as systemd would if it had not

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -10,6 +11,7 @@
 #include <linux/userfaultfd.h>
 
 #include "fill.h"
+#include "images.h"
 #include "log.h"
 #include "persist.h"
 #include "proc.h"
@@ -168,6 +170,34 @@ void proc_set_forked(struct proc *p, uint32_t parent_id)
 {
 	p->forked = true;
 	p->parent_id = parent_id;
+}
+
+/* the lowest address a mapping may have (vm.mmap_min_addr), page-aligned */
+static uint64_t mmap_floor(uint64_t page)
+{
+	unsigned long long v = 65536;
+	FILE *f = fopen("/proc/sys/vm/mmap_min_addr", "re");
+
+	if (f) {
+		if (fscanf(f, "%llu", &v) != 1)
+			v = 65536;
+		fclose(f);
+	}
+	return ((uint64_t)v + page - 1) / page * page;
+}
+
+int proc_wake(struct proc *p)
+{
+	/* the tops of the user address space the kernel may have given it: 47, 48, 39 bits */
+	static const unsigned bits[] = { 47, 48, 39 };
+	uint64_t page = pagemap_page_size(), lo = mmap_floor(page);
+	int ret = -EINVAL;
+	size_t i;
+
+	/* UFFDIO_WAKE looks at no VMA: one call over everything wakes every waiter */
+	for (i = 0; i < sizeof(bits) / sizeof(bits[0]) && ret == -EINVAL; i++)
+		ret = uffd_wake(p->uffd, lo, ((1ULL << bits[i]) - page) - lo);
+	return ret;
 }
 
 int proc_uffd(const struct proc *p)

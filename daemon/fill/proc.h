@@ -53,6 +53,13 @@ uint64_t proc_remaining(struct proc *p);
 void proc_set_ended(struct proc *p, enum proc_state state);
 void proc_set_forked(struct proc *p, uint32_t parent_id);
 
+/*
+ * After a restart: wakes every thread of the process that waits on a fault
+ * the killed daemon had read but not answered (the kernel does not queue
+ * that message again), so that it faults anew. 0 or -errno.
+ */
+int proc_wake(struct proc *p);
+
 /* Adds the uffd to epoll instance EPFD (event data: P); proc_finish takes it out again. */
 int proc_watch(struct proc *p, int epfd);
 int proc_uffd(const struct proc *p);

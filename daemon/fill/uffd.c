@@ -55,6 +55,13 @@ enum uffd_res uffd_zero(int uffd, uint64_t dst, uint64_t len, uint64_t *done, in
 	return classify(*err);
 }
 
+int uffd_wake(int uffd, uint64_t start, uint64_t len)
+{
+	struct uffdio_range r = { .start = start, .len = len };
+
+	return ioctl(uffd, UFFDIO_WAKE, &r) == 0 ? 0 : -errno;
+}
+
 int uffd_read(int uffd, struct uffd_msg *msgs, int max)
 {
 	ssize_t n = read(uffd, msgs, sizeof(*msgs) * (size_t)max);

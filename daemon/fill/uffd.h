@@ -25,6 +25,13 @@ enum uffd_res uffd_copy(int uffd, uint64_t dst, const void *src, uint64_t len, u
 			int *err);
 enum uffd_res uffd_zero(int uffd, uint64_t dst, uint64_t len, uint64_t *done, int *err);
 
+/*
+ * Wakes the threads waiting on a fault in [START, START + LEN): each faults
+ * again, and a new message is queued. 0 or -errno (EINVAL: a range the
+ * process's address space cannot hold).
+ */
+int uffd_wake(int uffd, uint64_t start, uint64_t len);
+
 /* Reads up to MAX messages; returns the count, 0 for none (EAGAIN), -errno on error, -EPIPE on EOF. */
 int uffd_read(int uffd, struct uffd_msg *msgs, int max);
 

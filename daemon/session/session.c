@@ -1125,8 +1125,14 @@ struct session *session_recover(const struct session_cfg *cfg, const struct sess
 				persist_add(persist, PREC_DONE, (uint32_t)i, 0, 0, 0);
 			proc_set_ended(p, rp[i].done == 1 ? PROC_DONE : PROC_GONE);
 		} else {
+			int w = proc_wake(p);
+
 			log_info("pid %d%s: resumed with %llu lazy pages", rp[i].pid, rp[i].forked ? " (forked child)" : "",
 				 (unsigned long long)proc_remaining(p));
+			/* a fault the killed daemon read would otherwise wait until a prefetch placed its page */
+			if (w)
+				log_warn("pid %d: waking its threads that waited on the killed daemon failed: %s",
+					 rp[i].pid, strerror(-w));
 		}
 		ret = session_add(s, p, 0, 0, true, e);
 	}
