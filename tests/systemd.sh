@@ -30,7 +30,7 @@ STEP=60						# one wait inside a scenario
 UNIT=lazy-pages.service
 
 SCENARIOS=(
-	socket-activation restore kill-early kill-one-done watchdog stop-waits stop-killed
+	socket-activation restore kill-early kill-one-done kill-mid-fault watchdog stop-waits stop-killed
 	journal page-server handoff-kill store-full store-mismatch
 )
 
@@ -228,6 +228,51 @@ sc_kill-one-done() {
 	verify
 	first=$(journal | grep -m1 -E ': [0-9]+ lazy pages$' | sed 's/.*info: //')
 	info "the journal's first process: $first"
+}
+
+# Killed while the restored process waits on a fault the daemon has read:
+# the kernel does not queue that fault again, so the restarted daemon must
+# wake the thread. No prefetch (a drop-in), pages from lazy-pages-server
+# through lp-delay (10 ms round trip), so the reader is inside a fault
+# whenever the kill comes; without the wake it hangs.
+sc_kill-mid-fault() {
+	local port=27001 dport
+	up
+	# the package's /etc/default file, as an administrator edits it (the
+	# service starts at the first lazy-pagesctl, after this)
+	sed -i 's/^LAZY_PAGESD_OPTS=.*/LAZY_PAGESD_OPTS="--no-prefetch"/' /etc/default/lazy-pages
+	grep -q '^LAZY_PAGESD_OPTS="--no-prefetch"$' /etc/default/lazy-pages || fail "no LAZY_PAGESD_OPTS line in /etc/default/lazy-pages"
+	prepare -m 8 -c 0 -a seq
+	cat >/etc/default/lazy-pages-server <<-EOF
+		LP_SERVER_IMAGES=$W/img
+		LP_SERVER_PORT=$port
+		LP_SERVER_OPTS="--address 127.0.0.1"
+	EOF
+	systemctl start lazy-pages-server.service || fail "lazy-pages-server.service did not start"
+	crl_until 10 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null || fail "nothing listens on 127.0.0.1:$port"
+	"$BUILD/tests/lp-delay" --listen 127.0.0.1:0 --connect 127.0.0.1:$port --delay-ms 5 \
+		--port-file "$T/delay.port" 2>"$T/delay.log" </dev/null &
+	crl_until 10 test -s "$T/delay.port" || fail "lp-delay did not start: $(cat "$T/delay.log")"
+	dport=$(cat "$T/delay.port")
+	ctl session add -D "$W/img" --page-server --address 127.0.0.1 --port "$dport" --json >"$T/add.json" 2>"$T/add.err" ||
+		fail "session add: $(cat "$T/add.err")"
+	SID=$(jq -r .id "$T/add.json")
+	restore
+	criu_go "$W"
+	sleep 0.5
+	journal_has "session $SID: summary" && fail "the session was over before the kill"
+	systemctl kill -s KILL "$UNIT"
+	crl_until $STEP prop_is NRestarts 1 || fail "$UNIT was not restarted: NRestarts=$(prop NRestarts)"
+	await_journal "session $SID: resumed after a restart"
+	criu_wait_results "$W" 1 $STEP || fail "phase 1 (a fault the killed daemon had read never answered?): $CRL_WHY"
+	# Faults only: the restarted daemon cannot learn which pages the killed
+	# one placed (none faults again), so the session ends with the process,
+	# which exits after phase 2.
+	criu_final "$W"
+	criu_wait_results "$W" 2 $STEP || fail "phase 2: $CRL_WHY"
+	session_wait
+	[ "$SSTATE" = done ] || fail "session $SID ended $SSTATE: $(jq -c '.sessions[0].error' "$T/list.json")"
+	info "resumed with $(resumed_pages) lazy pages; $(journal | grep -m1 "session $SID: summary" | sed 's/.*summary: //' | cut -c1-90)"
 }
 
 # A hung daemon (SIGSTOP): the watchdog (a drop-in: WatchdogSec=2s) kills
