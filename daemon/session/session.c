@@ -1375,7 +1375,7 @@ static int serve_criu(struct session *s, struct lp_err *e)
 	close(s->cfd);
 	s->cfd = -1;
 	if (!ret) {
-		log_info("restore finished; prefetch starts");
+		log_info("restore finished; %s", s->cfg.no_prefetch ? "pages come by faults only (--no-prefetch)" : "prefetch starts");
 		return session_run(s, e);
 	}
 	/*
