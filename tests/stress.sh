@@ -7,9 +7,9 @@
 #
 #   bash tests/stress.sh [--list] [NAME...]
 #
-#   stress-1       1 process, 1 GiB, 16 workers, 3 storms
+#   stress-1       1 process, 2 GiB, 16 workers, 3 storms, 1 prefetch thread
 #   stress-200     200 processes of 2 MiB in one session, 2 workers and 2 storms each
-#   stress-remote  stress-1 through lazy-pages-server on 127.0.0.1
+#   stress-remote  1 GiB so, through lazy-pages-server on 127.0.0.1
 #
 # Run from the repository root, as root. Each scenario runs in its own
 # directory under ${TMPDIR:-/tmp}, bounded by timeout(1); the images are
@@ -203,9 +203,12 @@ run_stress() {
 # ---------------------------------------------------------------------------
 # scenarios
 
+# 2 GiB and one prefetch thread: the fill must outlast the storms' start.
+# (1 GiB with the default threads was complete in 0.2-0.3 s, so that the
+# storms did 0-26 of their ~9,000 operations while pages were lazy.)
 sc_stress-1() {
-	IMAGES=$(shared_dump g1 --size 1024)
-	run_stress "$IMAGES" 1 --stress-threads 16 --stress-storms 3
+	IMAGES=$(shared_dump g2 --size 2048)
+	run_stress "$IMAGES" 1 --stress-threads 16 --stress-storms 3 -- --prefetch-threads 1
 }
 
 sc_stress-200() {
