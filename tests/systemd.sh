@@ -157,6 +157,19 @@ all_gone() {
 	return 0
 }
 
+# lps_start PORT: lazy-pages-server.service serving $W/img on 127.0.0.1:PORT,
+# configured by its /etc/default file; returns once it listens
+lps_start() {
+	cat >/etc/default/lazy-pages-server <<-EOF
+		LP_SERVER_IMAGES=$W/img
+		LP_SERVER_PORT=$1
+		LP_SERVER_OPTS="--address 127.0.0.1"
+	EOF
+	systemctl start lazy-pages-server.service ||
+		fail "lazy-pages-server.service did not start: $(journalctl -u lazy-pages-server -o cat | tail -n 3 | tr '\n' ' ')"
+	crl_until 10 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null || fail "nothing listens on 127.0.0.1:$1"
+}
+
 # "pid P: resumed with N lazy pages" of the restarted daemon, summed
 resumed_pages() {
 	journal | sed -n 's/.*: resumed with \([0-9]*\) lazy pages.*/\1/p' | awk '{ s += $1 } END { print s + 0 }'
@@ -243,13 +256,7 @@ sc_kill-mid-fault() {
 	sed -i 's/^LAZY_PAGESD_OPTS=.*/LAZY_PAGESD_OPTS="--no-prefetch"/' /etc/default/lazy-pages
 	grep -q '^LAZY_PAGESD_OPTS="--no-prefetch"$' /etc/default/lazy-pages || fail "no LAZY_PAGESD_OPTS line in /etc/default/lazy-pages"
 	prepare -m 8 -c 0 -a seq
-	cat >/etc/default/lazy-pages-server <<-EOF
-		LP_SERVER_IMAGES=$W/img
-		LP_SERVER_PORT=$port
-		LP_SERVER_OPTS="--address 127.0.0.1"
-	EOF
-	systemctl start lazy-pages-server.service || fail "lazy-pages-server.service did not start"
-	crl_until 10 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null || fail "nothing listens on 127.0.0.1:$port"
+	lps_start $port
 	"$BUILD/tests/lp-delay" --listen 127.0.0.1:0 --connect 127.0.0.1:$port --delay-ms 5 \
 		--port-file "$T/delay.port" 2>"$T/delay.log" </dev/null &
 	crl_until 10 test -s "$T/delay.port" || fail "lp-delay did not start: $(cat "$T/delay.log")"
@@ -357,13 +364,7 @@ sc_page-server() {
 	local port=27000 pid
 	install_project
 	prepare -m 256 -c 1 -a random
-	cat >/etc/default/lazy-pages-server <<-EOF
-		LP_SERVER_IMAGES=$W/img
-		LP_SERVER_PORT=$port
-		LP_SERVER_OPTS="--address 127.0.0.1"
-	EOF
-	systemctl start lazy-pages-server.service || fail "lazy-pages-server.service did not start: $(journalctl -u lazy-pages-server -o cat | tail -n 3 | tr '\n' ' ')"
-	crl_until 10 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null || fail "nothing listens on 127.0.0.1:$port"
+	lps_start $port
 	mkfifo "$T/ready" || fail "mkfifo"
 	lazy-pagesd -D "$W/img" --page-server --address 127.0.0.1 --port $port --status-fd 3 -v \
 		3>"$T/ready" >"$T/lpd.out" 2>"$T/lpd.log" </dev/null &
