@@ -417,7 +417,7 @@ static int fill_pages(struct proc *p, uint64_t addr, uint64_t nr_pages, const ui
 static int place_checked(struct proc *p, uint64_t addr, uint64_t img, uint64_t nr_pages, const uint8_t *buf,
 			 bool yield, uint64_t *stop)
 {
-	uint64_t psz = p->f->psz, end = addr + nr_pages * psz, a = addr;
+	uint64_t psz = p->f->psz, end = addr + nr_pages * psz, a = addr, left;
 	struct rrun now;
 	bool in;
 	int ret = 0;
@@ -426,7 +426,8 @@ static int place_checked(struct proc *p, uint64_t addr, uint64_t img, uint64_t n
 		if (yield && atomic_load_explicit(&p->reader_waiting, memory_order_relaxed))
 			break;
 		pthread_mutex_lock(&p->lock);
-		in = ranges_run(p->ranges, a, (end - a) / psz, &now);
+		left = (end - a) / psz;
+		in = ranges_run(p->ranges, a, yield && left > PROC_YIELD_PAGES ? PROC_YIELD_PAGES : left, &now);
 		pthread_mutex_unlock(&p->lock);
 		if (!in || now.img != img + (a - addr)) {
 			a += psz;

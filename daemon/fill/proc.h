@@ -19,6 +19,8 @@ enum proc_state { PROC_LIVE, PROC_DONE, PROC_GONE };
 #define PROC_NOENT_LIMIT 4096
 /* background reads of one process in flight at once (a hint against asking twice) */
 #define PROC_MAX_INFLIGHT 64
+/* background placement COPYs at most this many pages at once, so a waiting uffd reader gets in */
+#define PROC_YIELD_PAGES 64
 /* layout events read per call, FORKs among them */
 #define PROC_MAX_MSGS 32
 
