@@ -618,6 +618,22 @@ sc_bad-startup() {
 		"$SERVER" -D "$T" --port 0 --log-file "$T/nodir/s.log"
 }
 
+# port_read FILE WHAT: the port a program started with --port-file FILE
+# wrote there, within 2 s, into PORT; fails naming WHAT if none came
+port_read() {
+	local n
+	for n in $(seq 200); do [ -s "$1" ] && break; sleep 0.01; done
+	[ -s "$1" ] || fail "$2 did not start: $(tail -n 2 "${1%.port}.log" 2>/dev/null | tr '\n' ' ')"
+	PORT=$(cat "$1")
+}
+
+# server_start DIR: lazy-pages-server serving DIR on 127.0.0.1, its port in PORT
+server_start() {
+	"$SERVER" -D "$1" --port 0 --address 127.0.0.1 --port-file "$T/ps.port" 2>"$T/ps.log" &
+	KILL+=($!)
+	port_read "$T/ps.port" lazy-pages-server
+}
+
 # sup_start [lp-supervise options]: lazy-pagesd --service under lp-supervise
 # (socket activation, NOTIFY_SOCKET and the fd store, as systemd), restarted
 # once if killed; returns once it said READY=1. Sets SUP. $SUP_DAEMON_ARGS: more
@@ -657,13 +673,11 @@ sup_stop() {
 # the daemon takes the uffds back and its journal, and finishes: every byte
 # verified, nothing left stored afterwards.
 restart_common() {
-	local rpid n port=
+	local rpid port=
 	dump "$T/img" --procs 2 --size 512
 	if [ -n "${1:-}" ]; then
-		"$SERVER" -D "$T/img" --port 0 --address 127.0.0.1 --port-file "$T/ps.port" 2>"$T/ps.log" &
-		KILL+=($!)
-		for n in $(seq 200); do [ -s "$T/ps.port" ] && break; sleep 0.01; done
-		port=$(cat "$T/ps.port" 2>/dev/null) || fail "lazy-pages-server did not start"
+		server_start "$T/img"
+		port=$PORT
 	fi
 	sup_start --fdstore-max 64
 	grep -q 'fd store of 64 (\$FDSTORE)' "$T/daemon.log" || fail "the daemon did not take \$FDSTORE=64: $(head -n 3 "$T/daemon.log" | tr '\n' ' ')"
@@ -798,18 +812,15 @@ unkept_common() {
 # single-threaded reader (8 MiB in order: ~125 faults of a 16-page window)
 # is inside a fault whenever the kill comes.
 sc_restart-fault-waits() {
-	local rpid n port dport
+	local rpid dport
 	dump "$T/img" --procs 1 --size 8
-	"$SERVER" -D "$T/img" --port 0 --address 127.0.0.1 --port-file "$T/ps.port" 2>"$T/ps.log" &
-	KILL+=($!)
-	for n in $(seq 200); do [ -s "$T/ps.port" ] && break; sleep 0.01; done
-	port=$(cat "$T/ps.port" 2>/dev/null) || fail "lazy-pages-server did not start"
+	server_start "$T/img"
 	[ -x "$DELAY" ] || fail "not built: $DELAY"
-	"$DELAY" --listen 127.0.0.1:0 --connect "127.0.0.1:$port" --delay-ms 5 --port-file "$T/delay.port" \
+	"$DELAY" --listen 127.0.0.1:0 --connect "127.0.0.1:$PORT" --delay-ms 5 --port-file "$T/delay.port" \
 		2>"$T/delay.log" &
 	KILL+=($!)
-	for n in $(seq 200); do [ -s "$T/delay.port" ] && break; sleep 0.01; done
-	dport=$(cat "$T/delay.port" 2>/dev/null) || fail "lp-delay did not start"
+	port_read "$T/delay.port" lp-delay
+	dport=$PORT
 	SUP_DAEMON_ARGS="--no-prefetch" sup_start --fdstore-max 8
 	add -D "$T/img" --page-server --address 127.0.0.1 --port "$dport"
 	restore a "$T/img" --scenario seq &

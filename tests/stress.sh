@@ -9,7 +9,7 @@
 #
 #   stress-1       1 process, 2 GiB, 16 workers, 3 storms, 1 prefetch thread
 #   stress-200     200 processes of 2 MiB in one session, 2 workers and 2 storms each
-#   stress-remote  1 GiB so, through lazy-pages-server on 127.0.0.1
+#   stress-remote  1 process, 1 GiB, 16 workers, 3 storms, through lazy-pages-server on 127.0.0.1
 #
 # Run from the repository root, as root. Each scenario runs in its own
 # directory under ${TMPDIR:-/tmp}, bounded by timeout(1); the images are

@@ -110,9 +110,9 @@ prepare() {
 	criu_wait_gone "$W" || fail "$CRL_WHY"
 }
 
-# add_session: lazy-pagesctl session add -D $W/img; sets SID
+# add_session [ARGS...]: lazy-pagesctl session add -D $W/img ARGS; sets SID
 add_session() {
-	ctl session add -D "$W/img" --json >"$T/add.json" 2>"$T/add.err" ||
+	ctl session add -D "$W/img" "$@" --json >"$T/add.json" 2>"$T/add.err" ||
 		fail "session add: $(cat "$T/add.err")"
 	SID=$(jq -r .id "$T/add.json")
 }
@@ -245,7 +245,7 @@ sc_kill-one-done() {
 
 # Killed while the restored process waits on a fault the daemon has read:
 # the kernel does not queue that fault again, so the restarted daemon must
-# wake the thread. No prefetch (a drop-in), pages from lazy-pages-server
+# wake the thread. No prefetch (/etc/default/lazy-pages), pages from lazy-pages-server
 # through lp-delay (10 ms round trip), so the reader is inside a fault
 # whenever the kill comes; without the wake it hangs.
 sc_kill-mid-fault() {
@@ -261,9 +261,7 @@ sc_kill-mid-fault() {
 		--port-file "$T/delay.port" 2>"$T/delay.log" </dev/null &
 	crl_until 10 test -s "$T/delay.port" || fail "lp-delay did not start: $(cat "$T/delay.log")"
 	dport=$(cat "$T/delay.port")
-	ctl session add -D "$W/img" --page-server --address 127.0.0.1 --port "$dport" --json >"$T/add.json" 2>"$T/add.err" ||
-		fail "session add: $(cat "$T/add.err")"
-	SID=$(jq -r .id "$T/add.json")
+	add_session --page-server --address 127.0.0.1 --port "$dport"
 	restore
 	criu_go "$W"
 	sleep 0.5

@@ -1129,7 +1129,13 @@ struct session *session_recover(const struct session_cfg *cfg, const struct sess
 
 			log_info("pid %d%s: resumed with %llu lazy pages", rp[i].pid, rp[i].forked ? " (forked child)" : "",
 				 (unsigned long long)proc_remaining(p));
-			/* a fault the killed daemon read would otherwise wait until a prefetch placed its page */
+			/*
+			 * A fault the killed daemon read is not queued again: its thread
+			 * would wait until a prefetch COPY happened to wake it, and for
+			 * ever on a page no prefetch places (a hole, a dropped range,
+			 * --no-prefetch). EEXIST does not help: a COPY that copies
+			 * nothing wakes no one.
+			 */
 			if (w)
 				log_warn("pid %d: waking its threads that waited on the killed daemon failed: %s",
 					 rp[i].pid, strerror(-w));
