@@ -30,10 +30,11 @@
 # its heap): --apps "redis pyrt" by default with --warm.
 #
 # Run from the repository root after `ninja`, as root, with stock CRIU at
-# $CRIU or ../shared/criu/criu. Default: 1.5 GiB per application (about 12
-# minutes); --quick: 256 MiB. Writes the table to stdout and, in
-# ${BENCH_OUT:-build/bench-app}, app.txt, app.json, app.png (per-window p99
-# and fill over time for both daemons) and the data behind them. Extra
+# $CRIU, ../shared/criu/criu or a working criu in PATH. Default: 1.5 GiB
+# per application (about 12 minutes); --quick: 256 MiB. Writes the table
+# to stdout and, in ${BENCH_OUT:-build/bench-app}, app.txt, app.json,
+# app.png (per-window p99 and fill over time for both daemons) and the data
+# behind them; the logs of a failed restore in failed/TAG/. Extra
 # lazy-pagesd options: BENCH_DAEMON_ARGS. Two cores are shared by the
 # server, the client, the daemon and CRIU: every figure is measured on that.
 set -u
@@ -47,7 +48,6 @@ SERVER=${LAZY_PAGES_SERVER:-$ROOT/build/lazy-pages-server}
 DELAY=${LP_DELAY:-$ROOT/build/tests/lp-delay}
 LOAD=${LP_APPLOAD:-$ROOT/build/tests/lp-appload}
 OUT=${BENCH_OUT:-$ROOT/build/bench-app}
-CRIU=${CRIU:-$ROOT/../shared/criu/criu}
 
 APPS="redis memcached"
 PATHS="local criu-ps lps delay"
@@ -84,10 +84,13 @@ MAX_SECONDS=120
 DELAY_MS=1
 WS_REC_S=${BENCH_WS_RECORD_S:-3}	# the hot set is in by then; later the cold keys' scattered pages would be too
 
-if [ ! -x "$CRIU" ]; then
-	echo "bench-app: skipped: no CRIU (set CRIU=/path/to/criu)"
-	exit 0
-fi
+# $CRIU, ../shared/criu/criu, or a criu in PATH that passes `criu check`, as in criu.sh
+criu_find
+case $? in
+0) ;;
+1) echo "bench-app: skipped: no CRIU ($CRL_WHY)"; exit 0 ;;
+*) echo "bench-app: $CRL_WHY" >&2; exit 1 ;;
+esac
 for b in "$DAEMON" "$SERVER" "$DELAY" "$LOAD"; do
 	[ -x "$b" ] || { echo "bench-app: not built: $b (run ninja first)" >&2; exit 1; }
 done
@@ -116,7 +119,7 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-mkdir -p "$OUT" || exit 1
+mkdir -p "$OUT" && rm -rf "$OUT/failed" || exit 1
 rm -f "$OUT"/*.dat "$OUT"/app.png
 # CRIU's lazy dump sizes its page pipes past the default limit (../shared/criu/README.md);
 # raised as criu.sh does, so that runs side by side put back the machine's value only once all are done
@@ -192,13 +195,18 @@ sample_rss() {
 	while :; do
 		[ -n "$pid" ] || pid=$(restored_pid "$ns")
 		now=${EPOCHREALTIME/./}
-		rss=0
+		rss=
 		if [ -n "$pid" ]; then
 			while read -r k v u; do
 				[ "$k" = VmRSS: ] && { rss=$v; break; }
 			done </proc/"$pid"/status 2>/dev/null
 		fi
-		printf '%d.%06d %s\n' $(((now - t0) / 1000000)) $(((now - t0) % 1000000)) "$rss"
+		# no sample rather than a 0 while the pid found is not (or no longer) the restored server
+		if [ -n "$rss" ]; then
+			printf '%d.%06d %s\n' $(((now - t0) / 1000000)) $(((now - t0) % 1000000)) "$rss"
+		else
+			pid=
+		fi
 		sleep 0.1
 	done >"$out"
 }
@@ -297,10 +305,18 @@ run_once() {
 	} >"$T/res/$tag.kv"
 	cp "$S/windows" "$OUT/$tag.windows.dat" 2>/dev/null
 	cp "$S/rss" "$OUT/$tag.rss.dat" 2>/dev/null
+	local bad=
 	if [ -z "${IDLE:-}" ] && { ! grep -q '^appload:' "$S/client.out" || grep -q 'wrong=[1-9]' "$S/client.out"; }; then
 		note "$tag: the client: $(tail -n 3 "$S/client.err" "$S/client.out" | tr '\n' ' ')"
+		bad=1
 	fi
-	[ "$rc" -eq 0 ] || note "$tag: the daemon exited $rc: $(tail -n 3 "$S/daemon.log" "$S/criu-lazy.log" 2>/dev/null | tr '\n' ' ')"
+	[ "$rc" -eq 0 ] || { note "$tag: the daemon exited $rc: $(tail -n 3 "$S/daemon.log" "$S/criu-lazy.log" 2>/dev/null | tr '\n' ' ')"; bad=1; }
+	if [ -n "$bad" ]; then
+		# $T goes with the run: keep what tells why (CRIU's restore log above all)
+		mkdir -p "$OUT/failed/$tag"
+		cp "$S"/*.log "$S"/*.out "$S"/*.err "$OUT/failed/$tag/" 2>/dev/null
+		note "$tag: its logs are kept in $OUT/failed/$tag"
+	fi
 	note "$tag: $(tr '\n' ' ' <"$T/res/$tag.kv" | cut -c1-300)"
 }
 
@@ -603,6 +619,16 @@ PROWS=()
 for row in "${ROWS[@]}"; do
 	ls "$OUT/${row%.*}"-*."${row##*.}".windows.dat >/dev/null 2>&1 && PROWS+=("$row")
 done
+# plot_daemons SUFFIX USING: one plot line, a curve per daemon that has $OUT/$base-DAEMON.$i.SUFFIX
+plot_daemons() {
+	local daemon f sep=""
+	printf "plot "
+	for daemon in $DAEMONS; do
+		f=$OUT/$base-$daemon.$i.$1
+		[ -f "$f" ] && printf "%s'%s' using %s with lines title '%s'" "$sep" "$f" "$2" "$daemon" && sep=", "
+	done
+	echo
+}
 if command -v gnuplot >/dev/null && [ ${#PROWS[@]} -gt 0 ]; then
 	n=${#PROWS[@]}
 	{
@@ -617,22 +643,10 @@ if command -v gnuplot >/dev/null && [ ${#PROWS[@]} -gt 0 ]; then
 			echo "set title '$base: per-100 ms p99 latency (us, log)'"
 			echo "set logscale y"
 			echo "set xlabel 's since criu restore started'"
-			printf "plot "
-			sep=""
-			for daemon in $DAEMONS; do
-				f=$OUT/$base-$daemon.$i.windows.dat
-				[ -f "$f" ] && printf "%s'%s' using 1:(\$4 > 0 ? \$4 : 1/0) with lines title '%s'" "$sep" "$f" "$daemon" && sep=", "
-			done
-			echo
+			plot_daemons windows.dat "1:(\$4 > 0 ? \$4 : 1/0)"
 			echo "unset logscale y"
 			echo "set title '$base: restored server RSS (MiB)'"
-			printf "plot "
-			sep=""
-			for daemon in $DAEMONS; do
-				f=$OUT/$base-$daemon.$i.rss.dat
-				[ -f "$f" ] && printf "%s'%s' using 1:(\$2/1024) with lines title '%s'" "$sep" "$f" "$daemon" && sep=", "
-			done
-			echo
+			plot_daemons rss.dat '1:($2/1024)'
 		done
 		echo "unset multiplot"
 	} >"$T/plot.gp"
