@@ -179,7 +179,7 @@ restored_pid() {
 	local p
 	for p in $(ip netns pids "$1" 2>/dev/null); do
 		case "$(cat /proc/"$p"/comm 2>/dev/null)" in
-		redis-server | memcached) echo "$p"; return 0 ;;
+		redis-server | memcached | python3*) echo "$p"; return 0 ;;	# pyrt: /usr/bin/python3
 		esac
 	done
 	return 1
@@ -311,7 +311,8 @@ run_once() {
 		bad=1
 	fi
 	[ "$rc" -eq 0 ] || { note "$tag: the daemon exited $rc: $(tail -n 3 "$S/daemon.log" "$S/criu-lazy.log" 2>/dev/null | tr '\n' ' ')"; bad=1; }
-	if [ -n "$bad" ]; then
+	# a recording run ends by killing the server: not a failure
+	if [ -n "$bad" ] && [ "$daemon" != lpd-rec ]; then
 		# $T goes with the run: keep what tells why (CRIU's restore log above all)
 		mkdir -p "$OUT/failed/$tag"
 		cp "$S"/*.log "$S"/*.out "$S"/*.err "$OUT/failed/$tag/" 2>/dev/null
@@ -619,15 +620,21 @@ PROWS=()
 for row in "${ROWS[@]}"; do
 	ls "$OUT/${row%.*}"-*."${row##*.}".windows.dat >/dev/null 2>&1 && PROWS+=("$row")
 done
-# plot_daemons SUFFIX USING: one plot line, a curve per daemon that has $OUT/$base-DAEMON.$i.SUFFIX
+# plot_daemons BASE I SUFFIX USING: one plot, a curve per daemon with samples in $OUT/BASE-DAEMON.I.SUFFIX
 plot_daemons() {
-	local daemon f sep=""
-	printf "plot "
+	local daemon f curves=""
 	for daemon in $DAEMONS; do
-		f=$OUT/$base-$daemon.$i.$1
-		[ -f "$f" ] && printf "%s'%s' using %s with lines title '%s'" "$sep" "$f" "$2" "$daemon" && sep=", "
+		f=$OUT/$1-$daemon.$2.$3
+		[ -s "$f" ] && curves+="${curves:+, }'$f' using $4 with lines title '$daemon'"
 	done
-	echo
+	if [ -n "$curves" ]; then
+		echo "plot $curves"
+	else
+		# an empty panel that says so, rather than a gnuplot error
+		echo "set label 1 'no samples' at graph 0.5,0.5 center"
+		echo "plot [0:1] [0:1] 2 notitle"
+		echo "unset label 1"
+	fi
 }
 if command -v gnuplot >/dev/null && [ ${#PROWS[@]} -gt 0 ]; then
 	n=${#PROWS[@]}
@@ -643,10 +650,10 @@ if command -v gnuplot >/dev/null && [ ${#PROWS[@]} -gt 0 ]; then
 			echo "set title '$base: per-100 ms p99 latency (us, log)'"
 			echo "set logscale y"
 			echo "set xlabel 's since criu restore started'"
-			plot_daemons windows.dat "1:(\$4 > 0 ? \$4 : 1/0)"
+			plot_daemons "$base" "$i" windows.dat "1:(\$4 > 0 ? \$4 : 1/0)"
 			echo "unset logscale y"
 			echo "set title '$base: restored server RSS (MiB)'"
-			plot_daemons rss.dat '1:($2/1024)'
+			plot_daemons "$base" "$i" rss.dat '1:($2/1024)'
 		done
 		echo "unset multiplot"
 	} >"$T/plot.gp"
