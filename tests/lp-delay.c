@@ -333,8 +333,8 @@ static void conn_accept(struct proxy *p)
 	}
 }
 
-/* one read from d->from into a new chunk; false if the connection died */
-static bool dir_read(struct proxy *p, struct dir *d)
+/* one read from d->from into a new chunk (the connection is killed on an error) */
+static void dir_read(struct proxy *p, struct dir *d)
 {
 	uint64_t room = p->queue_max - d->queued;
 	size_t want = room < READ_MAX ? (size_t)room : READ_MAX;
@@ -342,11 +342,11 @@ static bool dir_read(struct proxy *p, struct dir *d)
 	ssize_t r;
 
 	if (!want)
-		return true;
+		return;
 	ch = malloc(sizeof(*ch) + want);
 	if (!ch) {
 		conn_kill(p, d->c, true, "out of memory");
-		return false;
+		return;
 	}
 	do
 		r = read(*d->from, ch->data, want);
@@ -354,11 +354,11 @@ static bool dir_read(struct proxy *p, struct dir *d)
 	if (r < 0) {
 		free(ch);
 		if (errno == EAGAIN)
-			return true;
+			return;
 		char why[128];
 		snprintf(why, sizeof(why), "%s read: %s", d->name, strerror(errno));
 		conn_kill(p, d->c, true, why);
-		return false;
+		return;
 	}
 	if (r == 0) {
 		d->rd_eof = true;
@@ -380,7 +380,6 @@ static bool dir_read(struct proxy *p, struct dir *d)
 	d->tail = ch;
 	d->queued += (uint64_t)r;
 	d->in += (uint64_t)r;
-	return true;
 }
 
 /*
@@ -397,13 +396,13 @@ static bool dir_flush(struct proxy *p, struct dir *d, uint64_t now, uint64_t *ne
 	if (!d->c->connected || d->wr_blocked)
 		return true;
 	while ((ch = d->head)) {
-		if (!budget) {
-			*next = now;
-			return true;
-		}
 		if (ch->due > now) {
 			if (ch->due < *next)
 				*next = ch->due;
+			return true;
+		}
+		if (!budget) {
+			*next = now;	/* due, and this pass has had its share */
 			return true;
 		}
 		if (ch->eof) {
